@@ -1,0 +1,58 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export DATA_DIR ?= $(CURDIR)/data
+PORT ?= 3000
+
+.PHONY: install demo dev serve test lint lock bench bench-deps rollback clean
+
+install: $(STAMP)
+
+# Installs the pinned environment (requirements.lock) and the project itself, editable.
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "uv>=0.4"
+	$(BIN)/uv pip sync --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+# Re-resolves the pinned versions after a change to pyproject.toml's dependencies.
+lock:
+	test -x $(BIN)/uv || ($(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install -q uv)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+demo: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/python -m scripts.demo
+
+dev: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml
+
+serve: install
+	cd bento && ../$(BIN)/bentoml serve service:FraudService --port $(PORT)
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench-deps:
+	command -v hey >/dev/null || (apt-get update -qq && apt-get install -y -qq hey)
+
+bench: install bench-deps
+	$(BIN)/python benchmarks/features.py
+	$(BIN)/python benchmarks/batch_scoring.py
+
+rollback: install
+	$(BIN)/python -m fraudkit.registry rollback
+
+clean:
+	rm -rf $(DATA_DIR) $(DAGSTER_HOME)

@@ -1,0 +1,1 @@
+"""What data exists: the asset graph from landing files to predictions (DESIGN.md)."""

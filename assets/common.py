@@ -1,0 +1,36 @@
+"""Partitions and small helpers the asset modules share."""
+
+
+import dagster as dg
+import pandas as pd
+
+from fraudkit import lake
+from fraudkit.config import Settings
+
+SETTINGS = Settings.from_env()
+
+#: One partition per calendar day of transactions (UTC), keys ``YYYY-MM-DD``.
+daily_partitions = dg.DailyPartitionsDefinition(
+    start_date=SETTINGS.start_date,
+    end_date=lake.shift_day(SETTINGS.end_date, 1),  # end_date is exclusive in Dagster
+)
+
+#: A back-fill of many days runs as one run that processes the whole range.
+single_run = dg.BackfillPolicy.single_run()
+
+
+def partition_days(context: dg.AssetExecutionContext) -> list[str]:
+    key_range = context.partition_key_range
+    return lake.day_range(key_range.start, key_range.end)
+
+
+def preview(frame: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:
+    shown = frame.head(rows).copy()
+    for col in shown.columns:
+        if pd.api.types.is_float_dtype(shown[col]):
+            shown[col] = shown[col].round(4)
+    return dg.MetadataValue.md(shown.to_markdown(index=False))
+
+
+def table_link(uri: str) -> dg.MetadataValue:
+    return dg.MetadataValue.path(uri)

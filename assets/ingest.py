@@ -1,0 +1,108 @@
+"""raw_transactions and quarantined_transactions: landing files enforced against the raw
+contract, one Delta table for kept rows and one for rejected rows with their reason."""
+
+
+from collections import Counter
+
+import dagster as dg
+
+from assets.common import daily_partitions, partition_days, preview, single_run
+from fraudkit import lake
+from fraudkit.batch import chunk_days, ingest_days
+from fraudkit.schema import QUARANTINE_SCHEMA, RAW_SCHEMA
+from resources import DaskResource, DeltaLakeResource, LandingZoneResource
+
+DAYS_PER_TASK = 15
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "raw_transactions",
+            description="Transactions that satisfy the raw contract, partitioned by day.",
+            group_name="batch",
+            kinds={"deltalake"},
+        ),
+        dg.AssetSpec(
+            "quarantined_transactions",
+            description="Landing rows that broke the contract, as text, with file, row and "
+            "reason.",
+            group_name="batch",
+            kinds={"deltalake"},
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "rows_conserved",
+            asset="raw_transactions",
+            description="Rows read from landing = rows kept + rows quarantined, read back "
+            "from both Delta tables.",
+        )
+    ],
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+)
+def raw_transactions(
+    context: dg.AssetExecutionContext,
+    dask: DaskResource,
+    delta: DeltaLakeResource,
+    landing: LandingZoneResource,
+):
+    days = partition_days(context)
+    landing_dir = landing.ensure()
+    tables = delta.tables()
+    lake.ensure_table(tables.raw, RAW_SCHEMA, tables.storage_options)
+    lake.ensure_table(tables.quarantine, QUARANTINE_SCHEMA, tables.storage_options)
+    results = dask.map_with_progress(
+        context, ingest_days, chunk_days(days, DAYS_PER_TASK), "ingest",
+        landing_dir=str(landing_dir), tables=tables,
+    )
+    per_day = {d: s for r in results for d, s in r["days"].items()}
+    rows_in = sum(s["rows_in"] for s in per_day.values())
+    kept = lake.rows_per_day(tables.raw, days, storage_options=tables.storage_options)
+    quarantined = lake.rows_per_day(tables.quarantine, days,
+                                    storage_options=tables.storage_options)
+    broken = [d for d in days
+              if per_day[d]["rows_in"] != kept[d] + quarantined[d]]
+    reasons = Counter()
+    for s in per_day.values():
+        reasons.update(s["reasons"])
+    raw_version = lake.table_version(tables.raw, tables.storage_options)
+    sample = lake.read_days(tables.raw, days[-1:], storage_options=tables.storage_options)
+    bad_sample = lake.read_days(tables.quarantine, days, storage_options=tables.storage_options)
+    yield dg.MaterializeResult(
+        asset_key="raw_transactions",
+        metadata={
+            "days": dg.MetadataValue.text(f"{days[0]} .. {days[-1]} ({len(days)})"),
+            "dagster/row_count": sum(kept.values()),
+            "rows_in": rows_in,
+            "landing_files": sum(s["files"] for s in per_day.values()),
+            "table_version": raw_version,
+            "table_uri": dg.MetadataValue.path(tables.raw),
+            "seconds": round(sum(r["seconds"] for r in results), 2),
+            "preview": preview(sample.to_pandas()),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="rows_conserved",
+                passed=not broken,
+                metadata={
+                    "rows_in": rows_in,
+                    "kept": sum(kept.values()),
+                    "quarantined": sum(quarantined.values()),
+                    "days_not_conserved": dg.MetadataValue.text(", ".join(broken) or "none"),
+                },
+            )
+        ],
+    )
+    yield dg.MaterializeResult(
+        asset_key="quarantined_transactions",
+        metadata={
+            "dagster/row_count": sum(quarantined.values()),
+            "table_version": lake.table_version(tables.quarantine, tables.storage_options),
+            "table_uri": dg.MetadataValue.path(tables.quarantine),
+            "reasons": dg.MetadataValue.json(dict(reasons)),
+            "preview": preview(bad_sample.to_pandas()) if bad_sample.num_rows
+            else dg.MetadataValue.text("no rows quarantined"),
+        },
+    )

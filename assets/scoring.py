@@ -1,0 +1,93 @@
+"""batch_predictions: every day's transactions scored by the champion model on Dask."""
+
+
+from collections import Counter
+
+import dagster as dg
+
+from assets.common import daily_partitions, partition_days, preview, single_run
+from fraudkit import lake
+from fraudkit.batch import PREDICTIONS_SCHEMA, chunk_days, score_days
+from resources import DaskResource, DeltaLakeResource, ModelRegistryResource
+
+DAYS_PER_TASK = 15
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+    deps=["transaction_features", "model"],
+    check_specs=[
+        dg.AssetCheckSpec("one_prediction_per_transaction", asset="batch_predictions",
+                          description="Each kept transaction of the days has exactly one "
+                          "prediction."),
+        dg.AssetCheckSpec("scores_in_unit_interval", asset="batch_predictions",
+                          description="Every score is finite and within [0, 1]."),
+    ],
+    group_name="batch",
+    kinds={"onnx", "dask", "deltalake"},
+    description="transaction_id, score, decision, model_version, scored_at and the feature "
+    "table version, per day, from the registry's champion at run time.",
+)
+def batch_predictions(
+    context: dg.AssetExecutionContext,
+    dask: DaskResource,
+    delta: DeltaLakeResource,
+    registry: ModelRegistryResource,
+) -> dg.MaterializeResult:
+    days = partition_days(context)
+    tables = delta.tables()
+    champion = registry.registry().champion()
+    champion.verify()
+    features_version = lake.table_version(tables.features, tables.storage_options)
+    if features_version is None:
+        raise dg.Failure(f"no transaction_features table at {tables.features}")
+    lake.ensure_table(tables.predictions, PREDICTIONS_SCHEMA, tables.storage_options)
+    context.log.info(f"scoring {len(days)} day(s) with champion {champion.version}")
+    results = dask.map_with_progress(
+        context, score_days, chunk_days(days, DAYS_PER_TASK), "score",
+        tables=tables, features_version=features_version,
+        model_path=str(champion.model_path), model_version=champion.version,
+        thresholds=champion.manifest["thresholds"],
+    )
+    predicted = lake.rows_per_day(tables.predictions, days, storage_options=tables.storage_options)
+    kept = lake.rows_per_day(tables.raw, days, storage_options=tables.storage_options)
+    written = lake.read_days(tables.predictions, days, ["transaction_id"],
+                             storage_options=tables.storage_options)
+    distinct = len(set(written["transaction_id"].to_numpy().tolist()))
+    mismatched = [d for d in days if predicted[d] != kept[d]]
+    out_of_range = sum(r["out_of_range"] for r in results)
+    decisions = Counter()
+    for r in results:
+        decisions.update(r["decisions"])
+    rows = sum(r["rows"] for r in results)
+    seconds = sum(r["seconds"] for r in results)
+    sample = lake.read_days(tables.predictions, days[-1:], storage_options=tables.storage_options)
+    return dg.MaterializeResult(
+        metadata={
+            "days": dg.MetadataValue.text(f"{days[0]} .. {days[-1]} ({len(days)})"),
+            "dagster/row_count": rows,
+            "model_version": champion.version,
+            "feature_table_version": features_version,
+            "table_version": lake.table_version(tables.predictions, tables.storage_options),
+            "table_uri": dg.MetadataValue.path(tables.predictions),
+            "decisions": dg.MetadataValue.json(dict(decisions)),
+            "task_seconds": round(seconds, 2),
+            "preview": preview(sample.to_pandas()),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="one_prediction_per_transaction",
+                passed=not mismatched and distinct == written.num_rows,
+                metadata={"predictions": written.num_rows, "distinct_ids": distinct,
+                          "kept": sum(kept.values()),
+                          "days_mismatched": dg.MetadataValue.text(", ".join(mismatched)
+                                                                   or "none")},
+            ),
+            dg.AssetCheckResult(
+                check_name="scores_in_unit_interval",
+                passed=out_of_range == 0,
+                metadata={"out_of_range": out_of_range},
+            ),
+        ],
+    )

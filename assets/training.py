@@ -1,0 +1,184 @@
+"""training_set and model: a matured-label window, a LightGBM model exported to ONNX, and
+its registration (the first model becomes champion)."""
+
+
+import base64
+import io
+import json
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+
+from assets.common import SETTINGS, preview
+from fraudkit import lake
+from fraudkit.features import FEATURE_COLUMNS, lookback_days
+from fraudkit.training import Candidate, TrainingParams, fit_candidate, precision_recall_png
+from resources import DeltaLakeResource, ModelRegistryResource
+
+
+class TrainingWindowConfig(dg.Config):
+    """Which days train and which test. Labels are only known ``label_delay_days`` after a
+    transaction, so everything ends at ``as_of - delay``; a gap of the same length between
+    train and test keeps the test period's labels out of the training features' era."""
+
+    train_days: int = 90
+    test_days: int = 14
+    as_of: str | None = None  # default: the last day that has features
+    warmup_days: int = lookback_days(SETTINGS.label_delay_days)  # skip incomplete look-backs
+
+
+def training_windows(first_day: str, last_day: str, cfg: TrainingWindowConfig,
+                     delay: int) -> tuple[list[str], list[str]]:
+    """(train_days, test_days) for data spanning ``first_day..last_day``."""
+    as_of = cfg.as_of or last_day
+    matured_end = lake.shift_day(as_of, -delay)
+    test_start = lake.shift_day(matured_end, -(cfg.test_days - 1))
+    train_end = lake.shift_day(test_start, -(delay + 1))
+    train_start = max(lake.shift_day(train_end, -(cfg.train_days - 1)),
+                      lake.shift_day(first_day, cfg.warmup_days))
+    if train_start > train_end or test_start < first_day:
+        raise dg.Failure(
+            f"not enough matured data: features span {first_day}..{last_day}, label delay "
+            f"{delay} days, asked for {cfg.train_days} train + {cfg.test_days} test days "
+            f"after {cfg.warmup_days} warm-up days; materialize more days or shrink the window"
+        )
+    return lake.day_range(train_start, train_end), lake.day_range(test_start, matured_end)
+
+
+def load_labelled(delta: DeltaLakeResource, days: list[str]) -> tuple[pd.DataFrame, dict]:
+    """Features of ``days`` joined with their labels; returns the frame and table versions."""
+    tables = delta.tables()
+    feats_version = lake.table_version(tables.features, tables.storage_options)
+    raw_version = lake.table_version(tables.raw, tables.storage_options)
+    feats = lake.read_days(tables.features, days, None, feats_version,
+                           tables.storage_options).to_pandas()
+    labels = lake.read_days(tables.raw, days, ["transaction_id", "tx_fraud"], raw_version,
+                            tables.storage_options).to_pandas()
+    frame = feats.merge(labels, on="transaction_id", how="inner", validate="one_to_one")
+    return frame, {"transaction_features": feats_version, "raw_transactions": raw_version}
+
+
+@dg.asset(
+    deps=["transaction_features", "raw_transactions"],
+    group_name="training",
+    kinds={"deltalake"},
+    description="Feature rows with matured labels, split into a train window and a later, "
+    "held-out test window.",
+)
+def training_set(
+    context: dg.AssetExecutionContext, config: TrainingWindowConfig, delta: DeltaLakeResource
+) -> dg.MaterializeResult:
+    tables = delta.tables()
+    if lake.table_version(tables.features, tables.storage_options) is None:
+        raise dg.Failure(f"no transaction_features table at {tables.features}")
+    day_values = DeltaTable(tables.features).to_pyarrow_dataset().to_table(columns=["day"])
+    present = sorted(set(day_values["day"].to_pylist()))
+    train_days, test_days = training_windows(present[0], present[-1], config,
+                                             SETTINGS.label_delay_days)
+    frame, versions = load_labelled(delta, train_days + test_days)
+    frame["split"] = frame["day"].isin(test_days).map({True: "test", False: "train"})
+    uri = delta.uri("training_set")
+    write_deltalake(uri, pa.Table.from_pandas(frame, preserve_index=False), mode="overwrite",
+                    schema_mode="overwrite", storage_options=tables.storage_options)
+    summary = frame.groupby("split")["tx_fraud"].agg(["size", "sum", "mean"]).round(5)
+    context.log.info(f"training set: {summary.to_dict()}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(frame),
+            "train_days": dg.MetadataValue.text(f"{train_days[0]} .. {train_days[-1]}"),
+            "test_days": dg.MetadataValue.text(f"{test_days[0]} .. {test_days[-1]}"),
+            "splits": dg.MetadataValue.md(summary.to_markdown()),
+            "source_table_versions": dg.MetadataValue.json(versions),
+            "table_version": DeltaTable(uri).version(),
+            "table_uri": dg.MetadataValue.path(uri),
+        }
+    )
+
+
+class ModelConfig(dg.Config):
+    n_estimators: int = 300
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    decline_precision: float = 0.9
+    review_rate: float = 0.01
+
+
+def read_training_set(delta: DeltaLakeResource) -> tuple[pd.DataFrame, int]:
+    table = DeltaTable(delta.uri("training_set"))
+    return table.to_pandas(), table.version()
+
+
+def training_data_summary(frame: pd.DataFrame, version: int) -> dict:
+    train = frame[frame["split"] == "train"]["day"]
+    test = frame[frame["split"] == "test"]["day"]
+    return {
+        "training_set_version": version,
+        "train_range": [train.min(), train.max()],
+        "test_range": [test.min(), test.max()],
+        "rows": {"train": int(len(train)), "test": int(len(test))},
+    }
+
+
+def candidate_metadata(candidate: Candidate, frame: pd.DataFrame, title: str) -> dict:
+    test = frame[frame["split"] == "test"]
+    png = precision_recall_png(test["tx_fraud"].to_numpy(), candidate.test_scores, title)
+    image = base64.b64encode(png).decode()
+    return {
+        "auc_roc": round(candidate.metrics["auc_roc"], 4),
+        "average_precision": round(candidate.metrics["average_precision"], 4),
+        "card_precision_at_100": round(candidate.metrics["card_precision_at_100"], 4),
+        "onnx_max_abs_diff": float(candidate.onnx_max_abs_diff),
+        "thresholds": dg.MetadataValue.json(candidate.thresholds.as_dict()),
+        "precision_recall": dg.MetadataValue.md(f"![precision-recall](data:image/png;base64,"
+                                                f"{image})"),
+    }
+
+
+def reference_bytes(candidate: Candidate) -> bytes:
+    buf = io.BytesIO()
+    candidate.reference.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+@dg.asset(
+    deps=["training_set"],
+    group_name="training",
+    kinds={"lightgbm", "onnx"},
+    description="A LightGBM model exported to ONNX, checked against onnxruntime, measured on "
+    "the held-out window and registered; the first one becomes champion.",
+)
+def model(
+    context: dg.AssetExecutionContext, config: ModelConfig, delta: DeltaLakeResource,
+    registry: ModelRegistryResource,
+) -> dg.MaterializeResult:
+    frame, version = read_training_set(delta)
+    params = TrainingParams(n_estimators=config.n_estimators, learning_rate=config.learning_rate,
+                            num_leaves=config.num_leaves)
+    candidate = fit_candidate(frame, params, config.decline_precision, config.review_rate)
+    context.log.info(f"metrics on the held-out window: {json.dumps(candidate.metrics)}; "
+                     f"onnx vs native max |diff| {candidate.onnx_max_abs_diff:.2e}")
+    reg = registry.registry()
+    registered = reg.register(
+        candidate.onnx_bytes,
+        training_data=training_data_summary(frame, version),
+        metrics={**candidate.metrics, "onnx_max_abs_diff": candidate.onnx_max_abs_diff},
+        thresholds=candidate.thresholds,
+        extra_files={"reference.parquet": reference_bytes(candidate)},
+        notes={"params": params.__dict__, "feature_columns": list(FEATURE_COLUMNS)},
+    )
+    if reg.champion_state() is None:
+        reg.promote(registered.version, reason="first model")
+    champion = reg.champion_state()["version"]
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": registered.version,
+            "champion": champion,
+            "registry_path": dg.MetadataValue.path(str(registered.path)),
+            "sha256": registered.manifest["sha256"],
+            "training_rows": int((frame["split"] == "train").sum()),
+            **candidate_metadata(candidate, frame, f"{registered.version} held-out PR"),
+            "test_preview": preview(frame[frame["split"] == "test"][list(FEATURE_COLUMNS)]),
+        }
+    )

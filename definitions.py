@@ -1,0 +1,31 @@
+"""The Dagster code location: every asset, check, job, sensor and resource of the project."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.features import transaction_features
+from assets.ingest import raw_transactions
+from assets.scoring import batch_predictions
+from assets.training import model, training_set
+from resources.storage import default_resources
+
+ingest_job = dg.define_asset_job(
+    "ingest_and_features",
+    selection=dg.AssetSelection.assets(raw_transactions, transaction_features),
+    description="Landing files of the chosen days → raw_transactions → transaction_features.",
+)
+training_job = dg.define_asset_job(
+    "train", selection=dg.AssetSelection.assets(training_set, model),
+    description="training_set → model (registered; the first becomes champion).",
+)
+scoring_job = dg.define_asset_job(
+    "score", selection=dg.AssetSelection.assets(batch_predictions),
+    description="Score the chosen days with the champion into batch_predictions.",
+)
+
+defs = dg.Definitions(
+    assets=[raw_transactions, transaction_features, training_set, model, batch_predictions],
+    jobs=[ingest_job, training_job, scoring_job],
+    resources=default_resources(),
+)

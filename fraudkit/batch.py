@@ -1,0 +1,208 @@
+"""The batch path's units of work: plain functions a Dask worker runs on a run of days.
+
+Each function reads its inputs from Delta (or landing files) itself, writes its output
+partitions itself with one atomic overwrite, and returns only small statistics. The process
+that orchestrates (a Dagster step) therefore never holds the data, and its memory does not
+grow with it. Table versions are pinned by the caller so every task of one run reads the
+same snapshot.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fraudkit import lake
+from fraudkit.features import FEATURE_COLUMNS, feature_matrix, features_frame, lookback_days
+from fraudkit.model import OnnxModel, Thresholds, decide
+from fraudkit.schema import (
+    QUARANTINE_SCHEMA,
+    RAW_SCHEMA,
+    LandingFileError,
+    landing_files_for_day,
+    read_landing_file,
+    to_arrow,
+    validate_raw,
+)
+
+FEATURES_SCHEMA = pa.schema(
+    [
+        ("transaction_id", pa.int64()),
+        ("tx_datetime", pa.timestamp("us", tz="UTC")),
+        ("customer_id", pa.int64()),
+        ("terminal_id", pa.int64()),
+        *[
+            (c, pa.int64() if "_nb_tx_" in c or c.startswith("tx_during") else pa.float64())
+            for c in FEATURE_COLUMNS
+        ],
+        ("day", pa.string()),
+    ]
+)
+PREDICTIONS_SCHEMA = pa.schema(
+    [
+        ("transaction_id", pa.int64()),
+        ("customer_id", pa.int64()),
+        ("tx_datetime", pa.timestamp("us", tz="UTC")),
+        ("score", pa.float64()),
+        ("decision", pa.string()),
+        ("model_version", pa.string()),
+        ("scored_at", pa.timestamp("us", tz="UTC")),
+        ("feature_table_version", pa.int64()),
+        ("day", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Tables:
+    """URIs of the Delta tables (one folder per asset) and their storage options."""
+
+    raw: str
+    quarantine: str
+    features: str
+    predictions: str
+    storage_options: dict | None = None
+
+
+def chunk_days(days: list[str], max_days: int) -> list[list[str]]:
+    """Split a sorted run of days into contiguous runs of at most ``max_days``."""
+    return [days[i : i + max_days] for i in range(0, len(days), max(1, max_days))]
+
+
+# -- raw_transactions ------------------------------------------------------------------------
+def ingest_days(days: list[str], landing_dir: str, tables: Tables) -> dict:
+    """Validate the landing files of ``days`` into the raw and quarantine tables.
+
+    Raises :class:`LandingFileError` (naming the file or day) when a day has no landing
+    file or a file cannot be read as the contract; nothing is written for the run then.
+    """
+    started = time.perf_counter()
+    valid, rejected, stats = [], [], {}
+    for day in days:
+        files = landing_files_for_day(Path(landing_dir), day)
+        if not files:
+            raise LandingFileError(
+                f"no landing file for {day} in {landing_dir} (expected a name containing "
+                f"{day}, ending .parquet or .csv)"
+            )
+        frames = [read_landing_file(f) for f in files]
+        frame = pd.concat(frames, ignore_index=True)
+        source = np.concatenate([np.full(len(f), str(p), dtype=object)
+                                 for f, p in zip(frames, files, strict=True)])
+        row_number = np.concatenate([np.arange(len(f)) for f in frames])
+        result = validate_raw(frame, day, source, row_number)
+        valid.append(result.valid)
+        rejected.append(result.quarantine)
+        stats[day] = {
+            "files": len(files),
+            "rows_in": len(frame),
+            "kept": len(result.valid),
+            "quarantined": len(result.quarantine),
+            "reasons": dict(Counter(result.quarantine["reason"])),
+        }
+    raw_version = lake.replace_days(
+        tables.raw, to_arrow(pd.concat(valid), RAW_SCHEMA), days, tables.storage_options
+    )
+    quarantine_version = lake.replace_days(
+        tables.quarantine, to_arrow(pd.concat(rejected), QUARANTINE_SCHEMA), days,
+        tables.storage_options,
+    )
+    return {"days": stats, "raw_version": raw_version, "quarantine_version": quarantine_version,
+            "seconds": time.perf_counter() - started}
+
+
+# -- transaction_features --------------------------------------------------------------------
+RAW_FEATURE_INPUTS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id",
+                      "tx_amount", "tx_fraud", "day"]
+
+
+def features_for_days(
+    days: list[str], tables: Tables, raw_version: int, label_delay_days: int
+) -> dict:
+    """Compute the features of ``days`` from the raw table (with the look-back they need)
+    and replace those partitions of the features table; then read them back and check that
+    every kept transaction has exactly one row and no value is null."""
+    started = time.perf_counter()
+    history = lake.day_range(lake.shift_day(days[0], -lookback_days(label_delay_days)), days[-1])
+    raw = lake.read_days(tables.raw, history, RAW_FEATURE_INPUTS, raw_version,
+                         tables.storage_options).to_pandas()
+    feats = features_frame(raw, label_delay_days)
+    feats.insert(2, "customer_id", raw["customer_id"].to_numpy())
+    feats.insert(3, "terminal_id", raw["terminal_id"].to_numpy())
+    wanted = feats["day"].isin(days).to_numpy()
+    out = to_arrow(feats[wanted], FEATURES_SCHEMA)
+    version = lake.replace_days(tables.features, out, days, tables.storage_options)
+
+    written = lake.read_days(tables.features, days, None, version, tables.storage_options)
+    kept_ids = pc.filter(pa.array(raw["transaction_id"]), pa.array(raw["day"].isin(days)))
+    written_ids = written["transaction_id"]
+    missing = len(pc.filter(kept_ids, pc.invert(pc.is_in(kept_ids, written_ids))))
+    nulls = sum(written[c].null_count for c in FEATURE_COLUMNS)
+    return {
+        "days": len(days),
+        "rows": written.num_rows,
+        "kept_rows": len(kept_ids),
+        "missing": missing,
+        "duplicates": written.num_rows - len(pc.unique(written_ids)),
+        "nulls": int(nulls),
+        "history_rows": len(raw),
+        "version": version,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+# -- batch_predictions -----------------------------------------------------------------------
+def score_days(
+    days: list[str],
+    tables: Tables,
+    features_version: int,
+    model_path: str,
+    model_version: str,
+    thresholds: dict,
+) -> dict:
+    """Score the features of ``days`` with the ONNX model and replace those partitions of
+    the predictions table. One onnxruntime thread: the Dask workers are the parallelism."""
+    started = time.perf_counter()
+    columns = ["transaction_id", "customer_id", "tx_datetime", *FEATURE_COLUMNS, "day"]
+    feats = lake.read_days(tables.features, days, columns, features_version,
+                           tables.storage_options)
+    matrix = feature_matrix({c: feats[c].to_numpy() for c in FEATURE_COLUMNS})
+    scores = OnnxModel(model_path, threads=1).predict(matrix)
+    decisions = decide(scores, Thresholds(**thresholds))
+    n = feats.num_rows
+    out = pa.table(
+        {
+            "transaction_id": feats["transaction_id"],
+            "customer_id": feats["customer_id"],
+            "tx_datetime": feats["tx_datetime"],
+            "score": pa.array(scores, pa.float64()),
+            "decision": pa.array(decisions.tolist(), pa.string()),
+            "model_version": pa.array([model_version] * n, pa.string()),
+            "scored_at": pa.array(
+                np.full(n, np.datetime64(dt.datetime.now(dt.UTC).replace(tzinfo=None), "us")),
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "feature_table_version": pa.array(np.full(n, features_version), pa.int64()),
+            "day": feats["day"],
+        },
+        schema=PREDICTIONS_SCHEMA,
+    )
+    version = lake.replace_days(tables.predictions, out, days, tables.storage_options)
+    counts = Counter(decisions.tolist())
+    return {
+        "rows": n,
+        "version": version,
+        "min_score": float(scores.min()) if n else None,
+        "max_score": float(scores.max()) if n else None,
+        "out_of_range": int(((scores < 0) | (scores > 1) | ~np.isfinite(scores)).sum()),
+        "decisions": dict(counts),
+        "seconds": time.perf_counter() - started,
+    }

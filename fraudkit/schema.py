@@ -1,0 +1,224 @@
+"""The raw transaction contract and its enforcement (DESIGN.md, "Raw transaction contract").
+
+A landing file either fits the contract's columns or is rejected as a whole with an error
+that names the file and what is missing; inside a well-formed file, each row that breaks a
+rule goes to quarantine with a reason, so rows in = rows kept + rows quarantined, always.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+RAW_COLUMNS: tuple[str, ...] = (
+    "transaction_id",
+    "tx_datetime",
+    "customer_id",
+    "terminal_id",
+    "tx_amount",
+    "tx_fraud",
+)
+#: The online request carries the raw contract without the label.
+REQUEST_COLUMNS: tuple[str, ...] = RAW_COLUMNS[:-1]
+PARTITION_COLUMN = "day"
+
+RAW_SCHEMA = pa.schema(
+    [
+        ("transaction_id", pa.int64()),
+        ("tx_datetime", pa.timestamp("us", tz="UTC")),
+        ("customer_id", pa.int64()),
+        ("terminal_id", pa.int64()),
+        ("tx_amount", pa.float64()),
+        ("tx_fraud", pa.int8()),
+        (PARTITION_COLUMN, pa.string()),
+    ]
+)
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("source_file", pa.string()),
+        ("row_number", pa.int64()),
+        ("reason", pa.string()),
+        ("transaction_id", pa.string()),
+        ("tx_datetime", pa.string()),
+        ("customer_id", pa.string()),
+        ("terminal_id", pa.string()),
+        ("tx_amount", pa.string()),
+        ("tx_fraud", pa.string()),
+        (PARTITION_COLUMN, pa.string()),
+    ]
+)
+
+_DAY_IN_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})")
+LANDING_SUFFIXES = (".parquet", ".csv")
+
+
+class LandingFileError(ValueError):
+    """A landing file that cannot be read as the raw contract at all."""
+
+
+def day_of_file(path: Path) -> str | None:
+    """The day a landing file belongs to: the ``YYYY-MM-DD`` in its name."""
+    match = _DAY_IN_NAME.search(path.name)
+    return match.group(1) if match else None
+
+
+def landing_files_for_day(landing_dir: Path, day: str) -> list[Path]:
+    """Landing files of one day, in name order (``*<day>*.parquet`` or ``.csv``)."""
+    if not landing_dir.exists():
+        return []
+    return sorted(
+        p
+        for p in landing_dir.rglob(f"*{day}*")
+        if p.is_file() and p.suffix in LANDING_SUFFIXES and day_of_file(p) == day
+    )
+
+
+def landed_days(landing_dir: Path) -> list[str]:
+    """Every day that has at least one landing file."""
+    if not landing_dir.exists():
+        return []
+    days = {day_of_file(p) for p in landing_dir.rglob("*") if p.suffix in LANDING_SUFFIXES}
+    return sorted(d for d in days if d)
+
+
+def read_landing_file(path: Path) -> pd.DataFrame:
+    """Read one Parquet/CSV landing file with every contract column as text-or-native values.
+
+    Raises :class:`LandingFileError` naming the file when it is unreadable or lacks a column.
+    """
+    try:
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except Exception as exc:  # noqa: BLE001 - any reader error means the same thing here
+        raise LandingFileError(f"{path}: cannot be read as {path.suffix[1:]}: {exc}") from exc
+    missing = [c for c in RAW_COLUMNS if c not in frame.columns]
+    if missing:
+        raise LandingFileError(
+            f"{path}: missing column(s) {', '.join(missing)}; a landing file needs "
+            f"{', '.join(RAW_COLUMNS)}"
+        )
+    return frame[list(RAW_COLUMNS)]
+
+
+@dataclass
+class ValidationResult:
+    valid: pd.DataFrame
+    quarantine: pd.DataFrame
+
+    @property
+    def rows_in(self) -> int:
+        return len(self.valid) + len(self.quarantine)
+
+
+def _as_int(series: pd.Series) -> pd.Series:
+    """Parse integers exactly (no float round trip); unparseable values become <NA>."""
+    if pd.api.types.is_integer_dtype(series):
+        return series.astype("Int64")
+    if pd.api.types.is_float_dtype(series):
+        whole = series.where(np.isfinite(series) & (series == np.floor(series)))
+        return whole.astype("Int64")
+    text = series.astype("string").str.strip()
+    parsed = pd.to_numeric(text.where(text.str.fullmatch(r"[+-]?\d+", na=False)), errors="coerce")
+    return parsed.astype("Int64")
+
+
+def _as_utc(series: pd.Series) -> pd.Series:
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    if pd.api.types.is_datetime64_dtype(series):
+        return series.dt.tz_localize("UTC").astype("datetime64[us, UTC]")
+    parsed = pd.to_datetime(series.astype("string"), utc=True, errors="coerce", format="ISO8601")
+    return parsed.astype("datetime64[us, UTC]")
+
+
+def validate_raw(
+    frame: pd.DataFrame,
+    day: str,
+    source: str | pd.Series,
+    row_number: np.ndarray | None = None,
+) -> ValidationResult:
+    """Split one day's landing rows into contract-valid rows and quarantined rows.
+
+    ``source`` names the file of each row (one name or one per row) and ``row_number`` its
+    position in that file, so every quarantined row can be traced back.
+
+    Reasons, first match wins: a null field, an unparseable value, a non-positive or
+    non-finite amount, a label outside {0, 1}, a timestamp outside ``day``, and a
+    ``transaction_id`` seen before in the same day (the first occurrence is kept).
+    """
+    n = len(frame)
+    reason = pd.Series(pd.NA, index=frame.index, dtype="string")
+
+    def flag(mask: pd.Series | np.ndarray, text: str) -> None:
+        mask = pd.Series(mask, index=frame.index).fillna(False).astype(bool)
+        reason[mask & reason.isna()] = text
+
+    for col in RAW_COLUMNS:
+        flag(frame[col].isna(), f"null {col}")
+
+    ids = _as_int(frame["transaction_id"])
+    customers = _as_int(frame["customer_id"])
+    terminals = _as_int(frame["terminal_id"])
+    labels = _as_int(frame["tx_fraud"])
+    times = _as_utc(frame["tx_datetime"])
+    amounts = pd.to_numeric(frame["tx_amount"], errors="coerce").astype("float64")
+
+    flag(ids.isna(), "transaction_id is not an integer")
+    flag(times.isna(), "tx_datetime is not a parseable timestamp")
+    flag(customers.isna(), "customer_id is not an integer")
+    flag(terminals.isna(), "terminal_id is not an integer")
+    flag(~np.isfinite(amounts.to_numpy()), "tx_amount is not a finite number")
+    flag(amounts <= 0, "tx_amount is not positive")
+    flag(~labels.isin([0, 1]), "tx_fraud is not 0 or 1")
+    day_start = pd.Timestamp(day, tz="UTC")
+    outside = (times < day_start) | (times >= day_start + pd.Timedelta(days=1))
+    flag(outside, f"tx_datetime is outside the file's day {day}")
+    flag(ids.duplicated(keep="first") & ids.notna(), "duplicate transaction_id")
+
+    bad = reason.notna().to_numpy()
+    sources = (
+        np.full(n, source, dtype=object) if isinstance(source, str) else np.asarray(source)
+    )
+    positions = np.arange(n) if row_number is None else np.asarray(row_number)
+    valid = pd.DataFrame(
+        {
+            "transaction_id": ids[~bad].astype("int64"),
+            "tx_datetime": times[~bad],
+            "customer_id": customers[~bad].astype("int64"),
+            "terminal_id": terminals[~bad].astype("int64"),
+            "tx_amount": amounts[~bad],
+            "tx_fraud": labels[~bad].astype("int8"),
+            PARTITION_COLUMN: day,
+        }
+    ).reset_index(drop=True)
+    rejected = frame[bad]
+    quarantine = pd.DataFrame(
+        {
+            "source_file": sources[bad].astype(str),
+            "row_number": positions[bad].astype("int64"),
+            "reason": reason[bad].astype(str).to_numpy(),
+            **{c: rejected[c].astype("string").to_numpy() for c in RAW_COLUMNS},
+            PARTITION_COLUMN: day,
+        }
+    )
+    assert len(valid) + len(quarantine) == n
+    return ValidationResult(valid=valid, quarantine=quarantine)
+
+
+def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+
+
+def parse_day(day: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(day)
+    except ValueError as exc:
+        raise ValueError(f"{day!r} is not a day; use YYYY-MM-DD") from exc

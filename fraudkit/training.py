@@ -1,0 +1,228 @@
+"""Training, ONNX export and evaluation of the gradient-boosted fraud model (batch only).
+
+Kept apart from :mod:`fraudkit.model` so the online service never imports LightGBM.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+from fraudkit.features import FEATURE_COLUMNS, feature_matrix
+from fraudkit.model import Thresholds
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    n_estimators: int = 300
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_child_samples: int = 50
+    subsample: float = 0.8
+    colsample_bytree: float = 0.8
+    seed: int = 7
+    extra: dict = field(default_factory=dict)
+
+
+def train(train_frame: pd.DataFrame, params: TrainingParams | None = None) -> lgb.LGBMClassifier:
+    """Fit LightGBM on the float32 feature matrix (what ONNX will see) and ``tx_fraud``.
+
+    Training on float32 values keeps the native model and its ONNX export on the same side
+    of every split threshold.
+    """
+    params = params or TrainingParams()
+    labels = train_frame["tx_fraud"].to_numpy()
+    if len(np.unique(labels)) < 2:
+        raise ValueError(
+            f"the training window has {len(labels)} rows and only label(s) "
+            f"{sorted(np.unique(labels).tolist())}; widen it so it holds frauds and non-frauds"
+        )
+    model = lgb.LGBMClassifier(
+        n_estimators=params.n_estimators,
+        learning_rate=params.learning_rate,
+        num_leaves=params.num_leaves,
+        min_child_samples=params.min_child_samples,
+        subsample=params.subsample,
+        subsample_freq=1,
+        colsample_bytree=params.colsample_bytree,
+        random_state=params.seed,
+        n_jobs=2,
+        verbose=-1,
+        **params.extra,
+    )
+    x = feature_matrix(train_frame).astype(np.float64)
+    model.fit(pd.DataFrame(x, columns=list(FEATURE_COLUMNS)), labels)
+    model._Booster = float32_safe_thresholds(model.booster_)
+    return model
+
+
+def float32_safe_thresholds(booster: lgb.Booster) -> lgb.Booster:
+    """Round every split threshold down to the nearest float32.
+
+    ONNX tree ensembles compare float32 features with float32 thresholds, LightGBM with
+    double ones. For any float32 ``x``, ``x <= t`` exactly when ``x <= floor32(t)``, so this
+    changes no native prediction on float32 inputs and makes the ONNX export take the same
+    branch everywhere (otherwise a threshold rounded *up* sends some rows the other way).
+    """
+
+    def fix(line: str) -> str:
+        values = np.array(line[len("threshold="):].split(), dtype=np.float64)
+        down = values.astype(np.float32)
+        above = down.astype(np.float64) > values
+        down[above] = np.nextafter(down[above], np.float32(-np.inf))
+        return "threshold=" + " ".join(repr(float(v)) for v in down)
+
+    # tree_sizes holds byte offsets that the rewrite changes; without it LightGBM parses
+    # the trees one after the other.
+    lines = [fix(line) if line.startswith("threshold=") else line
+             for line in booster.model_to_string().splitlines()
+             if not line.startswith("tree_sizes=")]
+    return lgb.Booster(model_str="\n".join(lines) + "\n")
+
+
+def predict_native(model: lgb.LGBMClassifier, frame: pd.DataFrame) -> np.ndarray:
+    x = feature_matrix(frame).astype(np.float64)
+    return model.predict_proba(pd.DataFrame(x, columns=list(FEATURE_COLUMNS)))[:, 1]
+
+
+def to_onnx(model: lgb.LGBMClassifier) -> bytes:
+    """Export to ONNX: one float32 input ``[N, F]``, outputs ``label`` and ``probabilities``."""
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    onnx_model = convert_lightgbm(
+        model.booster_,
+        name="fraud_lightgbm",
+        initial_types=[("features", FloatTensorType([None, len(FEATURE_COLUMNS)]))],
+        zipmap=False,
+        target_opset=15,
+    )
+    return onnx_model.SerializeToString()
+
+
+def card_precision_at_k(frame: pd.DataFrame, scores: np.ndarray, k: int = 100) -> float:
+    """Mean over days of: among the ``k`` cards with the highest score that day, the share
+    with at least one fraudulent transaction that day."""
+    cards = (
+        pd.DataFrame(
+            {
+                "day": frame["day"].to_numpy(),
+                "customer_id": frame["customer_id"].to_numpy(),
+                "score": scores,
+                "fraud": frame["tx_fraud"].to_numpy(),
+            }
+        )
+        .groupby(["day", "customer_id"], sort=False)
+        .agg(score=("score", "max"), fraud=("fraud", "max"))
+        .reset_index()
+    )
+    top = cards.sort_values(["day", "score"], ascending=[True, False]).groupby("day").head(k)
+    per_day = top.groupby("day")["fraud"].sum() / k
+    return float(per_day.mean()) if len(per_day) else float("nan")
+
+
+def evaluate(frame: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
+    """AUC-ROC, average precision and card precision@100 of ``scores`` on labelled rows."""
+    labels = frame["tx_fraud"].to_numpy()
+    if len(np.unique(labels)) < 2:
+        return {"auc_roc": float("nan"), "average_precision": float("nan"),
+                "card_precision_at_100": card_precision_at_k(frame, scores), "rows": len(frame)}
+    return {
+        "auc_roc": float(roc_auc_score(labels, scores)),
+        "average_precision": float(average_precision_score(labels, scores)),
+        "card_precision_at_100": card_precision_at_k(frame, scores),
+        "rows": int(len(frame)),
+        "frauds": int(labels.sum()),
+    }
+
+
+def choose_thresholds(
+    labels: np.ndarray, scores: np.ndarray, decline_precision: float = 0.9,
+    review_rate: float = 0.01,
+) -> Thresholds:
+    """Decline where precision reaches ``decline_precision``; send the next most suspicious
+    transactions, up to ``review_rate`` of all traffic, to review."""
+    precision, _, cut = precision_recall_curve(labels, scores)
+    ok = np.flatnonzero(precision[:-1] >= decline_precision)
+    decline = float(cut[ok[0]]) if len(ok) else 1.0
+    review = float(np.quantile(scores, 1 - review_rate)) if len(scores) else 0.5
+    return Thresholds(review=min(review, decline), decline=decline)
+
+
+def precision_recall_png(labels: np.ndarray, scores: np.ndarray, title: str) -> bytes:
+    """A small precision-recall plot as PNG bytes (for the Dagster UI's Markdown)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=90)
+    ax.plot(recall, precision, lw=1.5)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(title)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+@dataclass
+class Candidate:
+    """A trained model, exported and checked, ready to be registered."""
+
+    onnx_bytes: bytes
+    metrics: dict[str, float]
+    thresholds: Thresholds
+    onnx_max_abs_diff: float
+    test_scores: np.ndarray
+    reference: pd.DataFrame
+
+
+def fit_candidate(
+    training_set: pd.DataFrame,
+    params: TrainingParams | None = None,
+    decline_precision: float = 0.9,
+    review_rate: float = 0.01,
+    reference_rows: int = 20_000,
+) -> Candidate:
+    """Train on the ``train`` split, export to ONNX, compare onnxruntime with LightGBM on
+    the ``test`` split, and measure the ONNX scores there (what serving will produce)."""
+    from fraudkit.model import OnnxModel
+
+    train_rows = training_set[training_set["split"] == "train"]
+    test_rows = training_set[training_set["split"] == "test"]
+    if test_rows.empty:
+        raise ValueError("the training set has no `test` rows to evaluate on")
+    model = train(train_rows, params)
+    onnx_bytes = to_onnx(model)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(onnx_bytes)
+        onnx_scores = OnnxModel(path).predict(feature_matrix(test_rows))
+    native = predict_native(model, test_rows)
+    metrics = evaluate(test_rows, onnx_scores)
+    thresholds = choose_thresholds(test_rows["tx_fraud"].to_numpy(), onnx_scores,
+                                   decline_precision, review_rate)
+    sample = train_rows.sample(min(reference_rows, len(train_rows)), random_state=0)
+    return Candidate(
+        onnx_bytes=onnx_bytes,
+        metrics=metrics,
+        thresholds=thresholds,
+        onnx_max_abs_diff=float(np.max(np.abs(native - onnx_scores))) if len(native) else 0.0,
+        test_scores=onnx_scores,
+        reference=sample[[*FEATURE_COLUMNS, "tx_fraud", "day"]].reset_index(drop=True),
+    )

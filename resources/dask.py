@@ -1,0 +1,72 @@
+"""Dask: a LocalCluster by default, or an existing cluster by ``scheduler_address``."""
+
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+from distributed import Client, LocalCluster, as_completed
+
+
+class DaskResource(dg.ConfigurableResource):
+    """Where the heavy batch work runs.
+
+    With ``scheduler_address`` unset, each step starts a ``LocalCluster`` of
+    ``n_workers`` single-threaded worker processes (spawned, never forked: deltalake's
+    runtime does not survive a fork) and closes it when the step ends. Set
+    ``scheduler_address`` (env ``DASK_SCHEDULER_ADDRESS``) to use a running cluster whose
+    workers have this project installed.
+    """
+
+    scheduler_address: str | None = None
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    memory_limit: str = "6GiB"
+
+    @contextmanager
+    def client(self) -> Iterator[Client]:
+        if self.scheduler_address:
+            with Client(self.scheduler_address) as client:
+                yield client
+            return
+        with (
+            LocalCluster(
+                n_workers=self.n_workers,
+                threads_per_worker=self.threads_per_worker,
+                processes=True,
+                memory_limit=self.memory_limit,
+                dashboard_address=":0",
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+
+    def map_with_progress(
+        self,
+        context: dg.AssetExecutionContext,
+        fn: Callable[..., dict],
+        chunks: list[list[str]],
+        what: str,
+        **kwargs: Any,
+    ) -> list[dict]:
+        """Run ``fn(chunk, **kwargs)`` for every chunk of days on the cluster, logging each
+        finished chunk so a long back-fill shows its progress in the run's log."""
+        results: list[dict] = []
+        with self.client() as client:
+            context.log.info(
+                f"{what}: {len(chunks)} task(s) on Dask ({client.dashboard_link or 'no dashboard'})"
+            )
+            futures = {
+                client.submit(fn, chunk, **kwargs, pure=False): chunk for chunk in chunks
+            }
+            for done, future in enumerate(as_completed(futures), start=1):
+                chunk = futures[future]
+                result = future.result()
+                result["first_day"], result["last_day"] = chunk[0], chunk[-1]
+                results.append(result)
+                context.log.info(
+                    f"{what}: {done}/{len(chunks)} done ({chunk[0]}..{chunk[-1]}, "
+                    f"{result.get('seconds', 0):.1f}s)"
+                )
+        return sorted(results, key=lambda r: r["first_day"])

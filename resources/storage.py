@@ -1,0 +1,77 @@
+"""Where data lives: Delta tables, landing files and the model registry."""
+
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from fraudkit.batch import Tables
+from fraudkit.config import Settings
+from fraudkit.registry import ModelRegistry
+
+
+def _default_data_dir() -> str:
+    return str(Settings.from_env().data_dir)
+
+
+class DeltaLakeResource(dg.ConfigurableResource):
+    """A root under which each asset's Delta table is a folder named after the asset.
+
+    ``root`` may be a local folder or an object-store URI (with ``storage_options``).
+    """
+
+    root: str
+    storage_options: dict[str, str] | None = None
+
+    def uri(self, asset_name: str) -> str:
+        if "://" in self.root:
+            return f"{self.root.rstrip('/')}/{asset_name}"
+        return str(Path(self.root) / asset_name)
+
+    def tables(self) -> Tables:
+        return Tables(
+            raw=self.uri("raw_transactions"),
+            quarantine=self.uri("quarantined_transactions"),
+            features=self.uri("transaction_features"),
+            predictions=self.uri("batch_predictions"),
+            storage_options=self.storage_options,
+        )
+
+
+class LandingZoneResource(dg.ConfigurableResource):
+    """The folder of landing files (``*<YYYY-MM-DD>*.parquet`` or ``.csv``, one day each)."""
+
+    path: str
+
+    def ensure(self) -> Path:
+        path = Path(self.path)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"landing folder {path} does not exist: run `make demo` (it simulates data) "
+                "or set LANDING_DIR to a folder of your own files"
+            )
+        return path
+
+
+class ModelRegistryResource(dg.ConfigurableResource):
+    root: str
+
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(self.root)
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    """Resources on the embedded defaults, all derived from the environment."""
+    from resources.dask import DaskResource
+
+    settings = Settings.from_env()
+    return {
+        "dask": DaskResource(
+            scheduler_address=os.environ.get("DASK_SCHEDULER_ADDRESS") or None,
+            n_workers=int(os.environ.get("DASK_N_WORKERS", "2")),
+        ),
+        "delta": DeltaLakeResource(root=str(settings.tables_dir)),
+        "landing": LandingZoneResource(path=str(settings.landing_dir)),
+        "registry": ModelRegistryResource(root=str(settings.registry_dir)),
+    }
