@@ -98,16 +98,35 @@ def summary(settings: Settings) -> None:
     print(f"    thresholds {champion.manifest['thresholds']}  ({champion.path})")
 
 
-def main() -> None:
+#: Training window for the small (test) scale: 60 days leave little room for warm-up.
+SMALL_TRAINING = {"ops": {"training_set": {"config": {"train_days": 21, "test_days": 7,
+                                                      "warmup_days": 7}}}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--small", action="store_true",
+                        help="test scale (about 25k transactions over 60 days)")
+    parser.add_argument("--batch-only", action="store_true",
+                        help="stop after the batch path (no online or monitoring steps)")
+    args = parser.parse_args(argv)
     settings = Settings.from_env()
     os.environ.setdefault("DAGSTER_HOME", str(settings.data_dir.parent / ".dagster_home"))
     os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
     total = time.perf_counter()
-    cfg = replace(SimulationConfig(), start_date=settings.start_date)
+    base = SimulationConfig.small() if args.small else SimulationConfig()
+    cfg = replace(base, start_date=settings.start_date)
+    if cfg.days[-1] > settings.end_date:
+        raise SystemExit(
+            f"the simulation ends {cfg.days[-1]}, after FRAUD_END_DATE={settings.end_date}; "
+            "raise FRAUD_END_DATE so every simulated day is a partition"
+        )
     simulate(settings, cfg)
-    first, last = cfg.days[0], min(cfg.days[-1], settings.end_date)
+    first, last = cfg.days[0], cfg.days[-1]
     with dg.DagsterInstance.get() as instance:
-        run_batch(settings, instance, first, last)
+        run_batch(settings, instance, first, last, SMALL_TRAINING if args.small else None)
     summary(settings)
     print(f"\nbatch demo finished in {time.perf_counter() - total:.0f}s; open the UI with "
           "`make dev` to see the runs, or `make serve` for the online service")

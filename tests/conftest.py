@@ -1,0 +1,43 @@
+"""Shared fixtures. The pipeline fixture runs the real thing: the simulator, Dagster runs
+on a LocalCluster, Delta tables and the registry, in a temporary DATA_DIR."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The small simulation spans 2026-05-01 .. 2026-06-29.
+SMALL_END_DATE = "2026-06-29"
+
+
+def pipeline_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    env.update(
+        DATA_DIR=str(data_dir),
+        DAGSTER_HOME=str(data_dir / "dagster_home"),
+        FRAUD_START_DATE="2026-05-01",
+        FRAUD_END_DATE=SMALL_END_DATE,
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def small_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """DATA_DIR after `scripts.demo --small --batch-only`: landing files, every Delta
+    table, a registered champion. Treat it as read-only; copy it to change it."""
+    data_dir = tmp_path_factory.mktemp("pipeline") / "data"
+    data_dir.mkdir()
+    (data_dir / "dagster_home").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.demo", "--small", "--batch-only"],
+        cwd=ROOT, env=pipeline_env(data_dir), capture_output=True, text=True, timeout=600,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"small pipeline failed:\n{result.stdout[-4000:]}\n"
+                             f"{result.stderr[-6000:]}")
+    return data_dir
