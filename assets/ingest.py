@@ -9,7 +9,7 @@ import dagster as dg
 from assets.common import daily_partitions, partition_days, preview, single_run
 from fraudkit import lake
 from fraudkit.batch import chunk_days, ingest_days
-from fraudkit.schema import QUARANTINE_SCHEMA, RAW_SCHEMA
+from fraudkit.schema import QUARANTINE_SCHEMA, RAW_SCHEMA, landing_files_for_day
 from resources import DaskResource, DeltaLakeResource, LandingZoneResource
 
 DAYS_PER_TASK = 15
@@ -50,6 +50,13 @@ def raw_transactions(
 ):
     days = partition_days(context)
     landing_dir = landing.ensure()
+    missing = [d for d in days if not landing_files_for_day(landing_dir, d)]
+    if missing:
+        raise dg.Failure(
+            f"no landing file for {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
+            f" in {landing_dir}: each day needs a file whose name contains the day "
+            "(e.g. transactions_2026-05-01.parquet); nothing was written"
+        )
     tables = delta.tables()
     lake.ensure_table(tables.raw, RAW_SCHEMA, tables.storage_options)
     lake.ensure_table(tables.quarantine, QUARANTINE_SCHEMA, tables.storage_options)

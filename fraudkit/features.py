@@ -31,6 +31,8 @@ TERMINAL_WINDOWS_DAYS: tuple[int, ...] = (1, 7, 30)
 US_PER_DAY = 86_400_000_000
 US_PER_HOUR = 3_600_000_000
 NIGHT_LAST_HOUR = 6  # 00:00 to 06:59:59 UTC counts as night
+#: Block length of the window sums (see ``_WindowSums``): the longest customer window.
+SUM_BLOCK_US = max(CUSTOMER_WINDOWS_DAYS) * US_PER_DAY
 
 FEATURE_COLUMNS: tuple[str, ...] = (
     "tx_amount",
@@ -131,16 +133,44 @@ class _EntityIndex:
         out[self.q_order] = np.searchsorted(self.keys, needles, side=side)
         return out
 
-    def segmented_prefix(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Inclusive and exclusive prefix sums that restart at every entity.
+    def window_sums(self, values: np.ndarray, times: np.ndarray) -> _WindowSums:
+        return _WindowSums(values[self.order], self.row_codes[self.order], times[self.order])
 
-        Restarting keeps the rounding of a window's sum at the scale of one entity's
-        history, so batch (long histories) and online (a month) agree to ~1e-12.
-        """
-        ordered = values[self.order]
-        codes = self.row_codes[self.order]
-        inclusive = pd.Series(ordered).groupby(codes, sort=False).cumsum().to_numpy()
-        return inclusive, inclusive - ordered
+
+class _WindowSums:
+    """Sums of ``values`` over ``[lo, hi)`` ranges of one entity's sorted rows, computed so
+    that the result does not depend on how much history the frame holds.
+
+    Time is cut into blocks of :data:`SUM_BLOCK_US` aligned to the epoch. Within each
+    (entity, block), prefix sums run forward from the block's first row and suffix sums run
+    backward from its last row. A window of at most one block length spans at most two
+    blocks: its sum is ``suffix(first row)`` in the older block plus ``prefix(last row)`` in
+    the newer one, or a prefix difference inside one block. The block holding ``t`` always
+    lies inside the window's look-back, so every frame that can answer a query (a Dask chunk
+    with its look-back, a re-run over another range, the online store's month of history)
+    adds the same numbers in the same order: the means are bit-for-bit identical.
+    """
+
+    def __init__(self, ordered: np.ndarray, codes: np.ndarray, times: np.ndarray) -> None:
+        block = np.floor_divide(times, SUM_BLOCK_US)
+        new_group = np.empty(len(ordered), dtype=bool)
+        new_group[:1] = True
+        new_group[1:] = (codes[1:] != codes[:-1]) | (block[1:] != block[:-1])
+        self.group = np.cumsum(new_group)
+        self.values = ordered
+        series = pd.Series(ordered)
+        self.prefix = series.groupby(self.group, sort=False).cumsum().to_numpy()
+        self.suffix = series[::-1].groupby(self.group[::-1], sort=False).cumsum().to_numpy()[::-1]
+
+    def sum(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Sum over ``[lo, hi)``; 0 where the range is empty."""
+        has = hi > lo
+        first = np.where(has, lo, 0)
+        last = np.where(has, hi - 1, 0)
+        same = self.group[first] == self.group[last]
+        inside = self.prefix[last] - (self.prefix[first] - self.values[first])
+        across = self.suffix[first] + self.prefix[last]
+        return np.where(has, np.where(same, inside, across), 0.0)
 
 
 def _seq_bound(sorted_times: np.ndarray, bound: np.ndarray, by_seq: np.ndarray) -> np.ndarray:
@@ -177,17 +207,15 @@ def compute_features(
     out["tx_during_weekend"], out["tx_during_night"] = calendar_flags(t_q)
 
     customers = _EntityIndex(tx.customer_id, seq, q)
-    inclusive, exclusive = customers.segmented_prefix(tx.tx_amount)
+    sums = customers.window_sums(tx.tx_amount, tx.tx_time_us)
     hi = customers.positions(seq_q, "right")  # rows ordered at or before this one
     for w in CUSTOMER_WINDOWS_DAYS:
         lo = customers.positions(_seq_bound(sorted_times, t_q - w * US_PER_DAY, by_seq), "left")
         count = hi - lo
-        has = count > 0
-        total = np.where(
-            has, inclusive[np.maximum(hi - 1, 0)] - exclusive[np.minimum(lo, n - 1)], 0.0
-        )
         out[f"customer_nb_tx_{w}d"] = count
-        out[f"customer_avg_amount_{w}d"] = np.where(has, total / np.maximum(count, 1), 0.0)
+        out[f"customer_avg_amount_{w}d"] = np.where(
+            count > 0, sums.sum(lo, hi) / np.maximum(count, 1), 0.0
+        )
 
     terminals = _EntityIndex(tx.terminal_id, seq, q)
     frauds = np.concatenate(([0], np.cumsum(tx.tx_fraud[terminals.order], dtype=np.int64)))

@@ -55,7 +55,8 @@ class DaskResource(dg.ConfigurableResource):
         results: list[dict] = []
         with self.client() as client:
             context.log.info(
-                f"{what}: {len(chunks)} task(s) on Dask ({client.dashboard_link or 'no dashboard'})"
+                f"{what}: {len(chunks)} task(s) on the Dask cluster at "
+                f"{client.scheduler.address} (dashboard: {client.dashboard_link or 'none'})"
             )
             futures = {
                 client.submit(fn, chunk, **kwargs, pure=False): chunk for chunk in chunks

@@ -41,3 +41,13 @@ def small_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
         raise AssertionError(f"small pipeline failed:\n{result.stdout[-4000:]}\n"
                              f"{result.stderr[-6000:]}")
     return data_dir
+
+
+def run_job(data_dir: Path, job: str, first: str | None = None, last: str | None = None,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a Dagster job headless against ``data_dir`` (see scripts/run_job.py)."""
+    cmd = [sys.executable, "-m", "scripts.run_job", job]
+    if first:
+        cmd += ["--first", first, "--last", last or first]
+    env = {**pipeline_env(data_dir), **(extra_env or {})}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

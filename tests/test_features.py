@@ -135,3 +135,30 @@ def test_calendar_flags_are_utc() -> None:
     got = features_frame(raw, 7)
     assert got["tx_during_weekend"].tolist() == [1, 1, 1, 0]
     assert got["tx_during_night"].tolist() == [1, 0, 0, 1]
+
+
+def test_results_do_not_depend_on_how_much_history_the_frame_holds() -> None:
+    """Re-runs over other day ranges, Dask chunks and the online store's month of history
+    must produce bit-for-bit the same features, not just close ones."""
+    rng = np.random.default_rng(11)
+    n = 6000
+    raw = pd.DataFrame(
+        {
+            "transaction_id": np.arange(n, dtype="int64"),
+            "tx_datetime": (BASE + pd.to_timedelta(np.sort(rng.integers(0, 80 * 86_400, n)),
+                                                   unit="s")).astype("datetime64[us, UTC]"),
+            "customer_id": rng.integers(0, 40, n).astype("int64"),
+            "terminal_id": rng.integers(0, 30, n).astype("int64"),
+            "tx_amount": rng.gamma(2.0, 40.0, n) + 0.01,  # full float64 mantissas
+            "tx_fraud": (rng.random(n) < 0.1).astype("int8"),
+        }
+    )
+    full = features_frame(raw, 7).set_index("transaction_id")
+    target_start = BASE + pd.Timedelta(days=70)
+    for history_days in (37, 40, 55):
+        part = raw[raw["tx_datetime"] >= target_start - pd.Timedelta(days=history_days)]
+        got = features_frame(part, 7).set_index("transaction_id")
+        ids = part.loc[part["tx_datetime"] >= target_start, "transaction_id"]
+        for col in FEATURE_COLUMNS:
+            np.testing.assert_array_equal(got.loc[ids, col].to_numpy(),
+                                          full.loc[ids, col].to_numpy(), err_msg=col)

@@ -1,0 +1,110 @@
+"""The raw contract on bad landing files: quarantine with a reason, or a clear error that
+names the file; rows in = rows kept + rows quarantined; nothing valid lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from deltalake import DeltaTable
+
+from fraudkit import lake
+from fraudkit.batch import Tables, ingest_days
+from fraudkit.schema import QUARANTINE_SCHEMA, RAW_SCHEMA, LandingFileError
+
+DAY = "2026-05-01"
+
+
+def tables(root: Path) -> Tables:
+    t = Tables(raw=str(root / "raw"), quarantine=str(root / "quarantine"),
+               features=str(root / "features"), predictions=str(root / "predictions"))
+    lake.ensure_table(t.raw, RAW_SCHEMA)
+    lake.ensure_table(t.quarantine, QUARANTINE_SCHEMA)
+    return t
+
+
+def good_rows(n: int = 6) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "transaction_id": np.arange(1, n + 1, dtype="int64"),
+            "tx_datetime": pd.date_range(f"{DAY} 08:00", periods=n, freq="h", tz="UTC"),
+            "customer_id": np.arange(n, dtype="int64") % 3,
+            "terminal_id": np.arange(n, dtype="int64") % 2,
+            "tx_amount": np.linspace(10, 60, n),
+            "tx_fraud": np.zeros(n, dtype="int8"),
+        }
+    )
+
+
+def test_bad_rows_are_quarantined_with_reasons(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    frame = good_rows(10)
+    frame["tx_amount"] = frame["tx_amount"].astype(float)
+    frame.loc[1, "tx_amount"] = np.nan
+    frame.loc[2, "tx_amount"] = -5.0
+    frame.loc[3, "transaction_id"] = 1  # duplicate of row 0
+    frame["customer_id"] = frame["customer_id"].astype("Int64")
+    frame.loc[4, "customer_id"] = pd.NA
+    frame.loc[5, "tx_datetime"] = pd.Timestamp("2026-05-02 01:00", tz="UTC")  # wrong day
+    frame.loc[6, "tx_amount"] = np.inf
+    frame.to_parquet(landing / f"transactions_{DAY}.parquet")
+    # A CSV of the same day, with an unparseable timestamp and a label that is not 0/1.
+    csv = good_rows(3).assign(transaction_id=[101, 102, 103])
+    csv["tx_datetime"] = csv["tx_datetime"].astype(str)
+    csv.loc[0, "tx_datetime"] = "yesterday-ish"
+    csv["tx_fraud"] = csv["tx_fraud"].astype(int)
+    csv.loc[1, "tx_fraud"] = 3
+    csv.to_csv(landing / f"extra_{DAY}.csv", index=False)
+
+    t = tables(tmp_path)
+    stats = ingest_days([DAY], str(landing), t)["days"][DAY]
+    assert stats == {
+        "files": 2, "rows_in": 13, "kept": 5, "quarantined": 8,
+        "reasons": {
+            "null tx_amount": 1,  # NaN counts as missing
+            "tx_amount is not a finite number": 1,
+            "tx_amount is not positive": 1,
+            "duplicate transaction_id": 1,
+            "null customer_id": 1,
+            f"tx_datetime is outside the file's day {DAY}": 1,
+            "tx_datetime is not a parseable timestamp": 1,
+            "tx_fraud is not 0 or 1": 1,
+        },
+    }
+    raw = DeltaTable(t.raw).to_pandas()
+    quarantine = DeltaTable(t.quarantine).to_pandas()
+    assert len(raw) + len(quarantine) == 13
+    assert set(raw["transaction_id"]) == {1, 8, 9, 10, 103}
+    row = quarantine[quarantine["reason"] == "tx_datetime is not a parseable timestamp"].iloc[0]
+    assert row["source_file"].endswith(f"extra_{DAY}.csv")
+    assert row["row_number"] == 0 and row["tx_datetime"] == "yesterday-ish"
+
+
+def test_missing_column_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    good_rows().drop(columns=["terminal_id"]).to_parquet(landing / f"tx_{DAY}.parquet")
+    with pytest.raises(LandingFileError, match=rf"tx_{DAY}\.parquet: missing column\(s\) "
+                                               r"terminal_id"):
+        ingest_days([DAY], str(landing), tables(tmp_path))
+
+
+def test_unreadable_file_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / f"tx_{DAY}.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(LandingFileError, match=rf"tx_{DAY}\.parquet: cannot be read"):
+        ingest_days([DAY], str(landing), tables(tmp_path))
+
+
+def test_rerun_replaces_the_day(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    good_rows().to_parquet(landing / f"transactions_{DAY}.parquet")
+    t = tables(tmp_path)
+    ingest_days([DAY], str(landing), t)
+    ingest_days([DAY], str(landing), t)
+    assert len(DeltaTable(t.raw).to_pandas()) == 6
