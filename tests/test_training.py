@@ -1,0 +1,55 @@
+"""Training, ONNX export and the metrics, on small simulated data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fraudkit.features import FEATURE_COLUMNS, features_frame
+from fraudkit.model import Thresholds, decide
+from fraudkit.simulator import SimulationConfig, simulate
+from fraudkit.training import card_precision_at_k, choose_thresholds, fit_candidate
+
+
+def small_training_set() -> pd.DataFrame:
+    raw = pd.concat([f.assign(day=d) for d, f in simulate(SimulationConfig.small())],
+                    ignore_index=True)
+    feats = features_frame(raw, 7)
+    frame = feats.assign(customer_id=raw["customer_id"], tx_fraud=raw["tx_fraud"])
+    frame = frame[frame["day"] >= "2026-05-15"]
+    frame["split"] = np.where(frame["day"] >= "2026-06-10", "test", "train")
+    return frame
+
+
+def test_onnx_matches_lightgbm_and_the_model_learns() -> None:
+    candidate = fit_candidate(small_training_set())
+    assert candidate.onnx_max_abs_diff < 1e-5
+    assert candidate.metrics["auc_roc"] > 0.8
+    assert 0 < candidate.metrics["card_precision_at_100"] <= 1
+    assert list(candidate.reference.columns[: len(FEATURE_COLUMNS)]) == list(FEATURE_COLUMNS)
+
+
+def test_shuffled_labels_learn_nothing() -> None:
+    frame = small_training_set()
+    rng = np.random.default_rng(0)
+    train = frame["split"] == "train"
+    frame.loc[train, "tx_fraud"] = rng.permutation(frame.loc[train, "tx_fraud"].to_numpy())
+    assert fit_candidate(frame).metrics["auc_roc"] < 0.65
+
+
+def test_card_precision_counts_cards_per_day() -> None:
+    frame = pd.DataFrame({"day": ["d1"] * 4 + ["d2"] * 2, "customer_id": [1, 1, 2, 3, 1, 2],
+                          "tx_fraud": [0, 1, 0, 0, 0, 1]})
+    scores = np.array([0.9, 0.1, 0.8, 0.2, 0.5, 0.4])
+    # k=1: d1 top card is customer 1 (max 0.9; fraud that day) -> 1; d2 top is 1 -> 0.
+    assert card_precision_at_k(frame, scores, k=1) == 0.5
+
+
+def test_decisions_and_thresholds() -> None:
+    t = Thresholds(review=0.2, decline=0.7)
+    assert decide(np.array([0.1, 0.2, 0.69, 0.7, 1.0]), t).tolist() == [
+        "approve", "review", "review", "decline", "decline"]
+    labels = np.array([0] * 95 + [1] * 5)
+    scores = np.concatenate([np.linspace(0, 0.5, 95), [0.6, 0.7, 0.8, 0.9, 0.95]])
+    chosen = choose_thresholds(labels, scores, decline_precision=0.9, review_rate=0.1)
+    assert chosen.decline == 0.6 and chosen.review <= chosen.decline
