@@ -7,9 +7,11 @@ Every step is a real Dagster run recorded in the project's instance (``DAGSTER_H
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -17,8 +19,19 @@ import dagster as dg
 from fraudkit.config import Settings
 from fraudkit.simulator import SimulationConfig, write_landing
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
+
+
+def ensure_dagster_home(settings: Settings) -> Path:
+    """DAGSTER_HOME (default: .dagster_home beside DATA_DIR) with the project's dagster.yaml."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME",
+                                      str(settings.data_dir.parent / ".dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home
 
 
 def step(message: str) -> float:
@@ -113,8 +126,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="stop after the batch path (no online or monitoring steps)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    os.environ.setdefault("DAGSTER_HOME", str(settings.data_dir.parent / ".dagster_home"))
-    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    ensure_dagster_home(settings)
     total = time.perf_counter()
     base = SimulationConfig.small() if args.small else SimulationConfig()
     cfg = replace(base, start_date=settings.start_date)

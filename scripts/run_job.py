@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 import dagster as dg
 
-from scripts.demo import run_job
+from fraudkit.config import Settings
+from scripts.demo import ensure_dagster_home, run_job
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,9 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if bool(args.first) != bool(args.last):
         parser.error("give both --first and --last, or neither")
-    if "DAGSTER_HOME" not in os.environ:
-        parser.error("set DAGSTER_HOME (the Makefile sets it to .dagster_home)")
-    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    ensure_dagster_home(Settings.from_env())
     days = (args.first, args.last) if args.first else None
     with dg.DagsterInstance.get() as instance:
         result = run_job(args.job, instance, days,
