@@ -1,0 +1,1 @@
+"""When work is triggered: the sensors of the monitoring loop."""
