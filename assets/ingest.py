@@ -75,8 +75,9 @@ def raw_transactions(
     for s in per_day.values():
         reasons.update(s["reasons"])
     raw_version = lake.table_version(tables.raw, tables.storage_options)
-    sample = lake.read_days(tables.raw, days[-1:], storage_options=tables.storage_options)
-    bad_sample = lake.read_days(tables.quarantine, days, storage_options=tables.storage_options)
+    sample = lake.head_days(tables.raw, days[-1:], storage_options=tables.storage_options)
+    bad_sample = lake.head_days(tables.quarantine, days,
+                                storage_options=tables.storage_options)
     yield dg.MaterializeResult(
         asset_key="raw_transactions",
         metadata={

@@ -73,8 +73,7 @@ def training_set(
     tables = delta.tables()
     if lake.table_version(tables.features, tables.storage_options) is None:
         raise dg.Failure(f"no transaction_features table at {tables.features}")
-    day_values = DeltaTable(tables.features).to_pyarrow_dataset().to_table(columns=["day"])
-    present = sorted(set(day_values["day"].to_pylist()))
+    present = lake.partition_values(tables.features, tables.storage_options)
     train_days, test_days = training_windows(present[0], present[-1], config,
                                              SETTINGS.label_delay_days)
     frame, versions = load_labelled(delta, train_days + test_days)

@@ -197,8 +197,15 @@ def score_days(
     )
     version = lake.replace_days(tables.predictions, out, days, tables.storage_options)
     counts = Counter(decisions.tolist())
+    # Read back what was committed and compare with the kept transactions of these days.
+    written = lake.read_days(tables.predictions, days, ["transaction_id"], version,
+                             tables.storage_options)["transaction_id"]
+    kept = lake.rows_per_day(tables.raw, days, storage_options=tables.storage_options)
     return {
         "rows": n,
+        "written_rows": len(written),
+        "distinct_ids": len(pc.unique(written)),
+        "kept_rows": sum(kept.values()),
         "version": version,
         "min_score": float(scores.min()) if n else None,
         "max_score": float(scores.max()) if n else None,

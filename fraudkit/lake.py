@@ -92,9 +92,35 @@ def read_days(
 
 def rows_per_day(uri: str, days: Sequence[str], version: int | None = None,
                  storage_options: dict | None = None) -> dict[str, int]:
-    table = read_days(uri, days, columns=[PARTITION], version=version,
-                      storage_options=storage_options)
-    counts = pc.value_counts(table[PARTITION]).to_pylist() if table.num_rows else []
+    """Row count of each day from the Delta log's file statistics (no data is read, so the
+    caller's memory does not grow with the table); falls back to counting rows of files
+    that carry no statistics."""
+    table = DeltaTable(uri, version=version, storage_options=storage_options)
+    actions = pa.table(table.get_add_actions(flatten=True))
     result = dict.fromkeys(days, 0)
-    result.update({c["values"]: c["counts"] for c in counts})
+    no_stats: set[str] = set()
+    for day, count in zip(actions[f"partition.{PARTITION}"].to_pylist(),
+                          actions["num_records"].to_pylist(), strict=True):
+        if day in result:
+            if count is None:
+                no_stats.add(day)
+            else:
+                result[day] += count
+    for day in no_stats:
+        result[day] = table.to_pyarrow_dataset().to_table(
+            columns=[PARTITION], filter=pc.field(PARTITION) == day).num_rows
     return result
+
+
+def head_days(uri: str, days: Sequence[str], rows: int = 5,
+              storage_options: dict | None = None) -> pa.Table:
+    """The first ``rows`` rows of the given days (a preview that reads little)."""
+    dataset = DeltaTable(uri, storage_options=storage_options).to_pyarrow_dataset()
+    return dataset.head(rows, filter=pc.field(PARTITION).isin(list(days)))
+
+
+def partition_values(uri: str, storage_options: dict | None = None) -> list[str]:
+    """The days present in a table, from the Delta log alone."""
+    actions = pa.table(DeltaTable(uri, storage_options=storage_options)
+                       .get_add_actions(flatten=True))
+    return sorted(set(actions[f"partition.{PARTITION}"].to_pylist()))
