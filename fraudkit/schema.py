@@ -39,6 +39,8 @@ RAW_SCHEMA = pa.schema(
         (PARTITION_COLUMN, pa.string()),
     ]
 )
+#: A landing file in the raw contract: the raw table's columns without the partition.
+LANDING_SCHEMA = pa.schema([f for f in RAW_SCHEMA if f.name != PARTITION_COLUMN])
 QUARANTINE_SCHEMA = pa.schema(
     [
         ("source_file", pa.string()),

@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fraudkit.schema import RAW_COLUMNS
+from fraudkit.schema import LANDING_SCHEMA, RAW_COLUMNS
 
 US_PER_SECOND = 1_000_000
 
@@ -164,18 +164,6 @@ def simulate(cfg: SimulationConfig) -> Iterator[tuple[str, pd.DataFrame]]:
         )
         next_id += len(order)
         yield day, frame
-
-
-LANDING_SCHEMA = pa.schema(
-    [
-        ("transaction_id", pa.int64()),
-        ("tx_datetime", pa.timestamp("us", tz="UTC")),
-        ("customer_id", pa.int64()),
-        ("terminal_id", pa.int64()),
-        ("tx_amount", pa.float64()),
-        ("tx_fraud", pa.int8()),
-    ]
-)
 
 
 def landing_path(landing_dir: Path, day: str) -> Path:
