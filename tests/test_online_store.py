@@ -1,0 +1,165 @@
+"""The online feature store in-process: parity with the batch features, retries, cold start,
+reload and the champion watcher (the service tests cover the same over HTTP)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from deltalake import DeltaTable
+
+from fraudkit import lake
+from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS
+from fraudkit.online import (
+    ChampionWatcher,
+    OnlineFeatureStore,
+    Requests,
+    fallback_scores,
+    load_history,
+    to_time_us,
+)
+from fraudkit.registry import ModelRegistry
+
+CUTOFF = "2026-06-20"
+REPLAY = ["2026-06-21", "2026-06-22"]
+
+
+def _raw(data_dir: Path, days: list[str]):
+    frame = DeltaTable(str(data_dir / "tables" / "raw_transactions")).to_pandas(
+        filters=[("day", "in", days)])
+    return frame.sort_values(["tx_datetime", "transaction_id"]).reset_index(drop=True)
+
+
+def _requests(frame) -> Requests:
+    return Requests(frame["transaction_id"].to_numpy(np.int64),
+                    frame["tx_datetime"].astype("datetime64[us, UTC]").array.asi8,
+                    frame["customer_id"].to_numpy(np.int64),
+                    frame["terminal_id"].to_numpy(np.int64),
+                    frame["tx_amount"].to_numpy(np.float64))
+
+
+def _assert_equal_to_batch(got: dict[str, np.ndarray], ids: np.ndarray, data_dir: Path,
+                           days: list[str]) -> None:
+    batch = DeltaTable(str(data_dir / "tables" / "transaction_features")).to_pandas(
+        filters=[("day", "in", days)]).set_index("transaction_id").loc[ids]
+    for name in FEATURE_COLUMNS:
+        if name in COUNT_COLUMNS:
+            np.testing.assert_array_equal(got[name], batch[name].to_numpy(), err_msg=name)
+        else:
+            np.testing.assert_allclose(got[name], batch[name].to_numpy(), rtol=0, atol=1e-9,
+                                       err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def store_at_cutoff(small_pipeline: Path) -> OnlineFeatureStore:
+    snap = load_history(str(small_pipeline / "tables" / "raw_transactions"), 7, CUTOFF)
+    assert snap.loaded and snap.last_day == CUTOFF
+    return OnlineFeatureStore(7, snap)
+
+
+def test_replay_one_by_one_equals_batch(small_pipeline: Path) -> None:
+    snap = load_history(str(small_pipeline / "tables" / "raw_transactions"), 7, CUTOFF)
+    store = OnlineFeatureStore(7, snap)
+    frame = _raw(small_pipeline, REPLAY)
+    req = _requests(frame)
+    parts = []
+    for i in range(len(req)):
+        one = Requests(*(getattr(req, f)[i:i + 1] for f in
+                         ("transaction_id", "tx_time_us", "customer_id", "terminal_id",
+                          "tx_amount")))
+        parts.append(store.features(one))
+        store.record(one)
+    got = {n: np.concatenate([p[n] for p in parts]) for n in FEATURE_COLUMNS}
+    _assert_equal_to_batch(got, req.transaction_id, small_pipeline, REPLAY)
+
+
+def test_replay_as_one_batch_equals_batch(small_pipeline: Path) -> None:
+    snap = load_history(str(small_pipeline / "tables" / "raw_transactions"), 7, CUTOFF)
+    req = _requests(_raw(small_pipeline, REPLAY))
+    got = OnlineFeatureStore(7, snap).features(req)
+    _assert_equal_to_batch(got, req.transaction_id, small_pipeline, REPLAY)
+
+
+def test_store_holding_the_future_gives_the_same_answer(small_pipeline: Path) -> None:
+    """The store already holds the replayed days and the day after; rows after t must not
+    count. (The store covers requests from MARGIN_DAYS before its newest day onwards.)"""
+    snap = load_history(str(small_pipeline / "tables" / "raw_transactions"), 7, "2026-06-23")
+    req = _requests(_raw(small_pipeline, REPLAY))
+    got = OnlineFeatureStore(7, snap).features(req)
+    _assert_equal_to_batch(got, req.transaction_id, small_pipeline, REPLAY)
+
+
+def test_retry_does_not_count_twice(store_at_cutoff: OnlineFeatureStore) -> None:
+    store = OnlineFeatureStore(7, store_at_cutoff.snapshot)
+    t = to_time_us(dt.datetime(2026, 6, 21, 12, tzinfo=dt.UTC))
+    first = Requests.from_rows([(5_000_000, t, 3, 4, 10.0)])
+    before = store.features(first)["customer_nb_tx_1d"][0]
+    store.record(first)
+    again = store.features(first)["customer_nb_tx_1d"][0]
+    store.record(first)
+    later = Requests.from_rows([(5_000_001, t + 1, 3, 4, 20.0)])
+    assert before == again
+    assert store.features(later)["customer_nb_tx_1d"][0] == before + 1
+
+
+def test_cold_start_unknown_entities() -> None:
+    store = OnlineFeatureStore(7)  # nothing loaded at all
+    t = to_time_us(dt.datetime(2026, 6, 21, 3, tzinfo=dt.UTC))
+    feats = store.features(Requests.from_rows([(1, t, 10**12, 10**12, 42.5)]))
+    assert feats["customer_nb_tx_30d"][0] == 1 and feats["customer_avg_amount_1d"][0] == 42.5
+    assert feats["terminal_nb_tx_30d"][0] == 0 and feats["terminal_risk_30d"][0] == 0.0
+    assert feats["tx_during_night"][0] == 1
+
+
+def test_fallback_rules() -> None:
+    feats = {n: np.zeros(3) for n in FEATURE_COLUMNS}
+    feats["tx_amount"] = np.array([10.0, 300.0, 10.0])
+    feats["terminal_risk_7d"] = np.array([0.0, 0.0, 0.5])
+    scores, decisions = fallback_scores(feats)
+    assert decisions.tolist() == ["approve", "decline", "review"]
+    assert scores.tolist() == [0.0, 1.0, 0.5]
+
+
+def test_champion_watcher_follows_promotion_and_rollback(small_pipeline: Path,
+                                                        tmp_path: Path) -> None:
+    registry_dir = tmp_path / "registry"
+    shutil.copytree(small_pipeline / "registry", registry_dir)
+    watcher = ChampionWatcher(registry_dir)
+    assert watcher.poll() and watcher.current.version == "v0001"
+    assert not watcher.poll()  # nothing changed: one stat, no reload
+    registry = ModelRegistry(registry_dir)
+    old = registry.champion()
+    new = registry.register(old.model_path.read_bytes(), training_data={}, metrics={},
+                            thresholds=old.thresholds)
+    registry.promote(new.version, reason="test")
+    assert watcher.poll() and watcher.current.version == new.version
+    registry.rollback()
+    assert watcher.poll() and watcher.current.version == "v0001"
+
+
+def test_broken_champion_keeps_serving_the_previous_model(small_pipeline: Path,
+                                                          tmp_path: Path) -> None:
+    registry_dir = tmp_path / "registry"
+    shutil.copytree(small_pipeline / "registry", registry_dir)
+    watcher = ChampionWatcher(registry_dir)
+    watcher.poll()
+    registry = ModelRegistry(registry_dir)
+    new = registry.register(b"not an onnx model", training_data={}, metrics={},
+                            thresholds=registry.champion().thresholds)
+    registry._write_champion({"version": new.version, "history": ["v0001"]})
+    assert not watcher.poll()
+    assert watcher.current.version == "v0001" and "cannot load" in watcher.last_error
+
+
+def test_reload_sees_a_new_table_version(small_pipeline: Path, tmp_path: Path) -> None:
+    raw = tmp_path / "raw_transactions"
+    shutil.copytree(small_pipeline / "tables" / "raw_transactions", raw)
+    snap = load_history(str(raw), 7, CUTOFF)
+    data = lake.read_days(str(raw), ["2026-06-21"])
+    version = lake.replace_days(str(raw), data, ["2026-06-21"])
+    fresh = load_history(str(raw), 7)
+    assert fresh.table_version == version != snap.table_version
+    assert fresh.last_day > snap.last_day and fresh.rows >= snap.rows
