@@ -6,9 +6,20 @@ import dagster as dg
 
 from assets.features import transaction_features
 from assets.ingest import raw_transactions
+from assets.monitoring import (
+    drift_report,
+    drift_report_job,
+    micro_batch_job,
+    model_performance,
+    performance_job,
+    retrain_job,
+    retrained_model,
+)
 from assets.scoring import batch_predictions
 from assets.training import model, training_set
+from resources import MonitoringResource
 from resources.storage import default_resources
+from sensors import drift_sensor, landing_sensor, performance_sensor
 
 ingest_job = dg.define_asset_job(
     "ingest_and_features",
@@ -25,7 +36,10 @@ scoring_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[raw_transactions, transaction_features, training_set, model, batch_predictions],
-    jobs=[ingest_job, training_job, scoring_job],
-    resources=default_resources(),
+    assets=[raw_transactions, transaction_features, training_set, model, batch_predictions,
+            drift_report, model_performance, retrained_model],
+    jobs=[ingest_job, training_job, scoring_job, drift_report_job, performance_job, retrain_job,
+          micro_batch_job],
+    sensors=[drift_sensor, performance_sensor, landing_sensor],
+    resources={**default_resources(), "monitoring": MonitoringResource.from_env()},
 )

@@ -3,6 +3,13 @@ the model registry. Each is a Dagster ``ConfigurableResource`` whose defaults ar
 embedded, no-setup versions (a ``LocalCluster``, folders under ``DATA_DIR``)."""
 
 from resources.dask import DaskResource
+from resources.monitoring import MonitoringResource
 from resources.storage import DeltaLakeResource, LandingZoneResource, ModelRegistryResource
 
-__all__ = ["DaskResource", "DeltaLakeResource", "LandingZoneResource", "ModelRegistryResource"]
+__all__ = [
+    "DaskResource",
+    "DeltaLakeResource",
+    "LandingZoneResource",
+    "ModelRegistryResource",
+    "MonitoringResource",
+]

@@ -1,1 +1,13 @@
-"""When work is triggered: the sensors of the monitoring loop."""
+"""When work is triggered: the sensors of the monitoring loop.
+
+* :data:`sensors.drift.drift_sensor` launches the ``retrain`` job once per drift or
+  performance event, with a cool-down;
+* :data:`sensors.drift.performance_sensor` computes realized metrics of days whose labels
+  have matured;
+* :data:`sensors.landing.landing_sensor` scores each new landing file as a micro-batch.
+"""
+
+from sensors.drift import drift_sensor, performance_sensor
+from sensors.landing import landing_sensor
+
+__all__ = ["drift_sensor", "landing_sensor", "performance_sensor"]

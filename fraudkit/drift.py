@@ -1,0 +1,600 @@
+"""The monitoring loop's logic, free of Dagster: drift reports, their summary, the retraining
+trigger and the champion/challenger gate.
+
+Why it is plain Python: the same functions run inside Dagster assets and sensors, in the
+benchmark and in unit tests, and a person can call them from a notebook.
+
+Drift methods. A daily batch holds thousands to millions of rows; at that size every
+p-value test (K-S, chi-square) calls the smallest, harmless difference "drift". Distances do
+not shrink with sample size, so the report fixes them instead of letting Evidently pick by
+row count: normed Wasserstein distance for numerical columns, Jensen-Shannon distance for
+the 0/1 flags. The default threshold is 0.2, not Evidently's 0.1: a normed Wasserstein
+distance of 0.2 means the day moved by a fifth of the reference's standard deviation, and
+0.1 fires on sampling noise alone for days of a few hundred rows. A column drifts when its
+distance reaches the threshold; the day's *drift share* is the share of monitored features
+that drift.
+
+``tx_during_weekend`` is reported but not counted in the drift share: one day is either
+entirely weekend or not, so it always differs from a reference that mixes the week.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from fraudkit.features import FEATURE_COLUMNS
+
+SCORE_COLUMN = "score"
+#: 0/1 flags: compared as categories (Jensen-Shannon), not as numbers.
+CATEGORICAL_FEATURES: tuple[str, ...] = ("tx_during_weekend", "tx_during_night")
+#: Calendar features that differ between one day and a week-mixing reference by design.
+CALENDAR_FEATURES: tuple[str, ...] = ("tx_during_weekend",)
+#: Distance methods (drift when score >= threshold); any other method is a p-value test.
+DISTANCE_METHODS = frozenset(
+    {"wasserstein", "jensenshannon", "psi", "kl_div", "hellinger", "ed", "empirical_mmd"}
+)
+
+DRIFT_METRICS_SCHEMA = pa.schema(
+    [
+        ("column", pa.string()),
+        ("kind", pa.string()),  # "feature" or "prediction"
+        ("method", pa.string()),
+        ("threshold", pa.float64()),
+        ("drift_score", pa.float64()),
+        ("drifted", pa.bool_()),
+        ("counted_in_share", pa.bool_()),
+        ("drift_share", pa.float64()),
+        ("drifted_features", pa.int64()),
+        ("monitored_features", pa.int64()),
+        ("dataset_drift", pa.bool_()),
+        ("prediction_drift", pa.bool_()),
+        ("current_rows", pa.int64()),
+        ("current_rows_used", pa.int64()),
+        ("reference_rows", pa.int64()),
+        ("model_version", pa.string()),
+        ("report_path", pa.string()),
+        ("computed_at", pa.timestamp("us", tz="UTC")),
+        ("day", pa.string()),
+    ]
+)
+
+PERFORMANCE_SCHEMA = pa.schema(
+    [
+        ("model_version", pa.string()),
+        ("auc_roc", pa.float64()),
+        ("average_precision", pa.float64()),
+        ("card_precision_at_100", pa.float64()),
+        ("rows", pa.int64()),
+        ("frauds", pa.int64()),
+        ("matured_on", pa.string()),
+        ("computed_at", pa.timestamp("us", tz="UTC")),
+        ("day", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """How a day is compared with the champion's reference sample.
+
+    ``drift_share`` is both Evidently's dataset-drift share (shown in the report) and the
+    share at which the monitoring loop calls the day drifted. ``max_current_rows`` bounds
+    the rows the report reads: above it the day is sampled uniformly (seeded) and the
+    summary says how many rows were used.
+    """
+
+    num_method: str = "wasserstein"
+    cat_method: str = "jensenshannon"
+    threshold: float = 0.2
+    drift_share: float = 0.2
+    ignore_in_share: tuple[str, ...] = CALENDAR_FEATURES
+    max_current_rows: int | None = 200_000
+    seed: int = 0
+    #: True: dataset-level quality (rows, missing, duplicates, constant columns);
+    #: "full": Evidently's DataSummaryPreset per column (slow: a plot per statistic).
+    data_quality: bool | str = True
+
+    def method_for(self, column: str) -> str:
+        return self.cat_method if column in CATEGORICAL_FEATURES else self.num_method
+
+    @property
+    def share_columns(self) -> list[str]:
+        return [c for c in FEATURE_COLUMNS if c not in self.ignore_in_share]
+
+
+def is_drifted(method: str, score: float, threshold: float) -> bool:
+    """Distances drift when they reach the threshold, p-values when they fall below it."""
+    if not math.isfinite(score):
+        return False
+    return score >= threshold if method in DISTANCE_METHODS else score < threshold
+
+
+@dataclass
+class ColumnDrift:
+    column: str
+    kind: str
+    method: str
+    threshold: float
+    drift_score: float
+    drifted: bool
+    counted_in_share: bool
+
+
+@dataclass
+class DriftSummary:
+    """What the loop needs from a report, in plain numbers."""
+
+    columns: list[ColumnDrift]
+    drift_share: float
+    drifted_features: int
+    monitored_features: int
+    dataset_drift: bool
+    prediction_drift: bool | None
+    current_rows: int
+    current_rows_used: int
+    reference_rows: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def drifted_columns(self) -> list[str]:
+        """Drifted features that count in the drift share."""
+        return [c.column for c in self.columns if c.drifted and c.counted_in_share]
+
+    @property
+    def sampled(self) -> bool:
+        return self.current_rows_used < self.current_rows
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(c) for c in self.columns])
+
+
+def _frame(data: pd.DataFrame, with_score: bool) -> pd.DataFrame:
+    columns = [*FEATURE_COLUMNS, *([SCORE_COLUMN] if with_score else [])]
+    missing = [c for c in columns if c not in data.columns]
+    if missing:
+        raise ValueError(f"drift input lacks column(s) {missing}; it needs {columns}")
+    out = data[columns].copy()
+    for c in CATEGORICAL_FEATURES:
+        out[c] = out[c].astype(np.int64)
+    for c in columns:
+        if c not in CATEGORICAL_FEATURES:
+            out[c] = out[c].astype(np.float64)
+    return out.reset_index(drop=True)
+
+
+def build_report(
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    cfg: DriftConfig | None = None,
+    *,
+    name: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
+) -> tuple[Any, DriftSummary]:
+    """Run an Evidently report of ``current`` against ``reference``: data drift of each
+    feature, prediction drift of ``score`` (when both frames have it) and, unless
+    ``cfg.data_quality`` is off, the data summary (missing values, ranges, constants).
+
+    Returns the Evidently ``Snapshot`` (save it as HTML, add it to a workspace) and the
+    :class:`DriftSummary` read from it.
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import (
+        AlmostConstantColumnsCount,
+        ConstantColumnsCount,
+        DatasetMissingValueCount,
+        DriftedColumnsCount,
+        DuplicatedRowCount,
+        EmptyColumnsCount,
+        RowCount,
+        ValueDrift,
+    )
+    from evidently.presets import DataDriftPreset, DataSummaryPreset
+
+    cfg = cfg or DriftConfig()
+    if reference.empty:
+        raise ValueError("the reference sample is empty: nothing to compare the day with")
+    with_score = SCORE_COLUMN in current.columns and SCORE_COLUMN in reference.columns
+    current_rows = len(current)
+    if cfg.max_current_rows and current_rows > cfg.max_current_rows:
+        current = current.sample(cfg.max_current_rows, random_state=cfg.seed)
+    cur, ref = _frame(current, with_score), _frame(reference, with_score)
+    numerical = [c for c in cur.columns if c not in CATEGORICAL_FEATURES]
+    definition = DataDefinition(numerical_columns=numerical,
+                                categorical_columns=list(CATEGORICAL_FEATURES))
+    per_column_method = {c: cfg.method_for(c) for c in FEATURE_COLUMNS}
+    per_column_threshold = dict.fromkeys(FEATURE_COLUMNS, cfg.threshold)
+    items: list[Any] = [
+        # The counted share: monitored features only (calendar flags left out).
+        DriftedColumnsCount(columns=cfg.share_columns, drift_share=cfg.drift_share,
+                            per_column_method=per_column_method,
+                            per_column_threshold=per_column_threshold),
+        # Every feature's drift, with the distributions, as Evidently renders them.
+        DataDriftPreset(columns=list(FEATURE_COLUMNS), drift_share=cfg.drift_share,
+                        per_column_method=per_column_method,
+                        per_column_threshold=per_column_threshold),
+    ]
+    if with_score:
+        items.append(ValueDrift(column=SCORE_COLUMN, method=cfg.num_method,
+                                threshold=cfg.threshold))
+    if cfg.data_quality == "full":
+        items.append(DataSummaryPreset(columns=list(cur.columns)))
+    elif cfg.data_quality:
+        # Dataset-level quality: the full summary draws ~100 plotly figures (5+ s a day).
+        items += [RowCount(), DatasetMissingValueCount(), DuplicatedRowCount(),
+                  EmptyColumnsCount(), ConstantColumnsCount(), AlmostConstantColumnsCount()]
+    report = Report(items, metadata=metadata or {}, tags=tags or [])
+    snapshot = report.run(
+        Dataset.from_pandas(cur, data_definition=definition),
+        Dataset.from_pandas(ref, data_definition=definition),
+        name=name,
+    )
+    return snapshot, summarize(snapshot, cfg, current_rows, len(cur), len(ref))
+
+
+def summarize(snapshot: Any, cfg: DriftConfig, current_rows: int, used_rows: int,
+              reference_rows: int) -> DriftSummary:
+    """Read per-column drift scores and the drift share out of a report's results.
+
+    The flags come from the score, the method and the threshold the report actually used
+    (stored in each metric's config), so the summary cannot disagree with the HTML.
+    """
+    columns: dict[str, ColumnDrift] = {}
+    share_value: dict[str, float] | None = None
+    for item in snapshot.dict()["metrics"]:
+        config = item["config"]
+        kind = config.get("type", "")
+        if kind.endswith(":ValueDrift"):
+            column = config["column"]
+            method = str(config.get("method") or cfg.method_for(column))
+            threshold = float(config.get("threshold") or cfg.threshold)
+            score = float(item["value"])
+            columns[column] = ColumnDrift(
+                column=column,
+                kind="prediction" if column == SCORE_COLUMN else "feature",
+                method=_method_name(method),
+                threshold=threshold,
+                drift_score=score,
+                drifted=is_drifted(_method_name(method), score, threshold),
+                counted_in_share=column in cfg.share_columns,
+            )
+        elif kind.endswith(":DriftedColumnsCount") and config.get("columns") == cfg.share_columns:
+            share_value = item["value"]
+    missing = [c for c in FEATURE_COLUMNS if c not in columns]
+    if missing:
+        raise ValueError(f"the report has no drift result for {missing}")
+    counted = [columns[c] for c in cfg.share_columns]
+    drifted = sum(c.drifted for c in counted)
+    share = drifted / len(counted) if counted else 0.0
+    if share_value is not None and not math.isclose(share, float(share_value["share"]),
+                                                    abs_tol=1e-9):
+        raise ValueError(f"drift share {share} differs from Evidently's {share_value}")
+    ordered = [columns[c] for c in FEATURE_COLUMNS]
+    if SCORE_COLUMN in columns:
+        ordered.append(columns[SCORE_COLUMN])
+    return DriftSummary(
+        columns=ordered,
+        drift_share=share,
+        drifted_features=drifted,
+        monitored_features=len(counted),
+        dataset_drift=share >= cfg.drift_share,
+        prediction_drift=columns[SCORE_COLUMN].drifted if SCORE_COLUMN in columns else None,
+        current_rows=current_rows,
+        current_rows_used=used_rows,
+        reference_rows=reference_rows,
+    )
+
+
+_METHOD_NAMES = {
+    "Wasserstein distance (normed)": "wasserstein",
+    "Jensen-Shannon distance": "jensenshannon",
+    "K-S p_value": "ks",
+    "PSI": "psi",
+}
+
+
+def _method_name(method: str) -> str:
+    return _METHOD_NAMES.get(method, method)
+
+
+def summary_rows(summary: DriftSummary, day: str, model_version: str, report_path: str,
+                 computed_at: dt.datetime | None = None) -> pa.Table:
+    """One row per column for the ``drift_metrics`` table; day-level values repeat."""
+    at = computed_at or dt.datetime.now(dt.UTC)
+    rows = [
+        {
+            **asdict(c),
+            "drift_share": summary.drift_share,
+            "drifted_features": summary.drifted_features,
+            "monitored_features": summary.monitored_features,
+            "dataset_drift": summary.dataset_drift,
+            "prediction_drift": bool(summary.prediction_drift),
+            "current_rows": summary.current_rows,
+            "current_rows_used": summary.current_rows_used,
+            "reference_rows": summary.reference_rows,
+            "model_version": model_version,
+            "report_path": report_path,
+            "computed_at": at,
+            "day": day,
+        }
+        for c in summary.columns
+    ]
+    return pa.Table.from_pylist(rows, schema=DRIFT_METRICS_SCHEMA)
+
+
+def add_to_workspace(snapshot: Any, workspace_dir: Path, project_name: str = "fraud monitoring",
+                     description: str = "Daily drift of the fraud model's features and scores"
+                     ) -> str:
+    """Add a report to the local Evidently workspace (``evidently ui --workspace DIR``)
+    and return the project id. The project is created on first use, found by name after."""
+    from evidently.ui.workspace import Workspace
+
+    workspace = Workspace.create(str(workspace_dir))
+    projects = workspace.search_project(project_name)
+    if projects:
+        project = projects[0]
+    else:
+        project = workspace.create_project(project_name, description=description)
+    workspace.add_run(project.id, snapshot)
+    return str(project.id)
+
+
+# -- realized performance ---------------------------------------------------------------------
+def matured_until(latest_day: str, label_delay_days: int) -> str:
+    """The last day whose labels are known when the data reaches ``latest_day``."""
+    return (dt.date.fromisoformat(latest_day) - dt.timedelta(days=label_delay_days)).isoformat()
+
+
+# -- retraining trigger -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class TriggerConfig:
+    """When the loop retrains.
+
+    * drift: a day whose drift share reaches ``drift_share`` is drifted; consecutive drifted
+      days form one *event*, named after its first day, which launches at most one run.
+    * performance: a matured day whose realized ``performance_metric`` falls below
+      ``performance_floor`` is degraded; consecutive ones form one event the same way.
+    * ``cooldown_seconds``: after a launch, no other launch for this long, whatever the
+      events; a skipped event is launched when the cool-down ends (if still unlaunched).
+    """
+
+    drift_share: float = 0.2
+    performance_metric: str = "average_precision"
+    performance_floor: float | None = 0.5
+    cooldown_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # "drift" or "performance"
+    first_day: str
+    last_day: str
+    days: int
+    value: float  # the worst drift share or metric of the event
+    model_version: str
+    detail: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}-{self.first_day}"
+
+
+def _runs(days: Sequence[str]) -> list[list[str]]:
+    """Split sorted days into runs of consecutive calendar days."""
+    runs: list[list[str]] = []
+    for day in days:
+        if runs and dt.date.fromisoformat(day) - dt.date.fromisoformat(runs[-1][-1]) == \
+                dt.timedelta(days=1):
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return runs
+
+
+def drift_events(per_day: pd.DataFrame, cfg: TriggerConfig) -> list[Event]:
+    """Events from a per-day drift frame (``day, drift_share, model_version, drifted_list``)."""
+    if per_day.empty:
+        return []
+    per_day = per_day.sort_values("day").set_index("day")
+    flagged = per_day.index[per_day["drift_share"] >= cfg.drift_share].tolist()
+    events = []
+    for run in _runs(flagged):
+        part = per_day.loc[run]
+        worst = part["drift_share"].idxmax()
+        events.append(Event(
+            kind="drift", first_day=run[0], last_day=run[-1], days=len(run),
+            value=float(part["drift_share"].max()), model_version=str(part.loc[worst,
+                                                                            "model_version"]),
+            detail=str(part.loc[worst].get("drifted_list", "")),
+        ))
+    return events
+
+
+def performance_events(per_day: pd.DataFrame, cfg: TriggerConfig) -> list[Event]:
+    """Events from the ``model_performance`` rows (one per day)."""
+    if per_day.empty or cfg.performance_floor is None:
+        return []
+    per_day = per_day.sort_values("day").set_index("day")
+    values = per_day[cfg.performance_metric]
+    flagged = per_day.index[values.notna() & (values < cfg.performance_floor)].tolist()
+    events = []
+    for run in _runs(flagged):
+        part = per_day.loc[run]
+        worst = part[cfg.performance_metric].idxmin()
+        events.append(Event(
+            kind="performance", first_day=run[0], last_day=run[-1], days=len(run),
+            value=float(part[cfg.performance_metric].min()),
+            model_version=str(part.loc[worst, "model_version"]),
+            detail=f"{cfg.performance_metric} {part[cfg.performance_metric].min():.4f} < "
+                   f"floor {cfg.performance_floor}",
+        ))
+    return events
+
+
+@dataclass
+class TriggerDecision:
+    launch: Event | None
+    reason: str
+    pending: list[Event]
+
+
+def decide_trigger(events: Sequence[Event], launched: set[str], last_launch_at: float | None,
+                   now: float, cfg: TriggerConfig) -> TriggerDecision:
+    """Pick the event to launch now, or say why none: every event already launched, or the
+    cool-down since the last launch still running. The earliest unlaunched event goes first."""
+    pending = sorted((e for e in events if e.key not in launched), key=lambda e: e.first_day)
+    if not pending:
+        if events:
+            return TriggerDecision(None, f"{len(events)} event(s) already handled "
+                                         f"({', '.join(e.key for e in events[-3:])})", [])
+        return TriggerDecision(None, "no day crosses a threshold", [])
+    if last_launch_at is not None and now - last_launch_at < cfg.cooldown_seconds:
+        left = cfg.cooldown_seconds - (now - last_launch_at)
+        return TriggerDecision(None, f"cool-down: {len(pending)} event(s) wait "
+                                     f"{left:.0f}s more ({pending[0].key} first)", pending)
+    return TriggerDecision(pending[0], f"{pending[0].key}: {pending[0].detail}", pending[1:])
+
+
+# -- champion / challenger gate ---------------------------------------------------------------
+GATE_METRICS = ("auc_roc", "average_precision", "card_precision_at_100")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Promote the challenger when ``challenger >= champion - tolerance`` on ``metric``,
+    both scored on the same held-out days."""
+
+    metric: str = "average_precision"
+    tolerance: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.metric not in GATE_METRICS:
+            raise ValueError(f"gate metric {self.metric!r} is not one of {GATE_METRICS}")
+        if self.tolerance < 0:
+            raise ValueError(f"gate tolerance {self.tolerance} must be >= 0")
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    metric: str
+    challenger: float
+    champion: float
+    tolerance: float
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def gate(challenger: dict[str, float], champion: dict[str, float],
+         cfg: GateConfig | None = None) -> GateDecision:
+    """Decide promotion from two metric dicts measured on the same rows. A challenger whose
+    metric is not a number (e.g. a test window without frauds) is never promoted."""
+    cfg = cfg or GateConfig()
+    new, old = float(challenger.get(cfg.metric, math.nan)), float(champion.get(cfg.metric,
+                                                                               math.nan))
+    if not math.isfinite(new):
+        return GateDecision(False, cfg.metric, new, old, cfg.tolerance,
+                            f"challenger {cfg.metric} is not a number; champion kept")
+    if not math.isfinite(old):
+        return GateDecision(True, cfg.metric, new, old, cfg.tolerance,
+                            f"champion {cfg.metric} is not a number on these days; challenger "
+                            "promoted")
+    if new >= old - cfg.tolerance:
+        return GateDecision(True, cfg.metric, new, old, cfg.tolerance,
+                            f"challenger {cfg.metric} {new:.4f} >= champion {old:.4f} - "
+                            f"tolerance {cfg.tolerance}")
+    return GateDecision(False, cfg.metric, new, old, cfg.tolerance,
+                        f"challenger {cfg.metric} {new:.4f} < champion {old:.4f} - tolerance "
+                        f"{cfg.tolerance}; champion kept")
+
+
+# -- retraining: challenger vs champion on the same held-out rows -----------------------------
+@dataclass
+class GateOutcome:
+    challenger_version: str
+    champion_version: str
+    decision: GateDecision
+    challenger_metrics: dict[str, float]
+    champion_metrics: dict[str, float]
+    new_champion: str
+    test_days: tuple[str, str]
+    candidate: Any = field(repr=False, default=None)
+
+
+def score_version(model_path: Path, frame: pd.DataFrame) -> np.ndarray:
+    """Scores of a registered ONNX model on feature rows (what serving would produce)."""
+    from fraudkit.features import feature_matrix
+    from fraudkit.model import OnnxModel
+
+    return OnnxModel(model_path).predict(feature_matrix(frame))
+
+
+def retrain_and_gate(
+    frame: pd.DataFrame,
+    registry: Any,
+    gate_cfg: GateConfig | None = None,
+    params: Any = None,
+    *,
+    training_data: dict[str, Any] | None = None,
+    trigger: dict[str, Any] | None = None,
+) -> GateOutcome:
+    """Train a challenger on ``frame``'s ``train`` rows, score it and the current champion
+    on the same ``test`` rows, register the challenger (every version is kept) and promote
+    it only if the gate says so. The verdict, both metric sets and the trigger are written
+    to the registry's event log either way, so a person can see why a model is champion."""
+    from fraudkit.training import evaluate, fit_candidate
+
+    gate_cfg = gate_cfg or GateConfig()
+    champion = registry.champion()
+    champion.verify()
+    test_rows = frame[frame["split"] == "test"]
+    candidate = fit_candidate(frame, params)
+    champion_metrics = evaluate(test_rows, score_version(champion.model_path, test_rows))
+    decision = gate(candidate.metrics, champion_metrics, gate_cfg)
+    test_days = (str(test_rows["day"].min()), str(test_rows["day"].max()))
+    buf = io.BytesIO()
+    candidate.reference.to_parquet(buf, index=False)
+    details = {
+        "gate": decision.as_dict(),
+        "challenger_metrics": candidate.metrics,
+        "champion_metrics": champion_metrics,
+        "champion": champion.version,
+        "test_days": list(test_days),
+        "trigger": trigger or {},
+    }
+    registered = registry.register(
+        candidate.onnx_bytes,
+        training_data=training_data or {},
+        metrics={**candidate.metrics, "onnx_max_abs_diff": candidate.onnx_max_abs_diff},
+        thresholds=candidate.thresholds,
+        extra_files={"reference.parquet": buf.getvalue()},
+        notes={"role": "challenger", **details},
+    )
+    if decision.promote:
+        registry.promote(registered.version, reason=f"gate: {decision.reason}",
+                         details={"challenger": registered.version, **details})
+    else:
+        registry.record("gate_rejected", version=registered.version, reason=decision.reason,
+                        **details)
+    return GateOutcome(
+        challenger_version=registered.version,
+        champion_version=champion.version,
+        decision=decision,
+        challenger_metrics=candidate.metrics,
+        champion_metrics=champion_metrics,
+        new_champion=registry.champion().version,
+        test_days=test_days,
+        candidate=candidate,
+    )

@@ -1,0 +1,139 @@
+"""The drift sensor: reads the drift_metrics and model_performance tables and launches
+retraining once per event.
+
+An *event* is a run of consecutive days whose drift share reaches the threshold (or whose
+realized metric falls below the floor), named after its first day. The run key
+``retrain-<kind>-<first day>`` makes Dagster launch at most one run per event, even if the
+days are re-reported or the sensor restarts; the cursor keeps the launched keys and the
+last launch time for the cool-down, so skip reasons can say exactly why nothing ran.
+"""
+
+
+import json
+import os
+import time
+
+import dagster as dg
+import pandas as pd
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from assets.common import SETTINGS
+from assets.monitoring import (
+    DRIFT_TABLE,
+    PERFORMANCE_TABLE,
+    TRIGGER_TAG_PREFIX,
+    performance_job,
+    retrain_job,
+)
+from fraudkit import lake
+from fraudkit.drift import decide_trigger, drift_events, matured_until, performance_events
+from resources import DeltaLakeResource, MonitoringResource
+
+#: Seconds between evaluations; the daemon's own tick is about 30 s at most.
+INTERVAL_SECONDS = int(os.environ.get("MONITOR_SENSOR_INTERVAL", "30"))
+
+
+def _read(uri: str, columns: list[str]) -> pd.DataFrame:
+    try:
+        return DeltaTable(uri).to_pyarrow_dataset().to_table(columns=columns).to_pandas()
+    except TableNotFoundError:
+        return pd.DataFrame(columns=columns)
+
+
+def drift_per_day(delta: DeltaLakeResource) -> pd.DataFrame:
+    """One row per day of the drift_metrics table: share, model, drifted features."""
+    rows = _read(delta.uri(DRIFT_TABLE), ["day", "column", "kind", "drifted", "counted_in_share",
+                                         "drift_share", "model_version", "computed_at"])
+    if rows.empty:
+        return pd.DataFrame(columns=["day", "drift_share", "model_version", "drifted_list",
+                                     "computed_at"])
+    drifted = (rows[rows["drifted"] & rows["counted_in_share"]].groupby("day")["column"]
+               .agg(lambda c: ", ".join(sorted(c))).rename("drifted_list"))
+    per_day = rows.groupby("day").agg(drift_share=("drift_share", "first"),
+                                      model_version=("model_version", "first"),
+                                      computed_at=("computed_at", "max"))
+    return per_day.join(drifted).fillna({"drifted_list": ""}).reset_index()
+
+
+def performance_per_day(delta: DeltaLakeResource) -> pd.DataFrame:
+    return _read(delta.uri(PERFORMANCE_TABLE), ["day", "model_version", "auc_roc",
+                                                "average_precision", "card_precision_at_100",
+                                                "computed_at"])
+
+
+@dg.sensor(
+    job=retrain_job,
+    minimum_interval_seconds=INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Launches `retrain` once per drift event (a run of days whose drift share "
+    "reaches MONITOR_DRIFT_SHARE) or performance event (realized metric below "
+    "MONITOR_PERFORMANCE_FLOOR), with a cool-down of MONITOR_COOLDOWN_SECONDS.",
+)
+def drift_sensor(context: dg.SensorEvaluationContext, delta: DeltaLakeResource,
+                 monitoring: MonitoringResource):
+    cfg = monitoring.trigger_config()
+    state = json.loads(context.cursor) if context.cursor else {}
+    launched = set(state.get("launched", []))
+    drift = drift_per_day(delta)
+    perf = performance_per_day(delta)
+    newest = max([str(x) for x in [*drift["computed_at"], *perf["computed_at"]]], default="")
+    if not newest:
+        return dg.SkipReason("no drift_report or model_performance results yet")
+    events = drift_events(drift, cfg) + performance_events(perf, cfg)
+    now = time.time()
+    decision = decide_trigger(events, launched, state.get("last_launch_at"), now, cfg)
+    fresh = newest > state.get("seen", "")
+    if decision.launch is None:
+        context.update_cursor(json.dumps({**state, "seen": newest}))
+        news = "new results read" if fresh else "no new results"
+        return dg.SkipReason(f"{news} (latest {newest[:19]}, {len(drift)} day(s) of drift, "
+                             f"{len(perf)} of performance): {decision.reason}")
+    event = decision.launch
+    context.update_cursor(json.dumps({"seen": newest, "launched": sorted(launched | {event.key}),
+                                      "last_launch_at": now}))
+    context.log.info(f"launching retrain for {event.key}: {decision.reason}")
+    tags = {
+        f"{TRIGGER_TAG_PREFIX}trigger": event.kind,
+        f"{TRIGGER_TAG_PREFIX}event": event.key,
+        f"{TRIGGER_TAG_PREFIX}days": f"{event.first_day}..{event.last_day}",
+        f"{TRIGGER_TAG_PREFIX}value": f"{event.value:.4f}",
+        f"{TRIGGER_TAG_PREFIX}threshold": str(cfg.drift_share if event.kind == "drift"
+                                              else cfg.performance_floor),
+        f"{TRIGGER_TAG_PREFIX}model_version": event.model_version,
+        f"{TRIGGER_TAG_PREFIX}reason": decision.reason[:200],
+    }
+    return dg.RunRequest(run_key=f"retrain-{event.key}", tags=tags)
+
+
+@dg.sensor(
+    job=performance_job,
+    minimum_interval_seconds=INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests model_performance for each scored day as soon as its labels have "
+    "matured (label_delay_days after it), once per day and scoring model.",
+)
+def performance_sensor(context: dg.SensorEvaluationContext, delta: DeltaLakeResource):
+    tables = delta.tables()
+    if lake.table_version(tables.predictions, tables.storage_options) is None:
+        return dg.SkipReason("no batch_predictions yet")
+    latest = lake.partition_values(tables.raw, tables.storage_options)[-1]
+    matured = matured_until(latest, SETTINGS.label_delay_days)
+    scored = [d for d in lake.partition_values(tables.predictions, tables.storage_options)
+              if d <= matured]
+    done = set(performance_per_day(delta)["day"])
+    todo = [d for d in scored if d not in done]
+    if not todo:
+        return dg.SkipReason(f"no newly matured day (labels known up to {matured})")
+    # One ranged run per contiguous block of days (the asset back-fills as a single run).
+    requests = []
+    start = 0
+    for i in range(1, len(todo) + 1):
+        if i == len(todo) or lake.shift_day(todo[i - 1], 1) != todo[i]:
+            first, last = todo[start], todo[i - 1]
+            requests.append(dg.RunRequest(
+                run_key=f"performance-{first}-{last}",
+                tags={"dagster/asset_partition_range_start": first,
+                      "dagster/asset_partition_range_end": last}))
+            start = i
+    return requests

@@ -1,0 +1,161 @@
+"""The drift sensor against drift reports computed on simulated data: with drift injected
+it launches exactly one retraining run for the event, over the same number of normal days
+none. Also the cool-down and the landing sensor's once-per-file run keys, and (slow) the
+whole loop under a real `dagster-daemon`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from fraudkit.drift import Event, TriggerConfig, decide_trigger
+from fraudkit.registry import ModelRegistry
+from fraudkit.simulator import SimulationConfig, write_landing
+from resources import DeltaLakeResource, LandingZoneResource, MonitoringResource
+from sensors.drift import drift_sensor
+from sensors.landing import landing_sensor
+from tests.conftest import ROOT, pipeline_env, run_job
+
+NEW_DAYS = ("2026-06-30", "2026-07-04")  # 5 days after the small simulation's last day
+END_DATE = "2026-07-31"
+SMALL_RETRAIN_ENV = {"RETRAIN_TRAIN_DAYS": "21", "RETRAIN_TEST_DAYS": "7",
+                     "RETRAIN_WARMUP_DAYS": "7", "FRAUD_END_DATE": END_DATE}
+
+
+def land_and_process(small_pipeline: Path, target: Path, drift_from: str | None) -> Path:
+    """Copy the pipeline, land 5 more days (drifted or not), run them through micro_batch
+    (ingest, features, score, drift_report) as one Dagster run."""
+    data_dir = target / "data"
+    shutil.copytree(small_pipeline, data_dir)
+    cfg = replace(SimulationConfig.small(), n_days=65, drift_from=drift_from)
+    days = {d for d in cfg.days if d >= NEW_DAYS[0]}
+    write_landing(cfg, data_dir / "landing", days=days)
+    result = run_job(data_dir, "micro_batch", *NEW_DAYS, extra_env=SMALL_RETRAIN_ENV)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def drifted(small_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return land_and_process(small_pipeline, tmp_path_factory.mktemp("drifted"), NEW_DAYS[0])
+
+
+@pytest.fixture(scope="module")
+def normal(small_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return land_and_process(small_pipeline, tmp_path_factory.mktemp("normal"), None)
+
+
+def evaluate(data_dir: Path, ticks: int = 3) -> tuple[list[dg.RunRequest], list[str]]:
+    """Evaluate the drift sensor ``ticks`` times, carrying the cursor like the daemon."""
+    resources = {"delta": DeltaLakeResource(root=str(data_dir / "tables")),
+                 "monitoring": MonitoringResource(performance_floor=None, workspace="none")}
+    requests, skips, cursor = [], [], None
+    with dg.DagsterInstance.ephemeral() as instance:
+        for _ in range(ticks):
+            context = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                              resources=resources)
+            result = drift_sensor(context)
+            cursor = context.cursor
+            if isinstance(result, dg.RunRequest):
+                requests.append(result)
+            else:
+                skips.append(result.skip_message)
+    return requests, skips
+
+
+def test_drift_launches_exactly_one_retraining(drifted: Path) -> None:
+    requests, skips = evaluate(drifted)
+    assert len(requests) == 1, skips
+    request = requests[0]
+    assert request.run_key.startswith("retrain-drift-2026-0")
+    assert request.tags["monitoring/trigger"] == "drift"
+    assert float(request.tags["monitoring/value"]) >= MonitoringResource().drift_share
+    assert all("already handled" in s for s in skips), skips
+    assert (drifted / "reports" / "drift" / "drift_2026-07-04.html").stat().st_size > 10_000
+
+
+def test_normal_days_launch_nothing(normal: Path) -> None:
+    requests, skips = evaluate(normal)
+    assert requests == []
+    assert all("no day crosses a threshold" in s for s in skips), skips
+
+
+def test_cooldown_defers_a_second_event() -> None:
+    cfg = TriggerConfig(cooldown_seconds=600)
+    first = Event("drift", "2026-07-01", "2026-07-03", 3, 0.4, "v0001", "")
+    second = Event("performance", "2026-07-09", "2026-07-09", 1, 0.2, "v0001", "")
+    decision = decide_trigger([first, second], {first.key}, last_launch_at=1000.0,
+                              now=1300.0, cfg=cfg)
+    assert decision.launch is None and "cool-down" in decision.reason
+    decision = decide_trigger([first, second], {first.key}, last_launch_at=1000.0,
+                              now=1700.0, cfg=cfg)
+    assert decision.launch == second
+
+
+def test_landing_sensor_scores_each_new_file_once(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    cfg = SimulationConfig.small(n_days=3)
+    write_landing(cfg, landing, days={cfg.days[0]})
+    resources = {"landing": LandingZoneResource(path=str(landing))}
+    context = dg.build_sensor_context(resources=resources)
+    assert isinstance(landing_sensor(context), dg.SkipReason)  # baseline, history untouched
+    time.sleep(0.01)
+    write_landing(cfg, landing, days={cfg.days[1], cfg.days[2]})
+    context = dg.build_sensor_context(cursor=context.cursor, resources=resources)
+    requests = landing_sensor(context)
+    assert sorted(r.partition_key for r in requests) == cfg.days[1:]
+    assert len({r.run_key for r in requests}) == 2
+    context = dg.build_sensor_context(cursor=context.cursor, resources=resources)
+    assert isinstance(landing_sensor(context), dg.SkipReason)
+
+
+@pytest.mark.slow
+def test_daemon_launches_retraining_and_gate_runs(drifted: Path, tmp_path: Path) -> None:
+    """The real loop: `dagster-daemon run` ticks the drift sensor, which launches `retrain`;
+    the run trains a challenger and the gate records its verdict in the registry."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(drifted, data_dir)
+    env = {**pipeline_env(data_dir), **SMALL_RETRAIN_ENV, "MONITOR_SENSOR_INTERVAL": "5",
+           "MONITOR_PERFORMANCE_FLOOR": "none", "EVIDENTLY_WORKSPACE": "none"}
+    home = Path(env["DAGSTER_HOME"])
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(f"load_from:\n  - python_module:\n      module_name: definitions\n"
+                         f"      working_directory: {ROOT}\n")
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    old = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        deadline = time.monotonic() + 200
+        with dg.DagsterInstance.get() as instance:
+            while time.monotonic() < deadline:
+                runs = instance.get_runs(dg.RunsFilter(job_name="retrain"))
+                if runs and runs[0].is_finished:
+                    break
+                assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:]
+                time.sleep(2)
+            runs = instance.get_runs(dg.RunsFilter(job_name="retrain"))
+        assert len(runs) == 1, "the daemon launched no retrain run in time"
+        assert runs[0].status == dg.DagsterRunStatus.SUCCESS
+        assert runs[0].tags["monitoring/trigger"] == "drift"
+        events = [e["event"] for e in ModelRegistry(data_dir / "registry").events()]
+        assert events[-1] in ("promoted", "gate_rejected")
+    finally:
+        if old is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = old
+        os.killpg(daemon.pid, 15)
+        daemon.wait(timeout=30)
