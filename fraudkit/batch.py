@@ -134,11 +134,12 @@ def features_for_days(
     history = lake.day_range(lake.shift_day(days[0], -lookback_days(label_delay_days)), days[-1])
     raw = lake.read_days(tables.raw, history, RAW_FEATURE_INPUTS, raw_version,
                          tables.storage_options).to_pandas()
-    feats = features_frame(raw, label_delay_days)
-    feats.insert(2, "customer_id", raw["customer_id"].to_numpy())
-    feats.insert(3, "terminal_id", raw["terminal_id"].to_numpy())
-    wanted = feats["day"].isin(days).to_numpy()
-    out = to_arrow(feats[wanted], FEATURES_SCHEMA)
+    # Only the rows of ``days`` get features; the look-back rows are history for them.
+    wanted = np.flatnonzero(raw["day"].isin(days).to_numpy())
+    feats = features_frame(raw, label_delay_days, wanted)
+    feats.insert(2, "customer_id", raw["customer_id"].to_numpy()[wanted])
+    feats.insert(3, "terminal_id", raw["terminal_id"].to_numpy()[wanted])
+    out = to_arrow(feats, FEATURES_SCHEMA)
     version = lake.replace_days(tables.features, out, days, tables.storage_options)
 
     written = lake.read_days(tables.features, days, None, version, tables.storage_options)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fraudkit import features
 from fraudkit.features import (
     COUNT_COLUMNS,
     FEATURE_COLUMNS,
@@ -162,3 +163,25 @@ def test_results_do_not_depend_on_how_much_history_the_frame_holds() -> None:
         for col in FEATURE_COLUMNS:
             np.testing.assert_array_equal(got.loc[ids, col].to_numpy(),
                                           full.loc[ids, col].to_numpy(), err_msg=col)
+
+
+def test_entity_partitions_give_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large frames are computed per partition of customers (and of terminals); forcing
+    partitions on a small frame must change no bit, and a query in any order comes back in
+    that order."""
+    raw = random_raw(3, n=500)
+    raw["customer_id"] += 10**12  # ids far from 0, negative offsets in the partition math
+    tx = Transactions.from_frame(raw)
+    pick = np.random.default_rng(0).permutation(len(raw))[:300]
+    whole = compute_features(tx, 7, query=pick)
+    monkeypatch.setattr(features, "PARTITION_ROWS", 64)
+    parted = compute_features(tx, 7, query=pick)
+    for col in FEATURE_COLUMNS:
+        np.testing.assert_array_equal(parted[col], whole[col], err_msg=col)
+    assert_matches_reference(raw, delay=7)  # the partitioned path against the naive loop
+
+
+def test_repeated_query_rows_are_refused() -> None:
+    tx = Transactions.from_frame(random_raw(1, n=20))
+    with pytest.raises(ValueError, match="repeated"):
+        compute_features(tx, 7, query=np.array([1, 1]))
