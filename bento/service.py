@@ -5,17 +5,19 @@ that equal the batch ones (see :mod:`fraudkit.online`).
 
 Structure, and why. BentoML owns the process, /healthz, /livez, /readyz (``__is_ready__``:
 200 only with a model and the feature history loaded), the OpenAPI page at / and
-``bentoml build``. The routes are ASGI apps mounted with ``@bentoml.asgi_app``:
+``bentoml build``. A FastAPI app mounted with ``@bentoml.asgi_app`` holds the routes:
+``/score``, ``/score_batch``, ``/customers/{id}/risk``, ``/status`` and ``/metrics``
+(BentoML merges its OpenAPI into /docs.json).
 
-* ``/score`` and ``/score_batch`` are plain Starlette routes that parse the body straight
-  from bytes with pydantic-core; the ``@bentoml.api`` IO-descriptor path and FastAPI's body
-  and dependency machinery each cost more per request than the features and the model;
-* a FastAPI app documents those two routes (the same functions; BentoML merges its OpenAPI
-  into /docs.json) and serves ``/customers/{id}/risk``, ``/status`` and ``/metrics``.
-
-Profiling under `hey` (py-spy) drove the configuration: per-request OpenTelemetry spans
-(``tracing.excluded_urls``), access logging and BentoML's HTTP metrics middleware are off;
-the routes count and time themselves (``fraud_http_*``), one sample per request.
+The two hot routes are answered earlier, by :class:`ScoringRoutes`, an ASGI middleware
+added with BentoML's ``add_asgi_middleware``. A py-spy profile under load (see
+benchmarks/README.md) showed BentoML's router, its per-request context and the mounted
+app's own middleware taking about a third of the worker's time, more than the features and
+the model together; skipping them for the two hot routes raised the throughput 1.3x. The
+handlers are the same functions the FastAPI app documents; they parse the body straight
+from bytes with pydantic-core and encode the answer with it. Per-request OpenTelemetry
+spans (``tracing.excluded_urls``), access logging and BentoML's HTTP metrics middleware
+are off; the routes count and time themselves (``fraud_http_*``), one sample per request.
 
 Requests that arrive together are scored together: each is queued and one drain task on
 the event loop computes the features and scores of everything queued in one
@@ -54,8 +56,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from starlette.applications import Starlette
-from starlette.routing import Route
+from pydantic_core import to_json
 
 from fraudkit.features import FEATURE_COLUMNS
 from fraudkit.online import (
@@ -159,19 +160,25 @@ MODEL_INFO = bentoml.metrics.Gauge(
     labelnames=["model_version"])
 
 
+Row = tuple[int, int, int, int, float]  # transaction_id, tx_time_us, customer, terminal, amount
+
+
 class Drainer:
-    """Queue of pending requests drained by one event-loop callback (see module doc)."""
+    """Queue of pending requests drained by one event-loop callback (see module doc).
+
+    Each request waits for the list of its answers (JSON-ready dicts), built once per drain.
+    """
 
     def __init__(self, scorer: OnlineScorer) -> None:
         self.scorer = scorer
-        self.pending: list[tuple[Requests, asyncio.Future]] = []
+        self.pending: list[tuple[list[Row], asyncio.Future]] = []
         self.scheduled = False
         self.served_version: str | None = None
 
-    async def submit(self, req: Requests) -> Scored:
+    async def submit(self, rows: list[Row]) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
-        self.pending.append((req, future))
+        self.pending.append((rows, future))
         if not self.scheduled:
             self.scheduled = True
             loop.create_task(self._drain_soon())
@@ -188,16 +195,12 @@ class Drainer:
         self.scheduled = False
         pending, self.pending = self.pending, []
         # Rows of one drain are scored in one call. A transaction_id seen again with the same
-        # content (a retry, or a load generator repeating one body) is scored once and both
-        # callers get that answer; with different content it starts a new call, because
-        # compute_features needs distinct ids.
-        rows: dict[int, tuple] = {}
+        # content (a client's retry) is scored once and both callers get that answer; with
+        # different content it starts a new call, because compute_features needs distinct ids.
+        rows: dict[int, Row] = {}
         positions: dict[int, int] = {}
         waiters: list[tuple[asyncio.Future, list[int]]] = []
-        for req, future in pending:
-            new = list(zip(req.transaction_id.tolist(), req.tx_time_us.tolist(),
-                           req.customer_id.tolist(), req.terminal_id.tolist(),
-                           req.tx_amount.tolist(), strict=True))
+        for new, future in pending:
             if any(r[0] in rows and rows[r[0]] != r for r in new):
                 self._score(list(rows.values()), waiters)
                 rows, positions, waiters = {}, {}, []
@@ -208,13 +211,14 @@ class Drainer:
             waiters.append((future, [positions[r[0]] for r in new]))
         self._score(list(rows.values()), waiters)
 
-    def _score(self, rows: list[tuple], waiters: list[tuple[asyncio.Future, list[int]]]) -> None:
+    def _score(self, rows: list[Row], waiters: list[tuple[asyncio.Future, list[int]]]) -> None:
         if not rows:
             return
         started = time.perf_counter()
         req = Requests.from_rows(rows)
         try:
             scored = self.scorer.score(req)
+            answers = scored.rows(req)
         except Exception as exc:  # noqa: BLE001 - answer every waiter, never hang
             log.exception("scoring failed")
             for future, _ in waiters:
@@ -224,10 +228,9 @@ class Drainer:
         SCORE_SECONDS.observe(time.perf_counter() - started)
         DRAIN_SIZE.observe(len(req))
         self._count(scored)
-        whole = list(range(len(rows)))
         for future, picks in waiters:
             if not future.done():
-                future.set_result(scored if picks == whole else _take(scored, picks))
+                future.set_result([answers[i] for i in picks])
 
     def _count(self, scored: Scored) -> None:
         if scored.model_version != self.served_version:
@@ -244,15 +247,9 @@ class Drainer:
             FALLBACKS.inc(len(decisions))
 
 
-def _take(scored: Scored, picks: list[int]) -> Scored:
-    return Scored(scored.scores[picks], scored.decisions[picks], scored.model_version,
-                  scored.thresholds, scored.fallback,
-                  {k: v[picks] for k, v in scored.features.items()})
-
-
 def _json(content: Any, status_code: int = 200) -> Response:
-    return Response(json.dumps(content, separators=(",", ":")), status_code=status_code,
-                    media_type="application/json")
+    """A compact JSON response, encoded by pydantic-core (several times faster than json)."""
+    return Response(to_json(content), status_code=status_code, media_type="application/json")
 
 
 # -- the HTTP app --------------------------------------------------------------------------
@@ -363,6 +360,7 @@ def _instrumented(route: str):
 
     def wrap(handler):
         seconds = HTTP_SECONDS.labels(route=route)
+        counters: dict[int, Any] = {}  # labelled children, looked up once per status code
 
         @functools.wraps(handler)
         async def wrapped(request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -372,7 +370,10 @@ def _instrumented(route: str):
             except _ApiError as exc:
                 response = _error_response(exc)
             seconds.observe(time.perf_counter() - started)
-            HTTP_REQUESTS.labels(route=route, code=str(response.status_code)).inc()
+            code = response.status_code
+            if code not in counters:
+                counters[code] = HTTP_REQUESTS.labels(route=route, code=str(code))
+            counters[code].inc()
             return response
 
         return wrapped
@@ -385,9 +386,8 @@ async def score(request: Request) -> Response:
     transaction = await _parse(request, Transaction)
     if isinstance(transaction, Response):
         return transaction
-    req = Requests.from_rows([transaction.row()])
-    scored = await _service().drainer.submit(req)
-    return _json(scored.rows(req)[0])
+    (answer,) = await _service().drainer.submit([transaction.row()])
+    return _json(answer)
 
 
 @_instrumented("/score_batch")
@@ -400,19 +400,34 @@ async def score_batch(request: Request) -> Response:
         REJECTED.labels(reason="validation").inc()
         raise _ApiError(422, "invalid request: transactions: transaction_id values must "
                              "be distinct within one batch")
-    req = Requests.from_rows([t.row() for t in batch.transactions])
-    scored = await _service().drainer.submit(req)
-    return _json({"results": scored.rows(req)})
+    answers = await _service().drainer.submit([t.row() for t in batch.transactions])
+    return _json({"results": answers})
 
 
-# The two hot routes are served by a bare Starlette app mounted first (no FastAPI routing,
-# dependency or middleware layers: ~25% more throughput); the FastAPI app registers the very
-# same functions so that they appear in the OpenAPI page and /docs.json.
-scoring_app = Starlette(
-    routes=[Route("/score", score, methods=["POST"]),
-            Route("/score_batch", score_batch, methods=["POST"])],
-    exception_handlers={_ApiError: _api_error},
-)
+class ScoringRoutes:
+    """ASGI middleware that answers ``POST /score`` and ``POST /score_batch`` itself.
+
+    Added with ``FraudService.add_asgi_middleware`` it sits inside BentoML's outer layers
+    (error handling, tracing, the traffic timeout) but before BentoML's router, request
+    context and the mounted app: for the two hot routes those cost more per request than
+    the features and the model (see the profile in benchmarks/README.md). Every other
+    path goes on to BentoML. The FastAPI app registers the very same functions, so the
+    routes appear in the OpenAPI page and behave the same if this is removed.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.routes = {"/score": score, "/score_batch": score_batch}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        handler = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+
 app.add_api_route("/score", score, methods=["POST"], response_model=ScoreResult,
                   summary="Score one transaction", openapi_extra=_body_doc(Transaction))
 app.add_api_route("/score_batch", score_batch, methods=["POST"],
@@ -460,7 +475,6 @@ async def status() -> Response:
     metrics={"enabled": False},  # replaced by _instrumented + the /metrics route
 )
 @bentoml.asgi_app(app, path="/", name="api")
-@bentoml.asgi_app(scoring_app, path="/", name="scoring")
 class FraudService:
     """Online fraud scoring: champion model + online feature store, hot-swapped."""
 
@@ -487,6 +501,9 @@ class FraudService:
     @bentoml.on_shutdown
     def _stop(self) -> None:
         self.scorer.stop()
+
+
+FraudService.add_asgi_middleware(ScoringRoutes)
 
 # -- packaging helper --------------------------------------------------------------------------
 def bundle_champion(target: Path = BUNDLED_REGISTRY) -> str:
