@@ -47,7 +47,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 bench-deps:
-	command -v hey >/dev/null || (apt-get update -qq && apt-get install -y -qq hey)
+	command -v hey >/dev/null && command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq hey wrk)
 
 bench: install bench-deps
 	$(BIN)/python benchmarks/features.py

@@ -33,6 +33,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import functools
+import gc
 import hmac
 import json
 import logging
@@ -492,6 +493,10 @@ class FraudService:
         self.drainer = Drainer(self.scorer)
         global _SERVICE
         _SERVICE = self
+        # What is loaded by now lives as long as the process: move it out of the cyclic
+        # garbage collector's view, whose full passes over it otherwise pause the event
+        # loop for tens of milliseconds under load (a p99 spike).
+        gc.freeze()
         log.info("fraud service state: %s", self.scorer.status())
 
     def __is_ready__(self) -> bool:

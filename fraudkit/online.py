@@ -204,60 +204,63 @@ def load_history(raw_uri: str, label_delay_days: int, cutoff: str | None = None,
     return HistorySnapshot.from_arrow(table, version, wanted[0], last)
 
 
+StreamRow = tuple[int, int, int, int, float]  # id, time_us, customer, terminal, amount
+
+
 class StreamLog:
     """Requests scored by this process, by customer and by terminal (label unknown = 0).
 
-    Keyed by ``transaction_id`` inside each entity, so a retried request replaces its
-    earlier copy instead of counting twice. Entries older than the longest look-back before
-    the newest request are pruned now and then, so memory stays bounded by about ``d + 30``
-    days of traffic.
+    Rows live in one bucket per UTC day of their ``tx_datetime``; inside a bucket they are
+    keyed by ``transaction_id`` per entity, so a retried request replaces its earlier copy
+    instead of counting twice. When a new day starts, buckets older than the retention (the
+    longest look-back, ``d + 30`` days, plus a margin) are dropped whole: memory stays
+    bounded and no request ever waits for a sweep over the whole log.
     """
 
-    PRUNE_EVERY = 20_000
-
-    def __init__(self, retention_us: int) -> None:
-        self.retention_us = retention_us
-        self.by_customer: dict[int, dict[int, tuple[int, int, int, int, float]]] = {}
-        self.by_terminal: dict[int, dict[int, tuple[int, int, int, int, float]]] = {}
-        self.newest_us = -INT64_MAX
-        self._since_prune = 0
+    def __init__(self, retention_days: int) -> None:
+        self.retention_days = retention_days
+        #: day -> (customer -> {id: row}, terminal -> {id: row})
+        self.buckets: dict[int, tuple[dict[int, dict[int, StreamRow]],
+                                      dict[int, dict[int, StreamRow]]]] = {}
+        self.newest_day: int | None = None
 
     @property
     def size(self) -> int:
-        return sum(len(v) for v in self.by_customer.values())
+        return sum(len(rows) for by_customer, _ in self.buckets.values()
+                   for rows in by_customer.values())
 
     def append(self, req: Requests) -> None:
-        rows = list(zip(req.transaction_id.tolist(), req.tx_time_us.tolist(),
-                        req.customer_id.tolist(), req.terminal_id.tolist(),
-                        req.tx_amount.tolist(), strict=True))
+        rows = zip(req.transaction_id.tolist(), req.tx_time_us.tolist(),
+                   req.customer_id.tolist(), req.terminal_id.tolist(),
+                   req.tx_amount.tolist(), strict=True)
         for row in rows:
-            self.by_customer.setdefault(row[2], {})[row[0]] = row
-            self.by_terminal.setdefault(row[3], {})[row[0]] = row
-            if row[1] > self.newest_us:
-                self.newest_us = row[1]
-        self._since_prune += len(rows)
-        if self._since_prune >= self.PRUNE_EVERY:
-            self.prune()
+            day = row[1] // US_PER_DAY
+            bucket = self.buckets.get(day)
+            if bucket is None:
+                if self.newest_day is not None and day < self.newest_day - self.retention_days:
+                    continue  # older than any window of the newest requests can see
+                bucket = self.buckets[day] = ({}, {})
+                if self.newest_day is None or day > self.newest_day:
+                    self.newest_day = day
+                    horizon = day - self.retention_days
+                    for old in [d for d in self.buckets if d < horizon]:
+                        del self.buckets[old]
+            bucket[0].setdefault(row[2], {})[row[0]] = row
+            bucket[1].setdefault(row[3], {})[row[0]] = row
 
-    def prune(self) -> None:
-        horizon = self.newest_us - self.retention_us
-        for index in (self.by_customer, self.by_terminal):
-            for key in list(index):
-                kept = {i: r for i, r in index[key].items() if r[1] > horizon}
-                if kept:
-                    index[key] = kept
-                else:
-                    del index[key]
-        self._since_prune = 0
-
-    def rows_for(self, customers: np.ndarray, terminals: np.ndarray) -> list[tuple]:
-        out: list[tuple] = []
-        for c in customers.tolist():
-            if c in self.by_customer:
-                out.extend(self.by_customer[c].values())
-        for t in terminals.tolist():
-            if t in self.by_terminal:
-                out.extend(self.by_terminal[t].values())
+    def rows_for(self, customers: np.ndarray, terminals: np.ndarray) -> list[StreamRow]:
+        """Every stored row of these customers and terminals (a row may come twice)."""
+        out: list[StreamRow] = []
+        customers, terminals = customers.tolist(), terminals.tolist()
+        for by_customer, by_terminal in self.buckets.values():
+            for c in customers:
+                rows = by_customer.get(c)
+                if rows:
+                    out.extend(rows.values())
+            for t in terminals:
+                rows = by_terminal.get(t)
+                if rows:
+                    out.extend(rows.values())
         return out
 
 
@@ -279,8 +282,7 @@ class OnlineFeatureStore:
     def __init__(self, label_delay_days: int, snapshot: HistorySnapshot | None = None) -> None:
         self.label_delay_days = label_delay_days
         self.snapshot = snapshot or HistorySnapshot.empty()
-        self.stream = StreamLog((label_delay_days + TERMINAL_SPAN_US // US_PER_DAY
-                                 + MARGIN_DAYS) * US_PER_DAY)
+        self.stream = StreamLog(lookback_days(label_delay_days) + MARGIN_DAYS)
 
     def swap(self, snapshot: HistorySnapshot) -> None:
         """Replace the history in one assignment; requests in flight keep the old one."""

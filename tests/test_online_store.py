@@ -163,3 +163,22 @@ def test_reload_sees_a_new_table_version(small_pipeline: Path, tmp_path: Path) -
     fresh = load_history(str(raw), 7)
     assert fresh.table_version == version != snap.table_version
     assert fresh.last_day > snap.last_day and fresh.rows >= snap.rows
+
+
+def test_stream_log_keeps_only_the_retention_window() -> None:
+    from fraudkit.online import StreamLog
+
+    log = StreamLog(retention_days=3)
+    day = 86_400_000_000
+    t0 = to_time_us(dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC))
+    for i in range(6):  # one transaction a day for customer 1 at terminal 2
+        log.append(Requests.from_rows([(100 + i, t0 + i * day, 1, 2, 10.0)]))
+    kept = sorted(r[0] for r in log.rows_for(np.array([1]), np.array([], dtype=np.int64)))
+    assert kept == [102, 103, 104, 105]  # the newest day and the 3 days before it
+    log.append(Requests.from_rows([(99, t0, 1, 2, 10.0)]))  # far too old to matter: ignored
+    assert log.size == 4
+    log.append(Requests.from_rows([(105, t0 + 5 * day, 1, 2, 12.0)]))  # a retry replaces
+    assert log.size == 4
+    # By customer and by terminal: the same (replaced) row through both indexes.
+    amounts = [r[4] for r in log.rows_for(np.array([1]), np.array([2])) if r[0] == 105]
+    assert amounts == [12.0, 12.0]

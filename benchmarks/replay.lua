@@ -1,0 +1,24 @@
+-- wrk script for benchmarks/online.py: replay distinct transactions, one JSON per line of
+-- $REPLAY_FILE. Thread k of $REPLAY_THREADS sends lines k, k + threads, ... so no two
+-- requests of one run carry the same transaction, and each thread keeps time order.
+local counter = 1
+
+function setup(thread)
+  thread:set("tid", counter)
+  counter = counter + 1
+end
+
+function init(args)
+  bodies = {}
+  for line in io.lines(os.getenv("REPLAY_FILE")) do
+    bodies[#bodies + 1] = line
+  end
+  step = tonumber(os.getenv("REPLAY_THREADS") or "1")
+  position = tid - 1
+end
+
+function request()
+  local body = bodies[(position % #bodies) + 1]
+  position = position + step
+  return wrk.format("POST", "/score", {["Content-Type"] = "application/json"}, body)
+end
