@@ -1,7 +1,15 @@
-"""`make demo`: simulate the default data, back-fill the batch path end to end, summarize.
+"""`make demo`: the whole product on the embedded defaults, headless.
+
+1. simulate the default data and back-fill the batch path (ingest, features, training,
+   scoring), then summarize the tables and the champion;
+2. start the BentoML service and score a few transactions;
+3. the monitoring loop: drifted days land, the drift report flags them, the drift sensor
+   launches retraining, the gate promotes the challenger, the running service and the next
+   batch partition answer with it (``scripts/demo_monitoring.py``).
 
 Every step is a real Dagster run recorded in the project's instance (``DAGSTER_HOME``), so
-`make dev` afterwards shows the same runs, materializations and checks in the UI.
+`make dev` afterwards shows the same runs, materializations and checks in the UI. The demo
+owns its DATA_DIR: it starts afresh there each time (and refuses a folder it did not make).
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +28,13 @@ import dagster as dg
 from fraudkit.config import Settings
 from fraudkit.simulator import SimulationConfig, write_landing
 
+# The backfill policy and partition mapping options the assets use are marked beta in
+# Dagster 1.13; their warnings would bury the demo's own output.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: Marks a DATA_DIR that `make demo` made, so a later demo may replace its contents.
+DEMO_MARKER = ".made-by-make-demo"
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
@@ -116,10 +131,71 @@ SMALL_TRAINING = {"ops": {"training_set": {"config": {"train_days": 21, "test_da
                                                       "warmup_days": 7}}}}
 
 
+def prepare_data_dir(settings: Settings) -> None:
+    """Start from an empty DATA_DIR: remove an earlier demo's data, refuse anything else.
+
+    The Dagster home is kept when it lies inside DATA_DIR (the tests put it there), so the
+    UI keeps every run. Landing files go to DATA_DIR/landing; a LANDING_DIR elsewhere is
+    the user's data, which the simulator must not write into.
+    """
+    data = settings.data_dir
+    if settings.landing_dir != data / "landing":
+        raise SystemExit(f"LANDING_DIR={settings.landing_dir} is set: the demo simulates its "
+                         "own landing files under DATA_DIR; unset LANDING_DIR to run it")
+    home = Path(os.environ["DAGSTER_HOME"]).resolve()
+    entries = [p for p in data.iterdir() if p.resolve() != home] if data.exists() else []
+    if entries and not (data / DEMO_MARKER).exists():
+        raise SystemExit(f"DATA_DIR={data} holds data that `make demo` did not write "
+                         f"({', '.join(p.name for p in entries[:5])}); point DATA_DIR at an "
+                         "empty folder, or remove this one (`make clean` removes ./data)")
+    if entries:
+        print(f"==> {data} holds an earlier demo's data: starting afresh", flush=True)
+        for path in entries:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    data.mkdir(parents=True, exist_ok=True)
+    (data / DEMO_MARKER).write_text("Written by `make demo`, which replaces this folder's "
+                                    "contents on its next run.\n")
+
+
+def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last_normal: str,
+                          small: bool) -> None:
+    """Steps 2 and 3 of the demo, with one service process running throughout."""
+    from scripts.demo_monitoring import run_drift_story
+    from scripts.demo_online import ServiceProcess, print_answer, show_examples
+
+    started = step("online service: bentoml serve (bento/service.py)")
+    with ServiceProcess(settings) as service:
+        done(started, f"(ready at {service.url})")
+        example = show_examples(service, settings)
+
+        def on_promoted(version: str) -> None:
+            answer, waited = service.wait_for_version(version, example)
+            print(f"   the running service answers with {version} {waited:.1f}s after the "
+                  "promotion:")
+            print_answer(example, answer)
+
+        step("monitoring loop: drift → sensor → retraining → gate → both serving paths")
+        story = run_drift_story(settings, instance, last_normal, small=small,
+                                on_promoted=on_promoted)
+    print("    service stopped; `make serve` keeps one running on port 3000")
+    if story.promoted:
+        print(f"\n    champion {story.before} -> {story.after}; from the drifted days landing "
+              f"to the promotion {story.landed_to_promotion_s:.0f}s, to the online service "
+              f"answering with it {story.landed_to_online_s:.0f}s (target < 180s)")
+    else:
+        print(f"\n    the gate kept champion {story.before} (see the reason above)")
+    print("    rollback: `make rollback`; drift reports: `evidently ui --workspace "
+          f"{settings.data_dir / 'evidently'}` or {settings.reports_dir / 'drift'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true",
                         help="test scale (about 25k transactions over 60 days)")
     parser.add_argument("--batch-only", action="store_true",
@@ -127,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     ensure_dagster_home(settings)
+    prepare_data_dir(settings)
     total = time.perf_counter()
     base = SimulationConfig.small() if args.small else SimulationConfig()
     cfg = replace(base, start_date=settings.start_date)
@@ -139,9 +216,12 @@ def main(argv: list[str] | None = None) -> None:
     first, last = cfg.days[0], cfg.days[-1]
     with dg.DagsterInstance.get() as instance:
         run_batch(settings, instance, first, last, SMALL_TRAINING if args.small else None)
-    summary(settings)
-    print(f"\nbatch demo finished in {time.perf_counter() - total:.0f}s; open the UI with "
-          "`make dev` to see the runs, or `make serve` for the online service")
+        summary(settings)
+        print(f"\nbatch path done in {time.perf_counter() - total:.0f}s")
+        if not args.batch_only:
+            online_and_monitoring(settings, instance, last, args.small)
+    print(f"\ndemo finished in {time.perf_counter() - total:.0f}s; `make dev` opens the Dagster "
+          "UI on these runs, `make serve` the online service")
 
 
 if __name__ == "__main__":

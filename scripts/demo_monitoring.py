@@ -1,21 +1,25 @@
 """The monitoring loop, headless: normal days show no drift, drifted days land, the report
-flags them, the drift sensor launches retraining, the gate promotes the challenger.
+flags them, the drift sensor launches retraining, the gate promotes the challenger, and
+both serving paths pick up the new champion.
 
-Run after the batch demo (``python -m scripts.demo [--small] --batch-only``)::
+``make demo`` runs it after the batch path, with the online service running. Alone, after
+``python -m scripts.demo [--small] --batch-only``::
 
-    FRAUD_END_DATE=2026-12-31 python -m scripts.demo_monitoring [--small]
+    python -m scripts.demo_monitoring [--small]
 
-Every step is a real Dagster run in the instance at DAGSTER_HOME, so the UI shows them.
-The partitions must reach past the simulated days (FRAUD_END_DATE) for the drifted days to
-have partitions.
+Every step is a real Dagster run in the instance at DAGSTER_HOME, so `make dev` shows them.
+The sensor is evaluated in this process exactly as the daemon evaluates it (its cursor and
+run key included), and the run it requests is executed here, so the story does not wait for
+daemon ticks; ``tests/test_sensors.py`` runs the same loop under a real ``dagster-daemon``.
 """
+
+from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import dagster as dg
 
@@ -23,24 +27,36 @@ from fraudkit import lake
 from fraudkit.config import Settings
 from fraudkit.registry import ModelRegistry
 from fraudkit.simulator import SimulationConfig, write_landing
-from scripts.demo import RANGE_END, RANGE_START, ensure_dagster_home, run_job
+from scripts.demo import run_job
 
-#: Retraining window of the demo. With 28 drifted days and a 7-day label delay, a 7-day
-#: held-out window (drift days 15..21) leaves drift days 1..7 in the training window (the gap
-#: between train and test is the label delay). Small scale: a few weeks of data only.
-DEMO_RETRAIN = {"ops": {"retrained_model": {"config": {"test_days": 7}}}}
-SMALL_RETRAIN = {"ops": {"retrained_model": {"config": {"train_days": 21, "test_days": 7,
+#: Drifted days landed after the normal ones, and the retraining windows that go with them.
+#: Labels mature 7 days after a transaction and the gate's held-out days sit 8 days after
+#: the training window, so with 25 drifted days the challenger trains on drifted days 1..6
+#: and both models are judged on drifted days 14..18.
+DRIFT_DAYS = 25
+RETRAIN = {"ops": {"retrained_model": {"config": {"test_days": 5}}}}
+SMALL_RETRAIN = {"ops": {"retrained_model": {"config": {"train_days": 21, "test_days": 5,
                                                          "warmup_days": 7}}}}
 #: Drift reports of the newest days are what the sensor needs; older ones can be
 #: back-filled from the UI (they are not on the path from landing to promotion).
-REPORTED_DRIFT_DAYS = 7
+REPORTED_DAYS = 7
+
+
+@dataclass
+class StoryResult:
+    before: str
+    after: str
+    promoted: bool
+    landed_to_promotion_s: float | None
+    #: Until ``on_promoted`` returned (the online service answering with the new champion).
+    landed_to_online_s: float | None
 
 
 def _say(started: float, message: str) -> None:
-    print(f"[{time.perf_counter() - started:7.1f}s] {message}", flush=True)
+    print(f"[{time.perf_counter() - started:6.1f}s] {message}", flush=True)
 
 
-def _drift_table(settings: Settings, days: list[str]) -> list[dict]:
+def _drift_rows(settings: Settings, days: list[str]) -> list[dict]:
     rows = lake.read_days(settings.table_uri("drift_metrics"), days,
                           ["day", "drift_share", "dataset_drift", "column", "drifted",
                            "counted_in_share", "kind", "drift_score"]).to_pandas()
@@ -70,121 +86,123 @@ def evaluate_drift_sensor(instance: dg.DagsterInstance, cursor: str | None = Non
     resources = {k: v for k, v in defs.resources.items() if k in ("delta", "monitoring")}
     with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources,
                                  definitions=defs) as context:
-        result = sensor.evaluate_tick(context)
-    return result
+        return sensor.evaluate_tick(context)
 
 
-def run_drift_story(settings: Settings, instance: dg.DagsterInstance, *,
-                    small: bool = False, drift_days: int = 28, normal_days_shown: int = 7,
-                    on_promoted: Callable[[str, float], None] | None = None) -> None:
-    """Normal days → drifted days land → report flags drift → sensor → retrain → gate.
+def drift_days_for(last_normal: str, wanted: int = DRIFT_DAYS) -> list[str]:
+    """The drifted days after ``last_normal``; Dagster offers a daily partition only once
+    its day has ended, so they must end yesterday at the latest."""
+    days = lake.day_range(lake.shift_day(last_normal, 1), lake.shift_day(last_normal, wanted))
+    yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+    if days[-1] > yesterday:
+        raise SystemExit(f"the drifted days {days[0]}..{days[-1]} must have ended (today is "
+                         f"{yesterday} + 1 day); simulate an earlier calendar "
+                         "(FRAUD_START_DATE) to run the monitoring demo")
+    return days
 
-    ``small`` must match the batch demo's scale; ``drift_days`` is how many drifted days
-    land after the last one. ``on_promoted(version, landed_at)`` is called right after a
-    promotion (the demo uses it to wait for the online service to answer with it).
+
+def run_drift_story(settings: Settings, instance: dg.DagsterInstance, last_normal: str, *,
+                    small: bool = False, on_promoted: Callable[[str], None] | None = None
+                    ) -> StoryResult:
+    """Normal days → drifted days land → report flags drift → sensor → retrain → gate →
+    both serving paths on the new champion.
+
+    ``last_normal`` is the simulation's last (normal) day; ``small`` must match the batch
+    demo's scale. ``on_promoted(version)`` runs right after a promotion (the demo waits
+    there for the online service to answer with it).
     """
     started = time.perf_counter()
-    raw_uri = settings.table_uri("raw_transactions")
-    present = lake.partition_values(raw_uri)
-    if not present:
-        raise SystemExit("no raw_transactions: run the batch demo first (make demo)")
-    last_normal = present[-1]
-    first_drift = lake.shift_day(last_normal, 1)
-    drifted = lake.day_range(first_drift, lake.shift_day(last_normal, drift_days))
+    drifted = drift_days_for(last_normal)
     if drifted[-1] > settings.end_date:
-        raise SystemExit(
-            f"the drifted days {drifted[0]}..{drifted[-1]} need partitions, but "
-            f"FRAUD_END_DATE={settings.end_date}; set FRAUD_END_DATE={drifted[-1]} or later")
+        raise SystemExit(f"the drifted days {drifted[0]}..{drifted[-1]} need partitions, but "
+                         f"FRAUD_END_DATE={settings.end_date}; raise it to {drifted[-1]}")
     registry = ModelRegistry(settings.registry_dir)
-    retrain_config = SMALL_RETRAIN if small else DEMO_RETRAIN
+    before = registry.champion().version
 
-    _say(started, f"1. drift reports of the last {normal_days_shown} normal days "
-                  f"(champion {registry.champion().version})")
-    normal = present[-normal_days_shown:]
+    normal = lake.day_range(lake.shift_day(last_normal, -(REPORTED_DAYS - 1)), last_normal)
+    _say(started, f"1. drift reports of the last {len(normal)} normal days against champion "
+                  f"{before}'s reference")
     run_job("monitor_drift", instance, (normal[0], normal[-1]))
-    _print_drift(started, _drift_table(settings, normal))
+    _print_drift(started, _drift_rows(settings, normal))
 
     base = SimulationConfig.small() if small else SimulationConfig()
     cfg = replace(base, start_date=settings.start_date,
                   n_days=len(lake.day_range(settings.start_date, drifted[-1])),
-                  drift_from=first_drift)
+                  drift_from=drifted[0])
     landed_at = time.perf_counter()
-    _say(started, f"2. landing {len(drifted)} drifted days {drifted[0]}..{drifted[-1]} "
+    _say(started, f"2. {len(drifted)} drifted days land: {drifted[0]}..{drifted[-1]} "
                   f"(amounts x{cfg.drift_amount_factor}, night card testing on "
                   f"{cfg.drift_card_testing_share:.0%} of cards)")
     write_landing(cfg, settings.landing_dir, days=set(drifted))
 
-    _say(started, "3. the drifted days through the batch path (ingest, features, score), then "
-                  f"drift reports of the newest {REPORTED_DRIFT_DAYS}")
+    _say(started, "3. they go through the batch path (ingest, features, score), then drift "
+                  f"reports of the newest {REPORTED_DAYS}")
     run_job("ingest_and_features", instance, (drifted[0], drifted[-1]))
     run_job("score", instance, (drifted[0], drifted[-1]))
-    reported = drifted[-REPORTED_DRIFT_DAYS:]
+    reported = drifted[-REPORTED_DAYS:]
     run_job("monitor_drift", instance, (reported[0], reported[-1]))
-    rows = _drift_table(settings, reported)
+    rows = _drift_rows(settings, reported)
     _print_drift(started, rows)
-    first_flag = next((r["day"] for r in rows if r["drift"]), None)
-    _say(started, f"   first day flagged: {first_flag}")
+    flagged = sum(r["drift"] for r in rows)
+    _say(started, f"   {flagged} of {len(rows)} reported days flagged; HTML reports in "
+                  f"{settings.reports_dir / 'drift'}")
 
-    _say(started, "4. drift sensor (evaluated in-process, as the daemon does)")
+    _say(started, "4. the drift sensor reads drift_metrics (one evaluation, as the daemon "
+                  "ticks)")
     result = evaluate_drift_sensor(instance)
     requests = result.run_requests or []
     if not requests:
-        reason = result.skip_message
-        raise SystemExit(f"the drift sensor launched nothing: {reason}")
+        raise SystemExit(f"the drift sensor launched nothing: {result.skip_message}")
     request = requests[0]
-    _say(started, f"   RunRequest {request.run_key}, tags "
-                  f"{json.dumps({k: v for k, v in request.tags.items() if 'reason' not in k})}")
+    shown = {k: v for k, v in request.tags.items() if "reason" not in k}
+    _say(started, f"   RunRequest run_key={request.run_key} tags={json.dumps(shown)}")
     again = evaluate_drift_sensor(instance, result.cursor)
-    _say(started, f"   evaluated again: {len(again.run_requests or [])} run(s); "
-                  f"skip: {again.skip_message}")
+    _say(started, f"   next tick: {len(again.run_requests or [])} run(s), skipped: "
+                  f"{again.skip_message}")
 
-    _say(started, "5. retrain (challenger on the latest matured window) and the gate")
-    before = registry.champion().version
+    _say(started, "5. retrain: a challenger on the newest matured window, then the gate")
     from definitions import defs
 
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     outcome = defs.resolve_job_def("retrain").execute_in_process(
-        instance=instance, tags=request.tags, run_config={**quiet, **(retrain_config or {})},
-        raise_on_error=True)
-    event = [e for e in registry.events() if e["event"] in ("promoted", "gate_rejected")][-1]
-    gate = event.get("gate", {})
+        instance=instance, tags={**request.tags, "dagster/run_key": request.run_key},
+        run_config={**quiet, **(SMALL_RETRAIN if small else RETRAIN)}, raise_on_error=True)
+    verdict = [e for e in registry.events() if e["event"] in ("promoted", "gate_rejected")][-1]
     after = registry.champion().version
-    _say(started, f"   {event['event']}: {gate.get('reason')} (run {outcome.run_id[:8]})")
+    _say(started, f"   {verdict['event']}: {verdict.get('gate', {}).get('reason')} "
+                  f"(run {outcome.run_id[:8]})")
     _say(started, f"   champion {before} -> {after}")
-    if after != before:
-        _say(started, f"   time from drifted days landing to promotion: "
-                      f"{time.perf_counter() - landed_at:.1f}s")
-        if on_promoted:
-            on_promoted(after, landed_at)
+    promoted = after != before
+    landed_to_promotion = time.perf_counter() - landed_at if promoted else None
+    landed_to_online = None
+    if promoted and on_promoted:
+        on_promoted(after)
+        landed_to_online = time.perf_counter() - landed_at
 
-    _say(started, f"6. batch path picks up the new champion: re-score {drifted[-1]}")
+    _say(started, f"6. the batch path picks up the champion: re-score {drifted[-1]}")
     run_job("score", instance, (drifted[-1], drifted[-1]))
     versions = set(lake.read_days(settings.table_uri("batch_predictions"), [drifted[-1]],
                                   ["model_version"]).column(0).to_pylist())
     _say(started, f"   batch_predictions of {drifted[-1]} now carry model {sorted(versions)}")
-    _say(started, "   rollback with `make rollback`; HTML reports in "
-                  f"{settings.reports_dir / 'drift'}; `evidently ui --workspace "
-                  f"{settings.data_dir / 'evidently'}`")
+    return StoryResult(before, after, promoted, landed_to_promotion, landed_to_online)
 
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
+    from scripts.demo import ensure_dagster_home
+
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="the batch demo ran --small")
-    parser.add_argument("--drift-days", type=int, default=28)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     ensure_dagster_home(settings)
-    os.environ.setdefault("MONITOR_COOLDOWN_SECONDS", "3600")
+    base = SimulationConfig.small() if args.small else SimulationConfig()
+    last_normal = replace(base, start_date=settings.start_date).days[-1]
     with dg.DagsterInstance.get() as instance:
-        run_drift_story(settings, instance, small=args.small, drift_days=args.drift_days)
-    print(f"\nmonitoring demo finished at {dt.datetime.now():%H:%M:%S}")
+        run_drift_story(settings, instance, last_normal, small=args.small)
 
-
-# Names a caller may use to tag its own ranged runs.
-__all__ = ["RANGE_END", "RANGE_START", "evaluate_drift_sensor", "run_drift_story"]
 
 if __name__ == "__main__":
     main()

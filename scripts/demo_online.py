@@ -1,7 +1,9 @@
-"""The online half of the demo: start the service, score a few transactions, stop it.
+"""The online half of the demo: run the BentoML service, score a few transactions, watch it
+pick up a new champion.
 
-``run_online_demo(settings)`` is called by ``scripts/demo.py`` after the batch path has
-filled DATA_DIR; it can also run alone: ``.venv/bin/python -m scripts.demo_online``.
+``make demo`` starts the service after the batch path, keeps it running through the
+monitoring story (so a promotion is seen by a live service) and stops it at the end. It can
+also run alone on a filled DATA_DIR: ``.venv/bin/python -m scripts.demo_online``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -19,6 +22,8 @@ from fraudkit import lake
 from fraudkit.config import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: Ids of the demo's example requests: far above the simulator's, so they are new.
+EXAMPLE_ID_BASE = 990_000_000
 
 
 def _free_port() -> int:
@@ -27,63 +32,125 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_online_demo(settings: Settings, port: int | None = None, timeout: float = 120) -> None:
-    """Serve the champion on a free port, send a few transactions, print answers and latency."""
-    port = port or _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "DATA_DIR": str(settings.data_dir)}
-    env.pop("FRAUD_API_KEY", None)
-    print(f"\n==> online service: bentoml serve on {url}", flush=True)
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "bentoml"), "serve", "service:FraudService",
-         "--port", str(port)], cwd=PROJECT_ROOT / "bento", env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+class ServiceProcess:
+    """``bentoml serve`` of ``bento/service.py`` on a free localhost port, as a context
+    manager: ready (``/readyz`` 200) on entry, stopped on exit."""
+
+    def __init__(self, settings: Settings, port: int | None = None, timeout: float = 120,
+                 env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.port = port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.timeout = timeout
+        self.env = {**os.environ, "DATA_DIR": str(settings.data_dir), **(env or {})}
+        self.env.pop("FRAUD_API_KEY", None)
+        self.proc: subprocess.Popen | None = None
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+        self._next_id = EXAMPLE_ID_BASE
+
+    def __enter__(self) -> ServiceProcess:
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "bentoml"), "serve", "service:FraudService",
+             "--port", str(self.port)], cwd=PROJECT_ROOT / "bento", env=self.env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
         while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"the service exited:\n{proc.stderr.read()[-3000:]}")
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the service exited:\n{self.proc.stderr.read()[-3000:]}")
             try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                if self.client.get("/readyz", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            if time.perf_counter() - started > timeout:
-                raise SystemExit(f"the service was not ready after {timeout:.0f}s")
+            if time.perf_counter() - started > self.timeout:
+                self.__exit__(None, None, None)
+                raise SystemExit(f"the service was not ready after {self.timeout:.0f}s")
             time.sleep(0.3)
-        print(f"    ready in {time.perf_counter() - started:.1f}s")
-        raw_uri = settings.table_uri("raw_transactions")
-        last = lake.partition_values(raw_uri)[-1]
-        rows = lake.read_days(raw_uri, [last]).to_pylist()[:3]
-        examples = [{"transaction_id": 990_000_000 + i,
-                     "tx_datetime": r["tx_datetime"].strftime("%Y-%m-%dT%H:%M:%SZ"),
-                     "customer_id": r["customer_id"], "terminal_id": r["terminal_id"],
-                     "tx_amount": amount}
-                    for i, (r, amount) in enumerate(zip(rows, (25.0, 80.0, 450.0),
-                                                        strict=False))]
-        with httpx.Client(base_url=url, timeout=10) as client:
-            for tx in examples:
-                t0 = time.perf_counter()
-                answer = client.post("/score", json=tx).json()
-                ms = (time.perf_counter() - t0) * 1000
-                f = answer["features"]
-                print(f"    POST /score customer {tx['customer_id']} amount {tx['tx_amount']:>6}: "
-                      f"{answer['decision']:8s} score {answer['score']:.4f} model "
-                      f"{answer['model_version']} ({ms:.1f} ms; customer_nb_tx_7d="
-                      f"{f['customer_nb_tx_7d']}, terminal_risk_30d={f['terminal_risk_30d']:.3f})")
-            risk = client.get(f"/customers/{examples[0]['customer_id']}/risk").json()
-            print(f"    GET /customers/{examples[0]['customer_id']}/risk: latest batch "
-                  f"prediction {risk.get('decision')} score {risk.get('score')} "
-                  f"({risk.get('tx_datetime')})")
-    finally:
-        os.killpg(proc.pid, 15)
+        self.ready_seconds = time.perf_counter() - started
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        if self.proc is None:
+            return
+        os.killpg(self.proc.pid, 15)
         try:
-            proc.wait(timeout=20)
+            self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+
+    def example(self, customer_id: int, terminal_id: int, tx_datetime: str,
+                amount: float) -> dict[str, Any]:
+        """A new transaction in the raw contract, with a fresh id."""
+        self._next_id += 1
+        return {"transaction_id": self._next_id, "tx_datetime": tx_datetime,
+                "customer_id": customer_id, "terminal_id": terminal_id, "tx_amount": amount}
+
+    def score(self, tx: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        """POST /score; returns the answer and the round trip in milliseconds."""
+        started = time.perf_counter()
+        response = self.client.post("/score", json=tx)
+        response.raise_for_status()
+        return response.json(), (time.perf_counter() - started) * 1000
+
+    def wait_for_version(self, version: str, tx: dict[str, Any],
+                         timeout: float = 60) -> tuple[dict[str, Any], float]:
+        """Send ``tx`` (a fresh id each time) until the answer comes from ``version``;
+        returns that answer and the seconds waited."""
+        started = time.perf_counter()
+        while True:
+            answer, _ = self.score({**tx, "transaction_id": self._bump()})
+            if answer["model_version"] == version:
+                return answer, time.perf_counter() - started
+            if time.perf_counter() - started > timeout:
+                raise SystemExit(f"the service still answers with {answer['model_version']} "
+                                 f"{timeout:.0f}s after {version} became champion")
+            time.sleep(0.1)
+
+    def _bump(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+
+def print_answer(tx: dict[str, Any], answer: dict[str, Any], ms: float | None = None) -> None:
+    f = answer["features"]
+    took = f"{ms:.1f} ms; " if ms is not None else ""
+    print(f"    POST /score customer {tx['customer_id']} amount {tx['tx_amount']:>7.2f}: "
+          f"{answer['decision']:8s} score {answer['score']:.4f} model {answer['model_version']}"
+          f" ({took}customer_nb_tx_7d={f['customer_nb_tx_7d']}, "
+          f"terminal_risk_30d={f['terminal_risk_30d']:.3f})", flush=True)
+
+
+def show_examples(service: ServiceProcess, settings: Settings) -> dict[str, Any]:
+    """Score three transactions of known customers (a usual, a higher and a large amount)
+    and look up the first customer's latest batch prediction; returns the first request."""
+    raw_uri = settings.table_uri("raw_transactions")
+    last = lake.partition_values(raw_uri)[-1]
+    rows = lake.read_days(raw_uri, [last]).to_pylist()[:3]
+    examples = [service.example(r["customer_id"], r["terminal_id"],
+                                r["tx_datetime"].strftime("%Y-%m-%dT%H:%M:%SZ"), amount)
+                for r, amount in zip(rows, (25.0, 80.0, 450.0), strict=False)]
+    for tx in examples:
+        answer, ms = service.score(tx)
+        print_answer(tx, answer, ms)
+    customer = examples[0]["customer_id"]
+    risk = service.client.get(f"/customers/{customer}/risk").json()
+    print(f"    GET /customers/{customer}/risk: latest batch prediction {risk.get('decision')} "
+          f"score {risk.get('score', float('nan')):.4f} ({risk.get('tx_datetime')}, model "
+          f"{risk.get('model_version')})", flush=True)
+    return examples[0]
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    print("==> online service: bentoml serve (bento/service.py)", flush=True)
+    with ServiceProcess(settings) as service:
+        print(f"    ready in {service.ready_seconds:.1f}s at {service.url}")
+        show_examples(service, settings)
     print("    service stopped; `make serve` keeps it running on port 3000")
 
 
 if __name__ == "__main__":
-    run_online_demo(Settings.from_env())
+    main()

@@ -1,0 +1,53 @@
+"""`make demo`'s whole story at the small scale, as a user runs it: batch back-fill, the
+online service, drift → sensor → retraining → gate → both serving paths on the champion."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from fraudkit.registry import ModelRegistry
+from tests.conftest import ROOT, pipeline_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    (data_dir / "dagster_home").mkdir(parents=True)
+    env = {**pipeline_env(data_dir), "FRAUD_END_DATE": "2026-07-31"}
+    result = subprocess.run([sys.executable, "-m", "scripts.demo", "--small"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=900)
+    out = result.stdout
+    assert result.returncode == 0, out[-4000:] + result.stderr[-4000:]
+    # Normal days report no drift, drifted days do, and the sensor asks for one retraining.
+    assert re.search(r"2026-06-29  drift share [\d.]+  score drift [\d.]+  ok", out), out
+    assert "DRIFT" in out and "RunRequest run_key=retrain-drift-2026-" in out
+    assert "next tick: 0 run(s)" in out
+    # The gate promoted, and both paths serve the new champion.
+    registry = ModelRegistry(data_dir / "registry")
+    assert registry.champion().version == "v0002", out[-3000:]
+    assert "the running service answers with v0002" in out
+    last = DeltaTable(str(data_dir / "tables" / "batch_predictions")).to_pandas(
+        filters=[("day", "=", "2026-07-24")])
+    assert set(last["model_version"]) == {"v0002"}
+    seconds = re.search(r"to the online service answering with it (\d+)s", out)
+    assert seconds and int(seconds.group(1)) < 180, out[-2000:]
+
+    # A second run starts afresh in the folder it made; a foreign folder is refused.
+    foreign = tmp_path / "foreign"
+    (foreign / "tables").mkdir(parents=True)
+    refused = subprocess.run([sys.executable, "-m", "scripts.demo", "--small", "--batch-only"],
+                             cwd=ROOT, env={**env, "DATA_DIR": str(foreign)},
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "did not write" in refused.stderr
+    again = subprocess.run([sys.executable, "-m", "scripts.demo", "--small", "--batch-only"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "starting afresh" in again.stdout
+    assert ModelRegistry(data_dir / "registry").champion().version == "v0001"
