@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DATA_DIR ?= $(CURDIR)/data
 PORT ?= 3000
 
-.PHONY: install demo dev serve test lint lock bench bench-deps rollback clean
+.PHONY: install demo dev serve bento test lint lock bench bench-deps rollback clean
 
 install: $(STAMP)
 
@@ -38,20 +38,29 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 serve: install
 	cd bento && ../$(BIN)/bentoml serve service:FraudService --port $(PORT)
 
+# A Bento with the service code and the registry's current champion (bento/registry/).
+bento: install
+	$(BIN)/python bento/service.py bundle-champion
+	$(BIN)/bentoml build -f bento/bentofile.yaml .
+
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
 
 bench-deps:
 	command -v hey >/dev/null && command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq hey wrk)
 
+# Each script compares with a baseline in the same run (benchmarks/README.md); online.py
+# serves DATA_DIR, so run `make demo` first.
 bench: install bench-deps
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/batch_scoring.py
+	$(BIN)/python benchmarks/step_memory.py
+	$(BIN)/python benchmarks/drift.py
+	$(BIN)/python benchmarks/online.py
 
 rollback: install
 	$(BIN)/python -m fraudkit.registry rollback

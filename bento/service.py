@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+import prometheus_client as prom
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -134,31 +135,31 @@ class ScoreBatchResult(BaseModel):
     results: list[ScoreResult]
 
 
-# -- metrics (BentoML's Prometheus registry, served at /metrics) -----------------------------
-SCORED = bentoml.metrics.Counter(
+# -- metrics (prometheus_client; BentoML runs it in multiprocess mode, /metrics serves it) --
+SCORED = prom.Counter(
     name="fraud_scored_transactions_total", documentation="Transactions scored, by outcome",
     labelnames=["decision", "fallback", "model_version"])
-FALLBACKS = bentoml.metrics.Counter(
+FALLBACKS = prom.Counter(
     name="fraud_fallback_total", documentation="Transactions decided by the fallback rules")
-REJECTED = bentoml.metrics.Counter(
+REJECTED = prom.Counter(
     name="fraud_rejected_requests_total", documentation="Requests refused (4xx), by reason",
     labelnames=["reason"])
-SCORE_SECONDS = bentoml.metrics.Histogram(
+SCORE_SECONDS = prom.Histogram(
     name="fraud_score_seconds", documentation="Feature lookup + model time of one drain",
     buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
-DRAIN_SIZE = bentoml.metrics.Histogram(
+DRAIN_SIZE = prom.Histogram(
     name="fraud_drain_transactions", documentation="Transactions scored per drain",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024))
-HTTP_REQUESTS = bentoml.metrics.Counter(
+HTTP_REQUESTS = prom.Counter(
     name="fraud_http_requests_total", documentation="Requests by route and status code",
     labelnames=["route", "code"])
-HTTP_SECONDS = bentoml.metrics.Histogram(
+HTTP_SECONDS = prom.Histogram(
     name="fraud_http_request_seconds", documentation="Handler latency by route",
     labelnames=["route"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
-MODEL_INFO = bentoml.metrics.Gauge(
+MODEL_INFO = prom.Gauge(
     name="fraud_model_info", documentation="1 for the model version being served",
-    labelnames=["model_version"])
+    labelnames=["model_version"], multiprocess_mode="max")
 
 
 Row = tuple[int, int, int, int, float]  # transaction_id, tx_time_us, customer, terminal, amount

@@ -28,8 +28,11 @@ def free_port() -> int:
 
 @contextmanager
 def running_service(data_dir: Path, extra_env: dict[str, str] | None = None,
-                    ready: bool = True, timeout: float = 90) -> Iterator[str]:
-    """Yield the base URL of a running service; stop it (by its pid) afterwards."""
+                    ready: bool = True, timeout: float = 90,
+                    target: str = "service:FraudService", cwd: Path = ROOT / "bento",
+                    ) -> Iterator[str]:
+    """Yield the base URL of a running service (``bentoml serve target`` run in ``cwd``: the
+    checkout's service, or a built Bento's tag); stop it (by its pid) afterwards."""
     port = free_port()
     env = {**pipeline_env(data_dir), "ONLINE_CHAMPION_POLL_S": "0.2",
            "ONLINE_TABLE_POLL_S": "2", **(extra_env or {})}
@@ -37,8 +40,8 @@ def running_service(data_dir: Path, extra_env: dict[str, str] | None = None,
     bentoml = str(Path(sys.executable).parent / "bentoml")
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [bentoml, "serve", "service:FraudService", "--port", str(port)],
-            cwd=ROOT / "bento", env=env, stdout=log, stderr=subprocess.STDOUT,
+            [bentoml, "serve", target, "--port", str(port)],
+            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
