@@ -125,7 +125,7 @@ def drift_report(
         snapshot, summary = build_report(
             current, reference, cfg, name=f"drift {day} ({version})",
             metadata={"day": day, "model_version": version, "reference": reference_note},
-            tags=["drift", day, version],
+            tags=["drift", day, version], timestamp=dt.datetime.fromisoformat(day),
         )
         html = out_dir / f"drift_{day}.html"
         snapshot.save_html(str(html))
