@@ -130,7 +130,7 @@ def drift_report(
         html = out_dir / f"drift_{day}.html"
         snapshot.save_html(str(html))
         if workspace is not None:
-            add_to_workspace(snapshot, workspace)
+            ui_path = add_to_workspace(snapshot, workspace)
         rows.append(summary_rows(summary, day, version, str(html)))
         prediction = next(c for c in summary.columns if c.kind == "prediction")
         lines.append({
@@ -168,7 +168,9 @@ def drift_report(
     }
     if workspace is not None:
         metadata["evidently_ui"] = dg.MetadataValue.text(
-            f"evidently ui --workspace {workspace}")
+            f"evidently ui --workspace {workspace} --port {monitoring.evidently_ui_port}")
+        metadata["evidently_report"] = dg.MetadataValue.url(
+            f"http://localhost:{monitoring.evidently_ui_port}{ui_path}")
     if len(days) == 1:
         metadata["per_feature"] = _md_table(
             pd.concat([r.to_pandas() for r in rows])[["column", "method", "drift_score",

@@ -339,9 +339,9 @@ def add_to_workspace(snapshot: Any, workspace_dir: Path, project_name: str = "fr
                      description: str = "Daily drift of the fraud model's features and scores"
                      ) -> str:
     """Add a report to the local Evidently workspace (``evidently ui --workspace DIR``)
-    and return the project id. The project is created on first use, with a dashboard that
-    plots, per day, the drift share of the monitored features, the prediction drift and
-    the row count; it is found by name after."""
+    and return its path in the UI, ``/projects/<project>/reports/<report>``. The project
+    is created on first use, with a dashboard that plots, per day, the drift share of the
+    monitored features, the prediction drift and the row count; it is found by name after."""
     from evidently.sdk.models import PanelMetric
     from evidently.sdk.panels import line_plot_panel
     from evidently.ui.workspace import Workspace
@@ -368,8 +368,8 @@ def add_to_workspace(snapshot: Any, workspace_dir: Path, project_name: str = "fr
             title="Transactions per day", values=[PanelMetric(metric="RowCount",
                                                               legend="rows")],
             size="full"))
-    workspace.add_run(project.id, snapshot)
-    return str(project.id)
+    ref = workspace.add_run(project.id, snapshot)
+    return f"/projects/{project.id}/reports/{ref.id}"
 
 
 # -- realized performance ---------------------------------------------------------------------

@@ -42,6 +42,8 @@ class MonitoringResource(dg.ConfigurableResource):
     retrain_warmup_days: int = _DEFAULT_WARMUP
     workspace: str | None = None
     """Evidently workspace folder (default DATA_DIR/evidently); 'none' disables it."""
+    evidently_ui_port: int = 8000
+    """Port of `evidently ui` in the links the drift report's metadata shows."""
 
     @classmethod
     def from_env(cls) -> "MonitoringResource":
@@ -60,6 +62,7 @@ class MonitoringResource(dg.ConfigurableResource):
             retrain_warmup_days=int(_env("RETRAIN_WARMUP_DAYS",
                                          str(_DEFAULT_WARMUP))),
             workspace=os.environ.get("EVIDENTLY_WORKSPACE") or None,
+            evidently_ui_port=int(_env("EVIDENTLY_UI_PORT", "8000")),
         )
 
     def drift_config(self) -> DriftConfig:
