@@ -11,7 +11,8 @@ the feature table of every transaction materialized in memory, and none includes
   (``lookback_days``) are placed on a worker beforehand (untimed: in the pipeline a worker
   reads them from Delta itself). Timed: on a LocalCluster of 2 single-thread worker
   processes (the DaskResource default), each task runs ``fraudkit.features.features_frame``
-  on its chunk and keeps the rows of its own days; the driver waits for every task.
+  on its chunk for the rows of its own days (the look-back rows are history only), as
+  ``fraudkit.batch.features_for_days`` does; the driver waits for every task.
 * ``duckdb``: one SQL query with ``RANGE BETWEEN INTERVAL ... PRECEDING`` windows over an
   Arrow table registered in DuckDB (2 threads, the machine's cores), fetched as Arrow.
 * ``pandas``: ``groupby().rolling("<w>D", on=..., closed="right")`` in one process.
@@ -29,8 +30,6 @@ then times the dask case on ``--scaling-factor`` (4) times the data in the same 
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib.util
 import sys
 import tempfile
 from collections.abc import Callable
@@ -65,8 +64,6 @@ from fraudkit.features import (
     CUSTOMER_WINDOWS_DAYS,
     FEATURE_COLUMNS,
     TERMINAL_WINDOWS_DAYS,
-    Transactions,
-    compute_features,
     features_frame,
     lookback_days,
 )
@@ -83,43 +80,12 @@ def asset_days_per_task() -> int:
 
 # -- (a) the project's Dask path ----------------------------------------------------------
 def chunk_task(history: pd.DataFrame, days: list[str], delay: int, keep: bool) -> Any:
-    """What one worker does per chunk: the features of its days, computed with look-back.
-    Returns the row count (timed runs) or the frame itself (the verification run)."""
-    feats = features_frame(history, delay)
-    feats = feats[feats["day"].isin(days).to_numpy()]
+    """What one worker does per chunk, as ``fraudkit.batch.features_for_days`` does it: the
+    features of its days' rows, with the look-back rows as history only. Returns the row
+    count (timed runs) or the frame itself (the verification run)."""
+    wanted = np.flatnonzero(history["day"].isin(days).to_numpy())
+    feats = features_frame(history, delay, wanted)
     return feats if keep else len(feats)
-
-
-def chunk_task_query_only(history: pd.DataFrame, days: list[str], delay: int,
-                          keep: bool) -> Any:
-    """Prototype of the proposed change to ``features_for_days``: compute the features of
-    the chunk's own rows only (``compute_features(..., query=...)``); the look-back rows
-    are still indexed but get no features of their own. Same numbers, bit for bit."""
-    wanted = np.flatnonzero(history["day"].isin(days).to_numpy())
-    feats = compute_features(Transactions.from_frame(history), delay, query=wanted)
-    out = history[["transaction_id", "tx_datetime"]].iloc[wanted].reset_index(drop=True)
-    for name in FEATURE_COLUMNS:
-        out[name] = feats[name].astype(np.int64 if name in COUNT_COLUMNS else np.float64)
-    out["day"] = history["day"].to_numpy()[wanted]
-    return out if keep else len(out)
-
-
-_CANDIDATES: dict[str, Any] = {}
-
-
-def chunk_task_candidate(history: pd.DataFrame, days: list[str], delay: int, keep: bool,
-                         path: str) -> Any:
-    """Like :func:`chunk_task_query_only`, with a candidate copy of fraudkit/features.py
-    (``--candidate-kernel``) whose ``features_frame(frame, delay, rows)`` computes the
-    rows ``rows`` only: how a patch to the kernel is measured before it is applied."""
-    if path not in _CANDIDATES:
-        spec = importlib.util.spec_from_file_location("candidate_features", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _CANDIDATES[path] = module
-    wanted = np.flatnonzero(history["day"].isin(days).to_numpy())
-    out = _CANDIDATES[path].features_frame(history, delay, wanted)
-    return out if keep else len(out)
 
 
 class DaskCase:
@@ -328,11 +294,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="chunk length of the dask case (default: the asset's)")
     parser.add_argument("--scaling-factor", type=int, default=4,
                         help="data factor of the linear-scaling check (0 skips it)")
-    parser.add_argument("--no-proposal", action="store_true",
-                        help="skip the 'dask, query rows only' case (the proposed patch)")
-    parser.add_argument("--candidate-kernel", default=None, metavar="PATH",
-                        help="also time a patched copy of fraudkit/features.py whose "
-                        "features_frame takes (frame, delay, rows)")
     parser.add_argument("--no-pandas", action="store_true", help="skip the pandas case")
     parser.add_argument("--no-delta", action="store_true",
                         help="skip the features_for_days (Delta to Delta) case")
@@ -371,14 +332,6 @@ def main(argv: list[str] | None = None) -> int:
 
         banner("verification against the kernel (untimed)")
         checks = [("dask", by_id(dask_case.result_frame()))]
-        if not args.no_proposal:
-            checks.append(("dask, query rows only (proposal)",
-                           by_id(dask_case.result_frame(chunk_task_query_only))))
-        candidate = None
-        if args.candidate_kernel:
-            candidate = functools.partial(chunk_task_candidate,
-                                          path=str(Path(args.candidate_kernel).resolve()))
-            checks.append(("dask, candidate kernel", by_id(dask_case.result_frame(candidate))))
         checks.append(("duckdb", by_id(con.sql(sql).to_arrow_table())))
         if not args.no_pandas:
             checks.append(("pandas", by_id(pandas_features(frame, delay))))
@@ -394,11 +347,6 @@ def main(argv: list[str] | None = None) -> int:
             "dask": dask_case.run,
             "duckdb": lambda: con.sql(sql).to_arrow_table(),
         }
-        if not args.no_proposal:
-            cases["dask, query rows only (proposal)"] = lambda: dask_case.run(
-                task=chunk_task_query_only)
-        if candidate is not None:
-            cases["dask, candidate kernel"] = lambda: dask_case.run(task=candidate)
         if not args.no_pandas:
             cases["pandas"] = lambda: pandas_features(frame, delay)
         if not args.no_delta:
@@ -428,9 +376,6 @@ def main(argv: list[str] | None = None) -> int:
             big_rows = len(big_frame)
             del big_frame
             cases[f"dask {args.scaling_factor}x data"] = big_case.run
-            if candidate is not None:
-                cases[f"dask, candidate kernel, {args.scaling_factor}x data"] = (
-                    lambda: big_case.run(task=candidate))
 
         banner(f"timing: {args.repeats} interleaved rounds")
         seconds = repeat_interleaved(cases, args.repeats)
@@ -453,8 +398,6 @@ def main(argv: list[str] | None = None) -> int:
     if big_case is not None:
         factor = args.scaling_factor
         pairs = [("dask", f"dask {factor}x data")]
-        if candidate is not None:
-            pairs.append(("dask, candidate kernel", f"dask, candidate kernel, {factor}x data"))
         for small_name, big_name in pairs:
             ratios = [b / s for b, s in zip(seconds[big_name], seconds[small_name], strict=True)]
             time_ratio = median(seconds[big_name]) / median(seconds[small_name])

@@ -71,9 +71,10 @@ from fraudkit.online import (
 )
 
 log = logging.getLogger("fraud_service")
-MAX_BATCH = int(os.environ.get("ONLINE_MAX_BATCH", 1000))
-#: Read once per process: scoring endpoints need it when set; health endpoints never do.
-API_KEY = os.environ.get("FRAUD_API_KEY") or None
+#: The service's settings, read from the environment once per process (the request models
+#: below need the batch limit at import time, and the API key never changes).
+CONFIG = OnlineConfig.from_env()
+MAX_BATCH = CONFIG.max_batch
 #: The champion packed by `bentoml build` (see ``bundle_champion``); a Bento sets
 #: FRAUD_BUNDLED_REGISTRY=1 (bentofile envs) to serve it when DATA_DIR has no registry.
 BUNDLED_REGISTRY = Path(__file__).resolve().parent / "registry"
@@ -271,7 +272,7 @@ async def require_api_key(request: Request) -> None:
     """401 unless FRAUD_API_KEY is unset or the request carries it (x-api-key header, or
     ``Authorization: Bearer <key>``). Async on purpose: FastAPI runs a sync dependency in a
     thread pool, a thread hop per request that cost ~10% of the service's throughput."""
-    expected = API_KEY
+    expected = CONFIG.api_key
     if not expected:
         return
     given = request.headers.get("x-api-key")
@@ -481,7 +482,7 @@ class FraudService:
     """Online fraud scoring: champion model + online feature store, hot-swapped."""
 
     def __init__(self) -> None:
-        config = OnlineConfig.from_env()
+        config = CONFIG
         if (IN_BENTO or os.environ.get("FRAUD_BUNDLED_REGISTRY") == "1") and \
                 not (config.registry_dir / "champion.json").exists() and \
                 (BUNDLED_REGISTRY / "champion.json").exists():

@@ -489,11 +489,26 @@ class OnlineConfig:
             settings=settings,
             registry_dir=Path(registry).resolve() if registry else settings.registry_dir,
             cutoff=cutoff,
-            champion_poll_s=float(os.environ.get("ONLINE_CHAMPION_POLL_S", 0.5)),
-            table_poll_s=float(os.environ.get("ONLINE_TABLE_POLL_S", 10.0)),
-            max_batch=int(os.environ.get("ONLINE_MAX_BATCH", 1000)),
+            champion_poll_s=_env_number("ONLINE_CHAMPION_POLL_S", cls.champion_poll_s, float),
+            table_poll_s=_env_number("ONLINE_TABLE_POLL_S", cls.table_poll_s, float),
+            max_batch=_env_number("ONLINE_MAX_BATCH", cls.max_batch, int),
             api_key=os.environ.get("FRAUD_API_KEY") or None,
         )
+
+
+def _env_number(name: str, default: float, kind: type) -> Any:
+    """A positive number from the environment, with an error that names the variable."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:
+        raise ValueError(f"{name}={raw!r}: expected a positive "
+                         f"{'integer' if kind is int else 'number'} (default {default})")
+    return value
 
 
 @dataclass

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import dagster as dg
+from pydantic import ValidationError
 
 from fraudkit.config import Settings
 from fraudkit.drift import DriftConfig, GateConfig, TriggerConfig
@@ -12,8 +13,22 @@ from fraudkit.features import lookback_days
 _DEFAULT_WARMUP = lookback_days(Settings.from_env().label_delay_days)
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+#: The environment variable of each setting (README, "The monitoring loop").
+ENV_VARS = {
+    "feature_threshold": "MONITOR_FEATURE_THRESHOLD",
+    "drift_share": "MONITOR_DRIFT_SHARE",
+    "performance_metric": "MONITOR_PERFORMANCE_METRIC",
+    "performance_floor": "MONITOR_PERFORMANCE_FLOOR",
+    "cooldown_seconds": "MONITOR_COOLDOWN_SECONDS",
+    "gate_metric": "GATE_METRIC",
+    "gate_tolerance": "GATE_TOLERANCE",
+    "reference": "MONITOR_REFERENCE",
+    "retrain_train_days": "RETRAIN_TRAIN_DAYS",
+    "retrain_test_days": "RETRAIN_TEST_DAYS",
+    "retrain_warmup_days": "RETRAIN_WARMUP_DAYS",
+    "workspace": "EVIDENTLY_WORKSPACE",
+    "evidently_ui_port": "EVIDENTLY_UI_PORT",
+}
 
 
 class MonitoringResource(dg.ConfigurableResource):
@@ -47,23 +62,20 @@ class MonitoringResource(dg.ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> "MonitoringResource":
-        floor = _env("MONITOR_PERFORMANCE_FLOOR", "0.5")
-        return cls(
-            feature_threshold=float(_env("MONITOR_FEATURE_THRESHOLD", "0.2")),
-            drift_share=float(_env("MONITOR_DRIFT_SHARE", "0.2")),
-            performance_metric=_env("MONITOR_PERFORMANCE_METRIC", "average_precision"),
-            performance_floor=None if floor.lower() in ("", "none") else float(floor),
-            cooldown_seconds=float(_env("MONITOR_COOLDOWN_SECONDS", "3600")),
-            gate_metric=_env("GATE_METRIC", "average_precision"),
-            gate_tolerance=float(_env("GATE_TOLERANCE", "0.0")),
-            reference=_env("MONITOR_REFERENCE", "holdout"),
-            retrain_train_days=int(_env("RETRAIN_TRAIN_DAYS", "90")),
-            retrain_test_days=int(_env("RETRAIN_TEST_DAYS", "14")),
-            retrain_warmup_days=int(_env("RETRAIN_WARMUP_DAYS",
-                                         str(_DEFAULT_WARMUP))),
-            workspace=os.environ.get("EVIDENTLY_WORKSPACE") or None,
-            evidently_ui_port=int(_env("EVIDENTLY_UI_PORT", "8000")),
-        )
+        """The defaults above, overridden by the environment variables of :data:`ENV_VARS`
+        that are set (``none`` unsets an optional one, e.g. the performance floor)."""
+        values: dict[str, object] = {}
+        for field, name in ENV_VARS.items():
+            raw = os.environ.get(name, "").strip()
+            if raw:
+                values[field] = None if raw.lower() == "none" else raw
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{ENV_VARS[str(e['loc'][0])]}={values[str(e['loc'][0])]!r}: {e['msg']}"
+                for e in exc.errors())
+            raise ValueError(f"monitoring settings from the environment: {problems}") from exc
 
     def drift_config(self) -> DriftConfig:
         return DriftConfig(threshold=self.feature_threshold, drift_share=self.drift_share,
