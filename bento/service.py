@@ -472,7 +472,10 @@ async def status() -> Response:
 @bentoml.service(
     name="fraud_service",
     workers=1,
-    traffic={"timeout": 30},
+    # A request slower than 2 s is far past a card terminal's 100 ms budget. The timeout
+    # also bounds BentoML's per-request timers: with 30 s, ~120k of them were pending at
+    # 4,000 req/s and garbage-collector passes over them pushed p99 past 100 ms.
+    traffic={"timeout": 2},
     logging={"access": {"enabled": False}},
     tracing={"sample_rate": 0.0, "excluded_urls": UNTRACED_PATHS},
     metrics={"enabled": False},  # replaced by _instrumented + the /metrics route

@@ -118,6 +118,13 @@ def replay(url: str, first: str, last: str, settings: Settings | None = None,
             report.mismatches.append(f"{tx_id} score: online {answer['score']} batch "
                                      f"{scores.loc[tx_id, 'score']}")
         report.matched += ok
+    served = {a["model_version"] for a in answers}
+    scored_by = set(scores.loc[raw["transaction_id"], "model_version"])
+    if served != scored_by:
+        report.mismatches.insert(0, (
+            f"the service answered with {sorted(served)} but batch_predictions of these days "
+            f"were scored by {sorted(scored_by)}: scores can only match for the same model "
+            "(roll back, or re-run the score job for these days)"))
     if len(answers) != len(payload) or set(np.unique([a["transaction_id"] for a in answers])) \
             != set(raw["transaction_id"].tolist()):
         report.mismatches.append("the service did not answer every transaction exactly once")

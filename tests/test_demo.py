@@ -12,7 +12,7 @@ import pytest
 from deltalake import DeltaTable
 
 from fraudkit.registry import ModelRegistry
-from tests.conftest import ROOT, pipeline_env
+from tests.conftest import ROOT, pipeline_env, run_job
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +38,16 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
     assert set(last["model_version"]) == {"v0002"}
     seconds = re.search(r"to the online service answering with it (\d+)s", out)
     assert seconds and int(seconds.group(1)) < 180, out[-2000:]
+
+    # `make rollback` puts the previous champion back; the next batch partition uses it.
+    rolled = subprocess.run([sys.executable, "-m", "fraudkit.registry", "rollback"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert rolled.returncode == 0 and "champion is now v0001" in rolled.stdout, rolled.stderr
+    rescored = run_job(data_dir, "score", "2026-07-24", extra_env={"FRAUD_END_DATE": "2026-07-31"})
+    assert rescored.returncode == 0, rescored.stderr[-3000:]
+    last = DeltaTable(str(data_dir / "tables" / "batch_predictions")).to_pandas(
+        filters=[("day", "=", "2026-07-24")])
+    assert set(last["model_version"]) == {"v0001"}
 
     # A second run starts afresh in the folder it made; a foreign folder is refused.
     foreign = tmp_path / "foreign"
