@@ -146,11 +146,15 @@ def choose_thresholds(
     review_rate: float = 0.01,
 ) -> Thresholds:
     """Decline where precision reaches ``decline_precision``; send the next most suspicious
-    transactions, up to ``review_rate`` of all traffic, to review."""
+    transactions, ``review_rate`` of all traffic, to review (the band below the declines,
+    so it stays open however many transactions are declined)."""
     precision, _, cut = precision_recall_curve(labels, scores)
     ok = np.flatnonzero(precision[:-1] >= decline_precision)
     decline = float(cut[ok[0]]) if len(ok) else 1.0
-    review = float(np.quantile(scores, 1 - review_rate)) if len(scores) else 0.5
+    if not len(scores):
+        return Thresholds(review=min(0.5, decline), decline=decline)
+    declined = float(np.mean(np.asarray(scores) >= decline))
+    review = float(np.quantile(scores, max(0.0, 1 - declined - review_rate)))
     return Thresholds(review=min(review, decline), decline=decline)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from fraudkit.features import FEATURE_COLUMNS, features_frame
 from fraudkit.model import Thresholds, decide
@@ -53,3 +54,16 @@ def test_decisions_and_thresholds() -> None:
     scores = np.concatenate([np.linspace(0, 0.5, 95), [0.6, 0.7, 0.8, 0.9, 0.95]])
     chosen = choose_thresholds(labels, scores, decline_precision=0.9, review_rate=0.1)
     assert chosen.decline == 0.6 and chosen.review <= chosen.decline
+
+
+def test_review_band_stays_open_below_many_declines() -> None:
+    """5% of traffic above the decline threshold: review still takes the next 1%."""
+    rng = np.random.default_rng(3)
+    labels = (rng.random(20_000) < 0.06).astype(int)
+    scores = np.where(labels == 1, rng.uniform(0.7, 1.0, len(labels)),
+                      rng.uniform(0.0, 0.75, len(labels)))
+    t = choose_thresholds(labels, scores, decline_precision=0.9, review_rate=0.01)
+    declined = np.mean(scores >= t.decline)
+    reviewed = np.mean((scores >= t.review) & (scores < t.decline))
+    assert declined > 0.04
+    assert reviewed == pytest.approx(0.01, abs=0.002)
