@@ -464,6 +464,19 @@ def performance_events(per_day: pd.DataFrame, cfg: TriggerConfig) -> list[Event]
     return events
 
 
+def about_champion(per_day: pd.DataFrame, champion: str, after_day: str | None = None
+                   ) -> pd.DataFrame:
+    """The rows that are evidence about the current champion: days it scored itself (a
+    retired model's drift or realized metrics say nothing about the one serving now) and,
+    with ``after_day``, only days after it (its held-out window: earlier days were in or
+    next to its training data, so their realized metrics flatter or, in the first weeks of
+    look-back, misjudge it)."""
+    keep = per_day["model_version"].astype(str) == champion
+    if after_day is not None:
+        keep &= per_day["day"].astype(str) > after_day
+    return per_day[keep]
+
+
 @dataclass
 class TriggerDecision:
     launch: Event | None

@@ -83,7 +83,8 @@ def evaluate_drift_sensor(instance: dg.DagsterInstance, cursor: str | None = Non
     from definitions import defs
 
     sensor = defs.resolve_sensor_def("drift_sensor")
-    resources = {k: v for k, v in defs.resources.items() if k in ("delta", "monitoring")}
+    resources = {k: v for k, v in defs.resources.items()
+                 if k in ("delta", "monitoring", "registry")}
     with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources,
                                  definitions=defs) as context:
         return sensor.evaluate_tick(context)

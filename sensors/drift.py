@@ -27,8 +27,15 @@ from assets.monitoring import (
     retrain_job,
 )
 from fraudkit import lake
-from fraudkit.drift import decide_trigger, drift_events, matured_until, performance_events
-from resources import DeltaLakeResource, MonitoringResource
+from fraudkit.drift import (
+    about_champion,
+    decide_trigger,
+    drift_events,
+    matured_until,
+    performance_events,
+)
+from fraudkit.registry import RegistryError
+from resources import DeltaLakeResource, ModelRegistryResource, MonitoringResource
 
 #: Seconds between evaluations; the daemon's own tick is about 30 s at most.
 INTERVAL_SECONDS = int(os.environ.get("MONITOR_SENSOR_INTERVAL", "30"))
@@ -68,18 +75,27 @@ def performance_per_day(delta: DeltaLakeResource) -> pd.DataFrame:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Launches `retrain` once per drift event (a run of days whose drift share "
     "reaches MONITOR_DRIFT_SHARE) or performance event (realized metric below "
-    "MONITOR_PERFORMANCE_FLOOR), with a cool-down of MONITOR_COOLDOWN_SECONDS.",
+    "MONITOR_PERFORMANCE_FLOOR), with a cool-down of MONITOR_COOLDOWN_SECONDS. Only days "
+    "the current champion scored count (for performance: after its held-out window).",
 )
 def drift_sensor(context: dg.SensorEvaluationContext, delta: DeltaLakeResource,
-                 monitoring: MonitoringResource):
+                 monitoring: MonitoringResource, registry: ModelRegistryResource):
     cfg = monitoring.trigger_config()
     state = json.loads(context.cursor) if context.cursor else {}
     launched = set(state.get("launched", []))
-    drift = drift_per_day(delta)
-    perf = performance_per_day(delta)
-    newest = max([str(x) for x in [*drift["computed_at"], *perf["computed_at"]]], default="")
+    try:
+        champion = registry.registry().champion()
+    except RegistryError as exc:
+        return dg.SkipReason(f"no champion to monitor yet: {exc}")
+    all_drift = drift_per_day(delta)
+    all_perf = performance_per_day(delta)
+    newest = max([str(x) for x in [*all_drift["computed_at"], *all_perf["computed_at"]]],
+                 default="")
     if not newest:
         return dg.SkipReason("no drift_report or model_performance results yet")
+    held_out_end = champion.manifest.get("training_data", {}).get("test_range", [None, None])[1]
+    drift = about_champion(all_drift, champion.version)
+    perf = about_champion(all_perf, champion.version, held_out_end)
     events = drift_events(drift, cfg) + performance_events(perf, cfg)
     now = time.time()
     decision = decide_trigger(events, launched, state.get("last_launch_at"), now, cfg)
@@ -87,8 +103,11 @@ def drift_sensor(context: dg.SensorEvaluationContext, delta: DeltaLakeResource,
     if decision.launch is None:
         context.update_cursor(json.dumps({**state, "seen": newest}))
         news = "new results read" if fresh else "no new results"
-        return dg.SkipReason(f"{news} (latest {newest[:19]}, {len(drift)} day(s) of drift, "
-                             f"{len(perf)} of performance): {decision.reason}")
+        return dg.SkipReason(
+            f"{news} (latest {newest[:19]}; about champion {champion.version}: {len(drift)} "
+            f"day(s) of drift, {len(perf)} of performance after {held_out_end}; "
+            f"{len(all_drift) - len(drift) + len(all_perf) - len(perf)} older row(s) "
+            f"ignored): {decision.reason}")
     event = decision.launch
     context.update_cursor(json.dumps({"seen": newest, "launched": sorted(launched | {event.key}),
                                       "last_launch_at": now}))

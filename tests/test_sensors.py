@@ -14,12 +14,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
-from fraudkit.drift import Event, TriggerConfig, decide_trigger
+from fraudkit.drift import Event, TriggerConfig, about_champion, decide_trigger
 from fraudkit.registry import ModelRegistry
 from fraudkit.simulator import SimulationConfig, write_landing
-from resources import DeltaLakeResource, LandingZoneResource, MonitoringResource
+from resources import (
+    DeltaLakeResource,
+    LandingZoneResource,
+    ModelRegistryResource,
+    MonitoringResource,
+)
 from sensors.drift import drift_sensor
 from sensors.landing import landing_sensor
 from tests.conftest import ROOT, pipeline_env, run_job
@@ -56,7 +62,8 @@ def normal(small_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def evaluate(data_dir: Path, ticks: int = 3) -> tuple[list[dg.RunRequest], list[str]]:
     """Evaluate the drift sensor ``ticks`` times, carrying the cursor like the daemon."""
     resources = {"delta": DeltaLakeResource(root=str(data_dir / "tables")),
-                 "monitoring": MonitoringResource(performance_floor=None, workspace="none")}
+                 "monitoring": MonitoringResource(performance_floor=None, workspace="none"),
+                 "registry": ModelRegistryResource(root=str(data_dir / "registry"))}
     requests, skips, cursor = [], [], None
     with dg.DagsterInstance.ephemeral() as instance:
         for _ in range(ticks):
@@ -86,6 +93,29 @@ def test_normal_days_launch_nothing(normal: Path) -> None:
     requests, skips = evaluate(normal)
     assert requests == []
     assert all("no day crosses a threshold" in s for s in skips), skips
+
+
+def test_drift_under_a_retired_model_launches_nothing(drifted: Path, tmp_path: Path) -> None:
+    """Once another model is champion, the drift measured against the old one is no
+    evidence about it: the sensor skips and says how many rows it left aside."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(drifted, data_dir, ignore=shutil.ignore_patterns("dagster_home"))
+    registry = ModelRegistry(data_dir / "registry")
+    old = registry.champion()
+    new = registry.register(old.model_path.read_bytes(), training_data=old.manifest[
+        "training_data"], metrics=old.manifest["metrics"], thresholds=old.thresholds)
+    registry.promote(new.version, reason="test: a new champion")
+    requests, skips = evaluate(data_dir, ticks=1)
+    assert requests == []
+    assert f"about champion {new.version}: 0 day(s) of drift" in skips[0], skips
+
+
+def test_about_champion_keeps_its_own_out_of_sample_days() -> None:
+    per_day = pd.DataFrame({"day": ["2026-06-01", "2026-06-20", "2026-07-02", "2026-07-03"],
+                            "model_version": ["v0001", "v0002", "v0002", "v0003"]})
+    assert about_champion(per_day, "v0002")["day"].tolist() == ["2026-06-20", "2026-07-02"]
+    assert about_champion(per_day, "v0002", after_day="2026-06-30")["day"].tolist() == [
+        "2026-07-02"]
 
 
 def test_cooldown_defers_a_second_event() -> None:
