@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DATA_DIR ?= $(CURDIR)/data
 PORT ?= 3000
+# The Dagster UI moves off 3000, where DESIGN.md puts the online service.
+DAGSTER_PORT ?= 3001
 
 .PHONY: install demo dev serve bento test lint lock bench bench-deps rollback clean
 
@@ -33,7 +35,7 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m scripts.demo
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dagster dev -w workspace.yaml -p $(DAGSTER_PORT)
 
 serve: install
 	cd bento && ../$(BIN)/bentoml serve service:FraudService --port $(PORT)
