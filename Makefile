@@ -67,5 +67,11 @@ bench: install bench-deps
 rollback: install
 	$(BIN)/python -m fraudkit.registry rollback
 
+# Removes ./data, or a DATA_DIR elsewhere only if `make demo` wrote it (its marker file), so
+# a DATA_DIR pointed at other data survives a stray `make clean`.
 clean:
+	@if [ "$(DATA_DIR)" != "$(CURDIR)/data" ] && [ -e "$(DATA_DIR)" ] \
+		&& [ ! -e "$(DATA_DIR)/.made-by-make-demo" ]; then \
+		echo "make clean: $(DATA_DIR) was not written by make demo; remove it yourself"; \
+		exit 1; fi
 	rm -rf $(DATA_DIR) $(DAGSTER_HOME)

@@ -39,10 +39,10 @@ RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
 
-def ensure_dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME (default: .dagster_home beside DATA_DIR) with the project's dagster.yaml."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME",
-                                      str(settings.data_dir.parent / ".dagster_home")))
+def ensure_dagster_home() -> Path:
+    """DAGSTER_HOME (default: the checkout's .dagster_home, the instance `make dev` shows)
+    with the project's dagster.yaml."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="stop after the batch path (no online or monitoring steps)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    ensure_dagster_home(settings)
+    ensure_dagster_home()
     prepare_data_dir(settings)
     total = time.perf_counter()
     base = SimulationConfig.small() if args.small else SimulationConfig()

@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--small", action="store_true", help="the batch demo ran --small")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    ensure_dagster_home(settings)
+    ensure_dagster_home()
     base = SimulationConfig.small() if args.small else SimulationConfig()
     last_normal = replace(base, start_date=settings.start_date).days[-1]
     with dg.DagsterInstance.get() as instance:

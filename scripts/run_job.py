@@ -13,7 +13,6 @@ import json
 
 import dagster as dg
 
-from fraudkit.config import Settings
 from scripts.demo import ensure_dagster_home, run_job
 
 
@@ -27,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if bool(args.first) != bool(args.last):
         parser.error("give both --first and --last, or neither")
-    ensure_dagster_home(Settings.from_env())
+    ensure_dagster_home()
     days = (args.first, args.last) if args.first else None
     with dg.DagsterInstance.get() as instance:
         result = run_job(args.job, instance, days,
