@@ -8,8 +8,14 @@ import dagster as dg
 
 from assets.common import daily_partitions, partition_days, preview, single_run
 from fraudkit import lake
-from fraudkit.batch import chunk_days, ingest_days
-from fraudkit.schema import QUARANTINE_SCHEMA, RAW_SCHEMA, landing_files_for_day
+from fraudkit.batch import chunk_days, ids_on_several_days, ingest_days
+from fraudkit.schema import (
+    QUARANTINE_SCHEMA,
+    RAW_SCHEMA,
+    LandingFileError,
+    check_landing_file,
+    landing_files_for_day,
+)
 from resources import DaskResource, DeltaLakeResource, LandingZoneResource
 
 DAYS_PER_TASK = 15
@@ -37,7 +43,15 @@ DAYS_PER_TASK = 15
             asset="raw_transactions",
             description="Rows read from landing = rows kept + rows quarantined, read back "
             "from both Delta tables.",
-        )
+        ),
+        dg.AssetCheckSpec(
+            "ids_unique_across_days",
+            asset="raw_transactions",
+            blocking=True,
+            description="No transaction_id of these days is also on another day (landing "
+            "validation quarantines duplicates within a day; this looks across the table). "
+            "Blocks the features until the landing files are fixed and the days re-run.",
+        ),
     ],
     partitions_def=daily_partitions,
     backfill_policy=single_run,
@@ -57,13 +71,25 @@ def raw_transactions(
             f" in {landing_dir}: each day needs a file whose name contains the day "
             "(e.g. transactions_2026-05-01.parquet); nothing was written"
         )
+    # Every file's header first, so a bad file late in a back-fill fails the run before
+    # any chunk of it is written.
+    try:
+        for day in days:
+            for path in landing_files_for_day(landing_dir, day):
+                check_landing_file(path)
+    except LandingFileError as exc:
+        raise dg.Failure(f"{exc}; nothing was written") from exc
     tables = delta.tables()
     lake.ensure_table(tables.raw, RAW_SCHEMA, tables.storage_options)
     lake.ensure_table(tables.quarantine, QUARANTINE_SCHEMA, tables.storage_options)
-    results = dask.map_with_progress(
-        context, ingest_days, chunk_days(days, DAYS_PER_TASK), "ingest",
-        landing_dir=str(landing_dir), tables=tables,
-    )
+    with dask.client() as client:
+        results = dask.map_with_progress(
+            context, ingest_days, chunk_days(days, DAYS_PER_TASK), "ingest", client,
+            landing_dir=str(landing_dir), tables=tables,
+        )
+        raw_version = lake.table_version(tables.raw, tables.storage_options)
+        across = client.submit(ids_on_several_days, days, tables=tables,
+                               raw_version=raw_version, pure=False).result()
     per_day = {d: s for r in results for d, s in r["days"].items()}
     rows_in = sum(s["rows_in"] for s in per_day.values())
     kept = lake.rows_per_day(tables.raw, days, storage_options=tables.storage_options)
@@ -74,7 +100,6 @@ def raw_transactions(
     reasons = Counter()
     for s in per_day.values():
         reasons.update(s["reasons"])
-    raw_version = lake.table_version(tables.raw, tables.storage_options)
     sample = lake.head_days(tables.raw, days[-1:], storage_options=tables.storage_options)
     bad_sample = lake.head_days(tables.quarantine, days,
                                 storage_options=tables.storage_options)
@@ -100,7 +125,20 @@ def raw_transactions(
                     "quarantined": sum(quarantined.values()),
                     "days_not_conserved": dg.MetadataValue.text(", ".join(broken) or "none"),
                 },
-            )
+            ),
+            dg.AssetCheckResult(
+                check_name="ids_unique_across_days",
+                passed=across["ids"] == 0,
+                metadata={
+                    "ids_on_several_days": across["ids"],
+                    "examples (id: days)": dg.MetadataValue.json(
+                        {str(k): v for k, v in across["examples"].items()}),
+                },
+                description=None if across["ids"] == 0 else
+                f"{across['ids']} transaction_id(s) of these days are on other days too, "
+                f"e.g. {next(iter(across['examples'].items()))}: remove them from the "
+                "landing files and re-run those days",
+            ),
         ],
     )
     yield dg.MaterializeResult(

@@ -9,13 +9,16 @@ import json
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 from assets.common import SETTINGS, preview
 from fraudkit import lake
 from fraudkit.features import FEATURE_COLUMNS, lookback_days
 from fraudkit.training import Candidate, TrainingParams, fit_candidate, precision_recall_png
 from resources import DeltaLakeResource, ModelRegistryResource
+
+#: Commit metadata of a training_set version: the source tables' versions (JSON).
+SOURCES_KEY = "source_table_versions"
 
 
 class TrainingWindowConfig(dg.Config):
@@ -54,9 +57,12 @@ def load_labelled(delta: DeltaLakeResource, days: list[str]) -> tuple[pd.DataFra
     raw_version = lake.table_version(tables.raw, tables.storage_options)
     feats = lake.read_days(tables.features, days, None, feats_version,
                            tables.storage_options).to_pandas()
-    labels = lake.read_days(tables.raw, days, ["transaction_id", "tx_fraud"], raw_version,
+    labels = lake.read_days(tables.raw, days, ["transaction_id", "tx_fraud", "day"], raw_version,
                             tables.storage_options).to_pandas()
-    frame = feats.merge(labels, on="transaction_id", how="inner", validate="one_to_one")
+    # By day too: ids are unique within a day by the raw contract's validation (and across
+    # days by raw_transactions' blocking check).
+    frame = feats.merge(labels, on=["transaction_id", "day"], how="inner",
+                        validate="one_to_one")
     return frame, {"transaction_features": feats_version, "raw_transactions": raw_version}
 
 
@@ -79,8 +85,11 @@ def training_set(
     frame, versions = load_labelled(delta, train_days + test_days)
     frame["split"] = frame["day"].isin(test_days).map({True: "test", False: "train"})
     uri = delta.uri("training_set")
+    # The source versions travel in the commit, so the model's manifest can name them.
     write_deltalake(uri, pa.Table.from_pandas(frame, preserve_index=False), mode="overwrite",
-                    schema_mode="overwrite", storage_options=tables.storage_options)
+                    schema_mode="overwrite", storage_options=tables.storage_options,
+                    commit_properties=CommitProperties(
+                        custom_metadata={SOURCES_KEY: json.dumps(versions)}))
     summary = frame.groupby("split")["tx_fraud"].agg(["size", "sum", "mean"]).round(5)
     context.log.info(f"training set: {summary.to_dict()}")
     return dg.MaterializeResult(
@@ -90,7 +99,7 @@ def training_set(
             "test_days": dg.MetadataValue.text(f"{test_days[0]} .. {test_days[-1]}"),
             "splits": dg.MetadataValue.md(summary.to_markdown()),
             "source_table_versions": dg.MetadataValue.json(versions),
-            "table_version": DeltaTable(uri).version(),
+            "table_version": DeltaTable(uri, storage_options=tables.storage_options).version(),
             "table_uri": dg.MetadataValue.path(uri),
         }
     )
@@ -104,16 +113,24 @@ class ModelConfig(dg.Config):
     review_rate: float = 0.01
 
 
-def read_training_set(delta: DeltaLakeResource) -> tuple[pd.DataFrame, int]:
-    table = DeltaTable(delta.uri("training_set"))
-    return table.to_pandas(), table.version()
+def read_training_set(delta: DeltaLakeResource) -> tuple[pd.DataFrame, int, dict]:
+    """The training set, its Delta version and the source table versions it was built from."""
+    table = DeltaTable(delta.uri("training_set"), storage_options=delta.storage_options)
+    version = table.version()
+    commit = next((c for c in table.history(10) if c.get("version") == version), {})
+    return table.to_pandas(), version, json.loads(commit.get(SOURCES_KEY, "{}"))
 
 
-def training_data_summary(frame: pd.DataFrame, version: int) -> dict:
+def training_data_summary(frame: pd.DataFrame, sources: dict,
+                          training_set_version: int | None = None) -> dict:
+    """The manifest's ``training_data``: the Delta table versions the rows were read from
+    and the date ranges, the same for a first model and a retrained one."""
     train = frame[frame["split"] == "train"]["day"]
     test = frame[frame["split"] == "test"]["day"]
     return {
-        "training_set_version": version,
+        "source_table_versions": sources,
+        **({"training_set_version": training_set_version}
+           if training_set_version is not None else {}),
         "train_range": [train.min(), train.max()],
         "test_range": [test.min(), test.max()],
         "rows": {"train": int(len(train)), "test": int(len(test))},
@@ -152,7 +169,7 @@ def model(
     context: dg.AssetExecutionContext, config: ModelConfig, delta: DeltaLakeResource,
     registry: ModelRegistryResource,
 ) -> dg.MaterializeResult:
-    frame, version = read_training_set(delta)
+    frame, version, sources = read_training_set(delta)
     params = TrainingParams(n_estimators=config.n_estimators, learning_rate=config.learning_rate,
                             num_leaves=config.num_leaves)
     candidate = fit_candidate(frame, params, config.decline_precision, config.review_rate)
@@ -161,7 +178,7 @@ def model(
     reg = registry.registry()
     registered = reg.register(
         candidate.onnx_bytes,
-        training_data=training_data_summary(frame, version),
+        training_data=training_data_summary(frame, sources, version),
         metrics={**candidate.metrics, "onnx_max_abs_diff": candidate.onnx_max_abs_diff},
         thresholds=candidate.thresholds,
         extra_files={"reference.parquet": reference_bytes(candidate)},

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake import DeltaTable
 
 from fraudkit import lake
 from fraudkit.features import FEATURE_COLUMNS, feature_matrix, features_frame, lookback_days
@@ -82,7 +83,8 @@ def ingest_days(days: list[str], landing_dir: str, tables: Tables) -> dict:
     """Validate the landing files of ``days`` into the raw and quarantine tables.
 
     Raises :class:`LandingFileError` (naming the file or day) when a day has no landing
-    file or a file cannot be read as the contract; nothing is written for the run then.
+    file or a file cannot be read as the contract; nothing is written for these days then
+    (the asset checks every file's header before it starts any task).
     """
     started = time.perf_counter()
     valid, rejected, stats = [], [], {}
@@ -116,6 +118,29 @@ def ingest_days(days: list[str], landing_dir: str, tables: Tables) -> dict:
         tables.storage_options,
     )
     return {"days": stats, "raw_version": raw_version, "quarantine_version": quarantine_version,
+            "seconds": time.perf_counter() - started}
+
+
+def ids_on_several_days(days: list[str], tables: Tables, raw_version: int,
+                        examples: int = 10) -> dict:
+    """transaction_ids that the raw table holds on more than one day, one of them in ``days``.
+
+    Landing validation sees one day at a time, so it quarantines duplicates within a day
+    only; a duplicate across days counts as two transactions in the batch features but as
+    one online (which de-duplicates by id), and breaks joins with labels. This scans the id
+    and day columns of the whole table, on a worker, because that grows with the data.
+    """
+    started = time.perf_counter()
+    table = DeltaTable(tables.raw, version=raw_version, storage_options=tables.storage_options)
+    ids = table.to_pyarrow_dataset().to_table(columns=["transaction_id", "day"])
+    counts = ids.group_by("transaction_id").aggregate([("day", "count")])
+    several = counts.filter(pc.greater(counts["day_count"], 1))["transaction_id"]
+    rows = ids.filter(pc.is_in(ids["transaction_id"], several))
+    in_run = rows.filter(pc.is_in(rows["day"], pa.array(days)))["transaction_id"].unique()
+    rows = rows.filter(pc.is_in(rows["transaction_id"], in_run)).to_pandas()
+    where = rows.groupby("transaction_id")["day"].agg(sorted)
+    return {"ids": len(in_run),
+            "examples": {int(i): list(d) for i, d in where.head(examples).items()},
             "seconds": time.perf_counter() - started}
 
 

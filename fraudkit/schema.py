@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 RAW_COLUMNS: tuple[str, ...] = (
     "transaction_id",
@@ -89,6 +91,29 @@ def landed_days(landing_dir: Path) -> list[str]:
     return sorted(d for d in days if d)
 
 
+def _require_columns(path: Path, columns: Iterable[str]) -> None:
+    missing = [c for c in RAW_COLUMNS if c not in set(columns)]
+    if missing:
+        raise LandingFileError(
+            f"{path}: missing column(s) {', '.join(missing)}; a landing file needs "
+            f"{', '.join(RAW_COLUMNS)}"
+        )
+
+
+def check_landing_file(path: Path) -> None:
+    """Read only a landing file's header (Parquet footer, CSV first line) and raise
+    :class:`LandingFileError` if it cannot be read or lacks a column: cheap enough to check
+    every file of a back-fill before any of it is written."""
+    try:
+        if path.suffix == ".parquet":
+            columns = pq.read_schema(path).names
+        else:
+            columns = pd.read_csv(path, nrows=0).columns
+    except Exception as exc:  # noqa: BLE001 - any reader error means the same thing here
+        raise LandingFileError(f"{path}: cannot be read as {path.suffix[1:]}: {exc}") from exc
+    _require_columns(path, columns)
+
+
 def read_landing_file(path: Path) -> pd.DataFrame:
     """Read one Parquet/CSV landing file with every contract column as text-or-native values.
 
@@ -101,12 +126,7 @@ def read_landing_file(path: Path) -> pd.DataFrame:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except Exception as exc:  # noqa: BLE001 - any reader error means the same thing here
         raise LandingFileError(f"{path}: cannot be read as {path.suffix[1:]}: {exc}") from exc
-    missing = [c for c in RAW_COLUMNS if c not in frame.columns]
-    if missing:
-        raise LandingFileError(
-            f"{path}: missing column(s) {', '.join(missing)}; a landing file needs "
-            f"{', '.join(RAW_COLUMNS)}"
-        )
+    _require_columns(path, frame.columns)
     return frame[list(RAW_COLUMNS)]
 
 
@@ -120,16 +140,34 @@ class ValidationResult:
         return len(self.valid) + len(self.quarantine)
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _as_int(series: pd.Series) -> pd.Series:
-    """Parse integers exactly (no float round trip); unparseable values become <NA>."""
+    """Parse int64 values exactly (no float round trip). Anything else becomes <NA>,
+    including integers outside the int64 range, which a plain cast would wrap around."""
+    if pd.api.types.is_unsigned_integer_dtype(series):
+        values = series.astype("UInt64")
+        ok = (values <= INT64_MAX).fillna(False).to_numpy(dtype=bool)
+        data = np.where(ok, values.to_numpy(dtype="uint64", na_value=0), 0).astype(np.int64)
+        return pd.Series(pd.arrays.IntegerArray(data, ~ok), index=series.index)
     if pd.api.types.is_integer_dtype(series):
         return series.astype("Int64")
     if pd.api.types.is_float_dtype(series):
-        whole = series.where(np.isfinite(series) & (series == np.floor(series)))
+        whole = series.where(np.isfinite(series) & (series == np.floor(series))
+                             & (series >= INT64_MIN) & (series < 2.0**63))
         return whole.astype("Int64")
     text = series.astype("string").str.strip()
-    parsed = pd.to_numeric(text.where(text.str.fullmatch(r"[+-]?\d+", na=False)), errors="coerce")
-    return parsed.astype("Int64")
+    # Up to 18 digits always fits int64, and pandas parses those exactly in C; longer
+    # digit strings are rare and go through Python ints, range-checked.
+    short = text.str.fullmatch(r"[+-]?\d{1,18}", na=False)
+    parsed = pd.to_numeric(text.where(short), errors="coerce").astype("Int64")
+    long = text.str.fullmatch(r"[+-]?\d{19,}", na=False)
+    for index, digits in text[long].items():
+        value = int(digits)
+        if INT64_MIN <= value <= INT64_MAX:
+            parsed[index] = value
+    return parsed
 
 
 def _as_utc(series: pd.Series) -> pd.Series:
@@ -154,7 +192,7 @@ def validate_raw(
 
     Reasons, first match wins: a null field, an unparseable value, a non-positive or
     non-finite amount, a label outside {0, 1}, a timestamp outside ``day``, and a
-    ``transaction_id`` seen before in the same day (the first occurrence is kept).
+    ``transaction_id`` seen before in the same day (the first valid occurrence is kept).
     """
     n = len(frame)
     reason = pd.Series(pd.NA, index=frame.index, dtype="string")
@@ -173,17 +211,20 @@ def validate_raw(
     times = _as_utc(frame["tx_datetime"])
     amounts = pd.to_numeric(frame["tx_amount"], errors="coerce").astype("float64")
 
-    flag(ids.isna(), "transaction_id is not an integer")
+    flag(ids.isna(), "transaction_id is not an int64 integer")
     flag(times.isna(), "tx_datetime is not a parseable timestamp")
-    flag(customers.isna(), "customer_id is not an integer")
-    flag(terminals.isna(), "terminal_id is not an integer")
+    flag(customers.isna(), "customer_id is not an int64 integer")
+    flag(terminals.isna(), "terminal_id is not an int64 integer")
     flag(~np.isfinite(amounts.to_numpy()), "tx_amount is not a finite number")
     flag(amounts <= 0, "tx_amount is not positive")
     flag(~labels.isin([0, 1]), "tx_fraud is not 0 or 1")
     day_start = pd.Timestamp(day, tz="UTC")
     outside = (times < day_start) | (times >= day_start + pd.Timedelta(days=1))
     flag(outside, f"tx_datetime is outside the file's day {day}")
-    flag(ids.duplicated(keep="first") & ids.notna(), "duplicate transaction_id")
+    # Among rows that are otherwise valid, so a broken first copy never costs a good one.
+    valid_so_far = reason.isna()
+    flag(ids.where(valid_so_far).duplicated(keep="first") & valid_so_far,
+         "duplicate transaction_id")
 
     bad = reason.notna().to_numpy()
     sources = (

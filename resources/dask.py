@@ -48,26 +48,28 @@ class DaskResource(dg.ConfigurableResource):
         fn: Callable[..., dict],
         chunks: list[list[str]],
         what: str,
+        client: Client | None = None,
         **kwargs: Any,
     ) -> list[dict]:
         """Run ``fn(chunk, **kwargs)`` for every chunk of days on the cluster, logging each
-        finished chunk so a long back-fill shows its progress in the run's log."""
+        finished chunk so a long back-fill shows its progress in the run's log. Pass the
+        ``client`` of an open :meth:`client` block to submit more work to the same cluster."""
+        if client is None:
+            with self.client() as own:
+                return self.map_with_progress(context, fn, chunks, what, own, **kwargs)
         results: list[dict] = []
-        with self.client() as client:
+        context.log.info(
+            f"{what}: {len(chunks)} task(s) on the Dask cluster at "
+            f"{client.scheduler.address} (dashboard: {client.dashboard_link or 'none'})"
+        )
+        futures = {client.submit(fn, chunk, **kwargs, pure=False): chunk for chunk in chunks}
+        for done, future in enumerate(as_completed(futures), start=1):
+            chunk = futures[future]
+            result = future.result()
+            result["first_day"], result["last_day"] = chunk[0], chunk[-1]
+            results.append(result)
             context.log.info(
-                f"{what}: {len(chunks)} task(s) on the Dask cluster at "
-                f"{client.scheduler.address} (dashboard: {client.dashboard_link or 'none'})"
+                f"{what}: {done}/{len(chunks)} done ({chunk[0]}..{chunk[-1]}, "
+                f"{result.get('seconds', 0):.1f}s)"
             )
-            futures = {
-                client.submit(fn, chunk, **kwargs, pure=False): chunk for chunk in chunks
-            }
-            for done, future in enumerate(as_completed(futures), start=1):
-                chunk = futures[future]
-                result = future.result()
-                result["first_day"], result["last_day"] = chunk[0], chunk[-1]
-                results.append(result)
-                context.log.info(
-                    f"{what}: {done}/{len(chunks)} done ({chunk[0]}..{chunk[-1]}, "
-                    f"{result.get('seconds', 0):.1f}s)"
-                )
         return sorted(results, key=lambda r: r["first_day"])

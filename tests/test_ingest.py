@@ -11,8 +11,8 @@ import pytest
 from deltalake import DeltaTable
 
 from fraudkit import lake
-from fraudkit.batch import Tables, ingest_days
-from fraudkit.schema import QUARANTINE_SCHEMA, RAW_SCHEMA, LandingFileError
+from fraudkit.batch import Tables, ids_on_several_days, ingest_days
+from fraudkit.schema import QUARANTINE_SCHEMA, RAW_SCHEMA, LandingFileError, validate_raw
 
 DAY = "2026-05-01"
 
@@ -108,3 +108,52 @@ def test_rerun_replaces_the_day(tmp_path: Path) -> None:
     ingest_days([DAY], str(landing), t)
     ingest_days([DAY], str(landing), t)
     assert len(DeltaTable(t.raw).to_pandas()) == 6
+
+
+def test_a_broken_first_copy_does_not_cost_the_valid_one() -> None:
+    frame = good_rows(3)
+    frame["tx_amount"] = frame["tx_amount"].astype(float)
+    frame.loc[0, "tx_amount"] = np.nan
+    frame.loc[1, "transaction_id"] = 1  # same id as the broken row 0: the valid copy
+    frame.loc[2, "transaction_id"] = 1  # a true duplicate of row 1
+    result = validate_raw(frame, DAY, "f.parquet")
+    assert result.valid["transaction_id"].tolist() == [1]
+    assert result.valid["tx_amount"].iloc[0] == frame.loc[1, "tx_amount"]
+    assert result.quarantine["reason"].tolist() == ["null tx_amount", "duplicate transaction_id"]
+
+
+def test_ids_outside_int64_are_quarantined_not_wrapped() -> None:
+    text = good_rows(4).astype({"transaction_id": str, "customer_id": str})
+    text.loc[0, "transaction_id"] = "99999999999999999999"  # > int64: not wrapped around
+    text.loc[1, "customer_id"] = "18446744073709551615"  # 2**64 - 1 would wrap to -1
+    text.loc[2, "transaction_id"] = "-9223372036854775808"  # int64's minimum is valid
+    unsigned = good_rows(2).astype({"terminal_id": "uint64"})
+    unsigned.loc[0, "terminal_id"] = np.uint64(2**63)
+    kept_text = validate_raw(text, DAY, "f.csv")
+    kept_unsigned = validate_raw(unsigned, DAY, "g.parquet")
+    assert kept_text.valid["transaction_id"].tolist() == [-(2**63), 4]
+    assert kept_text.quarantine["reason"].tolist() == [
+        "transaction_id is not an int64 integer", "customer_id is not an int64 integer"]
+    assert kept_text.quarantine["transaction_id"].iloc[0] == "99999999999999999999"
+    assert kept_unsigned.quarantine["reason"].tolist() == ["terminal_id is not an int64 integer"]
+    assert kept_unsigned.valid["transaction_id"].tolist() == [2]
+
+
+def test_ids_on_several_days_are_found_across_the_table(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    day2 = "2026-05-02"
+    good_rows(3).to_parquet(landing / f"transactions_{DAY}.parquet")
+    second = good_rows(3).assign(transaction_id=[3, 4, 5],  # 3 is also on DAY
+                                 tx_datetime=lambda f: f["tx_datetime"] + pd.Timedelta(days=1))
+    second.to_parquet(landing / f"transactions_{day2}.parquet")
+    t = tables(tmp_path)
+    ingest_days([DAY], str(landing), t)
+    ingest_days([day2], str(landing), t)
+    version = DeltaTable(t.raw).version()
+    found = ids_on_several_days([day2], t, version)
+    assert (found["ids"], found["examples"]) == (1, {3: [DAY, day2]})
+    assert ids_on_several_days(["2026-05-03"], t, version)["ids"] == 0  # not in these days
+    second.assign(transaction_id=[6, 4, 5]).to_parquet(landing / f"transactions_{day2}.parquet")
+    ingest_days([day2], str(landing), t)  # the fixed file, re-run: nothing left
+    assert ids_on_several_days([DAY, day2], t, DeltaTable(t.raw).version())["ids"] == 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from deltalake import DeltaTable
 
 from fraudkit.features import FEATURE_COLUMNS, features_frame
@@ -52,8 +53,12 @@ def test_graph_materializes_with_consistent_tables(small_pipeline: Path) -> None
     assert manifest["feature_order"] == list(FEATURE_COLUMNS)
     assert manifest["metrics"]["auc_roc"] > 0.75
     assert manifest["metrics"]["onnx_max_abs_diff"] < 1e-5
-    assert {"training_set_version", "train_range", "test_range"} <= set(
-        manifest["training_data"])
+    training_data = manifest["training_data"]
+    assert {"training_set_version", "train_range", "test_range"} <= set(training_data)
+    raw_version = DeltaTable(str(small_pipeline / "tables" / "raw_transactions")).version()
+    assert set(training_data["source_table_versions"]) == {"transaction_features",
+                                                           "raw_transactions"}
+    assert 0 <= training_data["source_table_versions"]["raw_transactions"] <= raw_version
     champion.verify()
 
 
@@ -75,14 +80,32 @@ def test_rerunning_partitions_changes_nothing(small_pipeline: Path, tmp_path: Pa
     assert len(old) == len(before["raw_transactions"])
 
 
-def test_missing_landing_day_fails_the_run_and_keeps_the_tables(
-    small_pipeline: Path, tmp_path: Path
+def _drop_day(landing: Path, day: str) -> None:
+    (landing / f"transactions_{day}.parquet").unlink()
+
+
+def _drop_a_column(landing: Path, day: str) -> None:
+    path = landing / f"transactions_{day}.parquet"
+    pd.read_parquet(path).drop(columns=["tx_amount"]).to_parquet(path)
+
+
+@pytest.mark.parametrize(
+    ("breaks", "message"),
+    [(_drop_day, "no landing file for 2026-06-25"),
+     (_drop_a_column, "transactions_2026-06-25.parquet: missing column(s) tx_amount")],
+)
+def test_a_bad_landing_day_fails_the_run_and_writes_nothing(
+    small_pipeline: Path, tmp_path: Path, breaks, message: str
 ) -> None:
+    # 25 days are two ingest tasks; the broken day is in the second, and yet the first
+    # writes nothing either: every day and file header is checked before any task starts.
     data_dir = tmp_path / "data"
     shutil.copytree(small_pipeline, data_dir)
-    (data_dir / "landing" / "transactions_2026-06-05.parquet").unlink()
-    before = table(data_dir, "raw_transactions")
-    result = run_job(data_dir, "ingest_and_features", "2026-06-01", "2026-06-10")
+    breaks(data_dir / "landing", "2026-06-25")
+    raw = str(data_dir / "tables" / "raw_transactions")
+    before, version = table(data_dir, "raw_transactions"), DeltaTable(raw).version()
+    result = run_job(data_dir, "ingest_and_features", "2026-06-01", "2026-06-25")
     assert result.returncode != 0
-    assert "no landing file for 2026-06-05" in result.stdout + result.stderr
+    assert message in result.stdout + result.stderr
+    assert DeltaTable(raw).version() == version
     pd.testing.assert_frame_equal(table(data_dir, "raw_transactions"), before)
