@@ -67,6 +67,7 @@ from fraudkit.online import (
     OnlineScorer,
     Requests,
     Scored,
+    check_not_future,
     to_time_us,
 )
 
@@ -86,7 +87,7 @@ EXAMPLE = {"transaction_id": 1, "tx_datetime": "2026-05-01T10:15:00Z", "customer
 UNTRACED_PATHS = ["/score", "/score_batch", "/customers", "/healthz", "/livez", "/readyz",
                   "/metrics"]
 
-Id = Annotated[StrictInt, Field(ge=0, le=2**63 - 1, description="non-negative int64")]
+Id = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1, description="int64")]
 
 
 class Transaction(BaseModel):
@@ -96,7 +97,8 @@ class Transaction(BaseModel):
 
     transaction_id: Id
     tx_datetime: dt.datetime = Field(
-        description="ISO 8601; a time without offset is taken as UTC")
+        description="ISO 8601; a time without offset is taken as UTC; at most a day after "
+        "the service's clock")
     customer_id: Id
     terminal_id: Id
     tx_amount: Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False,
@@ -109,6 +111,11 @@ class Transaction(BaseModel):
             raise ValueError("tx_datetime must be an ISO 8601 string such as "
                              "2026-05-01T10:15:00Z")
         return value
+
+    @field_validator("tx_datetime")
+    @classmethod
+    def _not_future(cls, value: dt.datetime) -> dt.datetime:
+        return check_not_future(value)
 
     def row(self) -> tuple[int, int, int, int, float]:
         return (self.transaction_id, to_time_us(self.tx_datetime), self.customer_id,

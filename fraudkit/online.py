@@ -18,10 +18,10 @@ request by ``(tx_datetime, transaction_id)``, so rows "from the future" are harm
 replay of days that the store already holds gives the same numbers as a replay past it.
 
 The history is held as CSR arrays (rows sorted by entity then time, with an ``indptr`` per
-entity): a lookup is two binary searches and a slice. A background :class:`Refresher`
-reloads it when the raw table gets a new Delta version and swaps it in one assignment,
-watches ``champion.json`` for promotions and rollbacks, and keeps the index of the latest
-batch prediction per customer fresh.
+entity): a lookup is two binary searches and a slice. A background thread
+(:meth:`OnlineScorer.start`) reloads it when the raw table gets a new Delta version and
+swaps it in one assignment, watches ``champion.json`` for promotions and rollbacks, and
+keeps the index of the latest batch prediction per customer fresh.
 
 Scale-out note: the stream lives in the process. With several workers or replicas, route
 requests by ``customer_id`` (consistent hashing) so each customer's stream stays in one
@@ -103,6 +103,23 @@ class Requests:
 
     def __len__(self) -> int:
         return len(self.transaction_id)
+
+
+#: How far a request's ``tx_datetime`` may run ahead of the service's clock. A transaction
+#: cannot happen in the future; one dated days ahead (a terminal with a wrong clock, a typo)
+#: would also move the stream's day forward and evict every recent request from it.
+MAX_CLOCK_SKEW = dt.timedelta(days=1)
+
+
+def check_not_future(value: dt.datetime, now: dt.datetime | None = None) -> dt.datetime:
+    """``value`` unchanged, or a ``ValueError`` that says it lies after the clock's skew."""
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
+    if aware - now > MAX_CLOCK_SKEW:
+        raise ValueError(f"{aware.isoformat()} is more than {MAX_CLOCK_SKEW.days} day after "
+                         f"the service's clock ({now.isoformat(timespec='seconds')}); a "
+                         "transaction cannot be in the future: check the sender's clock")
+    return value
 
 
 def to_time_us(value: dt.datetime) -> int:

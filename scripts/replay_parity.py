@@ -138,11 +138,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", default="http://localhost:3000")
     parser.add_argument("--first", required=True, help="first replayed day, YYYY-MM-DD")
     parser.add_argument("--last", required=True, help="last replayed day, YYYY-MM-DD")
-    parser.add_argument("--chunk", type=int, default=200)
+    parser.add_argument("--chunk", type=int, default=200,
+                        help="transactions per /score_batch request")
+    parser.add_argument("--single-every", type=int, default=50,
+                        help="send every N-th transaction alone to /score")
     parser.add_argument("--api-key", default=None)
     args = parser.parse_args(argv)
     headers = {"x-api-key": args.api_key} if args.api_key else None
-    report = replay(args.url, args.first, args.last, chunk=args.chunk, headers=headers)
+    report = replay(args.url, args.first, args.last, chunk=args.chunk,
+                    single_every=args.single_every, headers=headers)
     print(report)
     for line in report.mismatches[:20]:
         print("  ", line)

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
 
 from fraudkit import lake
+from fraudkit.config import Settings
 from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS
 from fraudkit.online import (
     ChampionWatcher,
+    OnlineConfig,
     OnlineFeatureStore,
+    OnlineScorer,
     Requests,
     fallback_scores,
     load_history,
@@ -154,15 +160,43 @@ def test_broken_champion_keeps_serving_the_previous_model(small_pipeline: Path,
     assert watcher.current.version == "v0001" and "cannot load" in watcher.last_error
 
 
-def test_reload_sees_a_new_table_version(small_pipeline: Path, tmp_path: Path) -> None:
-    raw = tmp_path / "raw_transactions"
-    shutil.copytree(small_pipeline / "tables" / "raw_transactions", raw)
-    snap = load_history(str(raw), 7, CUTOFF)
-    data = lake.read_days(str(raw), ["2026-06-21"])
-    version = lake.replace_days(str(raw), data, ["2026-06-21"])
-    fresh = load_history(str(raw), 7)
-    assert fresh.table_version == version != snap.table_version
-    assert fresh.last_day > snap.last_day and fresh.rows >= snap.rows
+def test_background_refresh_swaps_in_a_new_table_version(small_pipeline: Path,
+                                                         tmp_path: Path) -> None:
+    """The scorer's own thread sees a new raw table version and swaps the history in."""
+    data_dir = tmp_path / "data"
+    for part in ["tables/raw_transactions", "tables/batch_predictions", "registry"]:
+        shutil.copytree(small_pipeline / part, data_dir / part)
+    settings = Settings(data_dir=data_dir, start_date="2026-05-01", end_date="2026-07-31",
+                        label_delay_days=7)
+    scorer = OnlineScorer(OnlineConfig(settings=settings, registry_dir=data_dir / "registry",
+                                       champion_poll_s=0.05, table_poll_s=0.1))
+    scorer.load()
+    before = scorer.store.snapshot
+    raw = str(data_dir / "tables" / "raw_transactions")
+    # A new day lands: the rows of the last day, a day later, with new ids.
+    last = lake.read_days(raw, [before.last_day])
+    new_day = lake.shift_day(before.last_day, 1)
+    shifted = last.set_column(
+        last.schema.get_field_index("transaction_id"), "transaction_id",
+        pc.add(last["transaction_id"], 10**9)).set_column(
+        last.schema.get_field_index("tx_datetime"), "tx_datetime",
+        pc.add(last["tx_datetime"], pa.scalar(dt.timedelta(days=1)))).set_column(
+        last.schema.get_field_index("day"), "day", pa.array([new_day] * last.num_rows))
+    version = lake.replace_days(raw, shifted, [new_day])
+    scorer.start()
+    try:
+        deadline = time.monotonic() + 30
+        while scorer.store.snapshot.table_version != version and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        scorer.stop()
+    after = scorer.store.snapshot
+    assert (after.table_version, after.last_day) == (version, new_day)
+    oldest = lake.rows_per_day(raw, [before.first_day])[before.first_day]
+    assert after.first_day == lake.shift_day(before.first_day, 1)  # the window moved a day
+    assert after.rows == before.rows + last.num_rows - oldest
+    assert scorer.refresh_errors == 0
+    assert not scorer.refresh_history()  # nothing newer: no reload
 
 
 def test_stream_log_keeps_only_the_retention_window() -> None:

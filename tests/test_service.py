@@ -121,7 +121,8 @@ def test_auth(server: httpx.Client) -> None:
         ({**GOOD, "tx_datetime": "not a date"}, "tx_datetime"),
         ({**GOOD, "tx_datetime": 1714558500}, "tx_datetime"),
         ({**GOOD, "transaction_id": 2**64}, "transaction_id"),
-        ({**GOOD, "transaction_id": -5}, "transaction_id"),
+        ({**GOOD, "transaction_id": -(2**63) - 1}, "transaction_id"),
+        ({**GOOD, "tx_datetime": "9999-12-31T23:59:59Z"}, "tx_datetime"),
         ({**GOOD, "tx_fraud": 1}, "tx_fraud"),
     ],
 )
@@ -134,6 +135,13 @@ def test_bad_input_is_a_named_4xx(server: httpx.Client, body: dict, field: str) 
         **HEADERS, "content-type": "application/json"})
     assert response.status_code == 422, response.text
     assert field in response.json()["error"]
+
+
+def test_ids_take_the_whole_int64_range_as_in_batch(server: httpx.Client) -> None:
+    body = {**GOOD, "transaction_id": -(2**63), "customer_id": -7, "terminal_id": 2**63 - 1}
+    response = server.post("/score", json=body, headers=HEADERS)
+    assert response.status_code == 200, response.text
+    assert response.json()["transaction_id"] == -(2**63)
 
 
 def test_invalid_json_and_oversized_batch(server: httpx.Client) -> None:
