@@ -14,7 +14,12 @@ import pandas as pd
 import pyarrow as pa
 
 from assets.common import SETTINGS, daily_partitions, partition_days, single_run
-from assets.training import TrainingWindowConfig, load_labelled, training_windows
+from assets.training import (
+    TrainingWindowConfig,
+    load_labelled,
+    training_data_summary,
+    training_windows,
+)
 from fraudkit import lake
 from fraudkit.drift import (
     DRIFT_METRICS_SCHEMA,
@@ -140,6 +145,8 @@ def drift_report(
             "score_drift": prediction.drift_score,
             "drifted": ", ".join(summary.drifted_columns) or "-",
             "model": version, "report": f"[html](file://{html})",
+            **({"evidently": f"[ui](http://localhost:{monitoring.evidently_ui_port}{ui_path})"}
+               if workspace is not None else {}),
         })
         context.log.info(f"{day}: drift share {summary.drift_share:.2f} "
                          f"({', '.join(summary.drifted_columns) or 'no feature'}), score drift "
@@ -219,14 +226,15 @@ def model_performance(
             f"labels of {', '.join(early[:5])}{' ...' if len(early) > 5 else ''} have not "
             f"matured: the data reaches {latest} and labels are known "
             f"{SETTINGS.label_delay_days} days later, so only days up to {matured} can be "
-            "evaluated; the drift sensor requests them when they mature"
+            "evaluated; performance_sensor requests them when they mature"
         )
     preds = lake.read_days(tables.predictions, days, ["transaction_id", "customer_id", "score",
                                                       "model_version", "day"],
                            storage_options=tables.storage_options).to_pandas()
-    labels = lake.read_days(tables.raw, days, ["transaction_id", "tx_fraud"],
+    labels = lake.read_days(tables.raw, days, ["transaction_id", "tx_fraud", "day"],
                             storage_options=tables.storage_options).to_pandas()
-    frame = preds.merge(labels, on="transaction_id", how="inner", validate="one_to_one")
+    frame = preds.merge(labels, on=["transaction_id", "day"], how="inner",
+                        validate="one_to_one")
     now = dt.datetime.now(dt.UTC)
     rows = []
     for day, part in frame.groupby("day", sort=True):
@@ -318,11 +326,7 @@ def retrained_model(
                             learning_rate=config.learning_rate, num_leaves=config.num_leaves)
     outcome = retrain_and_gate(
         frame, registry.registry(), monitoring.gate_config(), params,
-        training_data={"source_table_versions": versions,
-                       "train_range": [train_days[0], train_days[-1]],
-                       "test_range": [test_days[0], test_days[-1]],
-                       "rows": {"train": int((frame["split"] == "train").sum()),
-                                "test": int((frame["split"] == "test").sum())}},
+        training_data=training_data_summary(frame, versions),
         trigger={**trigger, "run_id": context.run.run_id},
     )
     decision = outcome.decision

@@ -18,11 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from common import verdict
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
 
 from fraudkit.drift import CATEGORICAL_FEATURES, DriftConfig, build_report
 from fraudkit.features import FEATURE_COLUMNS
+
+#: Issue 4: the report at no more than 3x the direct computation.
+TARGET_VS_SCIPY = 3.0
 
 
 def frame(n: int, shift: float, seed: int) -> pd.DataFrame:
@@ -75,8 +79,9 @@ def main() -> None:
           f"{[round(x, 2) for x in report_t]}")
     print(f"scipy, same statistics on all rows:                        median {sci:.2f}s "
           f"{[round(x, 2) for x in scipy_t]}")
-    print(f"ratio report/scipy: {rep / sci:.2f}x (target <= 3x); max |score difference| "
-          f"{diff:.4f} (sampling)")
+    print(f"max |score difference| {diff:.4f} (sampling)")
+    print(f"\nTarget report <= {TARGET_VS_SCIPY:.0f}x scipy: {rep / sci:.2f}x  "
+          f"{verdict(rep / sci, TARGET_VS_SCIPY, higher_is_better=False)}")
 
 
 if __name__ == "__main__":

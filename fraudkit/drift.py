@@ -379,6 +379,10 @@ def matured_until(latest_day: str, label_delay_days: int) -> str:
 
 
 # -- retraining trigger -----------------------------------------------------------------------
+#: The realized metrics a trigger or the gate can use (columns of model_performance).
+GATE_METRICS = ("auc_roc", "average_precision", "card_precision_at_100")
+
+
 @dataclass(frozen=True)
 class TriggerConfig:
     """When the loop retrains.
@@ -395,6 +399,15 @@ class TriggerConfig:
     performance_metric: str = "average_precision"
     performance_floor: float | None = 0.5
     cooldown_seconds: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.performance_metric not in GATE_METRICS:
+            raise ValueError(f"performance metric {self.performance_metric!r} is not one of "
+                             f"{GATE_METRICS}")
+        if not 0 < self.drift_share <= 1:
+            raise ValueError(f"drift share {self.drift_share} must be in (0, 1]")
+        if self.cooldown_seconds < 0:
+            raise ValueError(f"cool-down {self.cooldown_seconds} s must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -502,9 +515,6 @@ def decide_trigger(events: Sequence[Event], launched: set[str], last_launch_at: 
 
 
 # -- champion / challenger gate ---------------------------------------------------------------
-GATE_METRICS = ("auc_roc", "average_precision", "card_precision_at_100")
-
-
 @dataclass(frozen=True)
 class GateConfig:
     """Promote the challenger when ``challenger >= champion - tolerance`` on ``metric``,

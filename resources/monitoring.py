@@ -68,14 +68,23 @@ class MonitoringResource(dg.ConfigurableResource):
         for field, name in ENV_VARS.items():
             raw = os.environ.get(name, "").strip()
             if raw:
-                values[field] = None if raw.lower() == "none" else raw
+                # The workspace keeps its literal 'none' (it disables the workspace).
+                unset = raw.lower() == "none" and field != "workspace"
+                values[field] = None if unset else raw
         try:
-            return cls(**values)
+            resource = cls(**values)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{ENV_VARS[str(e['loc'][0])]}={values[str(e['loc'][0])]!r}: {e['msg']}"
                 for e in exc.errors())
             raise ValueError(f"monitoring settings from the environment: {problems}") from exc
+        try:  # the rules between values, which the domain configs check
+            resource.drift_config(), resource.trigger_config(), resource.gate_config()
+        except ValueError as exc:
+            given = ", ".join(f"{ENV_VARS[f]}={v!r}" for f, v in values.items())
+            raise ValueError(f"monitoring settings from the environment: {exc} "
+                             f"(set: {given or 'none'})") from exc
+        return resource
 
     def drift_config(self) -> DriftConfig:
         return DriftConfig(threshold=self.feature_threshold, drift_share=self.drift_share,

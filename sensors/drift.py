@@ -41,17 +41,18 @@ from resources import DeltaLakeResource, ModelRegistryResource, MonitoringResour
 INTERVAL_SECONDS = int(os.environ.get("MONITOR_SENSOR_INTERVAL", "30"))
 
 
-def _read(uri: str, columns: list[str]) -> pd.DataFrame:
+def _read(delta: DeltaLakeResource, table: str, columns: list[str]) -> pd.DataFrame:
     try:
-        return DeltaTable(uri).to_pyarrow_dataset().to_table(columns=columns).to_pandas()
+        return (DeltaTable(delta.uri(table), storage_options=delta.storage_options)
+                .to_pyarrow_dataset().to_table(columns=columns).to_pandas())
     except TableNotFoundError:
         return pd.DataFrame(columns=columns)
 
 
 def drift_per_day(delta: DeltaLakeResource) -> pd.DataFrame:
     """One row per day of the drift_metrics table: share, model, drifted features."""
-    rows = _read(delta.uri(DRIFT_TABLE), ["day", "column", "kind", "drifted", "counted_in_share",
-                                         "drift_share", "model_version", "computed_at"])
+    rows = _read(delta, DRIFT_TABLE, ["day", "column", "kind", "drifted", "counted_in_share",
+                                      "drift_share", "model_version", "computed_at"])
     if rows.empty:
         return pd.DataFrame(columns=["day", "drift_share", "model_version", "drifted_list",
                                      "computed_at"])
@@ -64,9 +65,9 @@ def drift_per_day(delta: DeltaLakeResource) -> pd.DataFrame:
 
 
 def performance_per_day(delta: DeltaLakeResource) -> pd.DataFrame:
-    return _read(delta.uri(PERFORMANCE_TABLE), ["day", "model_version", "auc_roc",
-                                                "average_precision", "card_precision_at_100",
-                                                "computed_at"])
+    return _read(delta, PERFORMANCE_TABLE, ["day", "model_version", "auc_roc",
+                                             "average_precision", "card_precision_at_100",
+                                             "computed_at"])
 
 
 @dg.sensor(
@@ -130,7 +131,9 @@ def drift_sensor(context: dg.SensorEvaluationContext, delta: DeltaLakeResource,
     minimum_interval_seconds=INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests model_performance for each scored day as soon as its labels have "
-    "matured (label_delay_days after it), once per day and scoring model.",
+    "matured (label_delay_days after it), once per day. (A day re-scored by a newer "
+    "champion is not evaluated again: it lies in or before that champion's held-out "
+    "window, which the drift sensor does not judge it by.)",
 )
 def performance_sensor(context: dg.SensorEvaluationContext, delta: DeltaLakeResource):
     tables = delta.tables()

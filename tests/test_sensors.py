@@ -5,6 +5,7 @@ whole loop under a real `dagster-daemon`."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -27,7 +28,7 @@ from resources import (
     MonitoringResource,
 )
 from sensors.drift import drift_sensor
-from sensors.landing import landing_sensor
+from sensors.landing import landing_sensor, plan_files, read_cursor
 from tests.conftest import ROOT, pipeline_env, run_job
 
 NEW_DAYS = ("2026-06-30", "2026-07-04")  # 5 days after the small simulation's last day
@@ -145,6 +146,21 @@ def test_landing_sensor_scores_each_new_file_once(tmp_path: Path) -> None:
     assert len({r.run_key for r in requests}) == 2
     context = dg.build_sensor_context(cursor=context.cursor, resources=resources)
     assert isinstance(landing_sensor(context), dg.SkipReason)
+
+
+def test_a_file_waits_for_its_day_to_end(tmp_path: Path) -> None:
+    day, outside = tmp_path / "tx_2026-06-10.parquet", tmp_path / "tx_2030-01-01.parquet"
+    files = [(1, day), (2, outside)]
+    during = dt.datetime(2026, 6, 10, 18, tzinfo=dt.UTC)
+    requests, waiting, skipped = plan_files(files, now=during)
+    assert (requests, waiting, skipped) == ([], [(1, day)], [outside])
+    requests, waiting, _ = plan_files(waiting, now=during + dt.timedelta(hours=7))
+    assert [(r.partition_key, r.run_key) for r in requests] == [
+        ("2026-06-10", "tx_2026-06-10.parquet:1")] and waiting == []
+    # The cursor carries waiting files; an old plain-mtime cursor still reads.
+    assert read_cursor('{"seen": 5, "waiting": {"/x/tx_2026-06-10.parquet": 1}}') == (
+        5, {"/x/tx_2026-06-10.parquet": 1})
+    assert read_cursor("123") == (123, {})
 
 
 @pytest.mark.slow
