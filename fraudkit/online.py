@@ -442,23 +442,23 @@ class PredictionIndex:
                    "model_version", "day"]
         table = (DeltaTable(uri, version=version, storage_options=storage_options)
                  .to_pyarrow_dataset().to_table(columns=columns))
-        times = table["tx_datetime"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
-        cust = table["customer_id"].to_numpy().astype(np.int64)
-        tx_id = table["transaction_id"].to_numpy().astype(np.int64)
-        t_us = times.to_numpy().astype(np.int64)
-        order = np.lexsort((tx_id, t_us, cust))
-        cust_sorted = cust[order]
-        last = np.r_[cust_sorted[1:] != cust_sorted[:-1], True] if len(order) else order
-        pick = order[last]
+        # Sort and gather in Arrow (which releases the GIL, so requests keep being served
+        # while a new version loads); only the one row per customer becomes Python objects.
+        order = pc.sort_indices(table, sort_keys=[("customer_id", "ascending"),
+                                                  ("tx_datetime", "ascending"),
+                                                  ("transaction_id", "ascending")])
+        cust_sorted = table["customer_id"].take(order).to_numpy()
+        last = np.r_[cust_sorted[1:] != cust_sorted[:-1], True] if len(order) else []
+        latest = table.take(order.to_numpy()[last])
+        times = latest["tx_datetime"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
         rows = {
-            "transaction_id": tx_id[pick],
-            "tx_time_us": t_us[pick],
-            "score": table["score"].to_numpy()[pick],
-            "decision": np.asarray(table["decision"].to_pylist(), dtype=object)[pick],
-            "model_version": np.asarray(table["model_version"].to_pylist(), dtype=object)[pick],
-            "day": np.asarray(pc.cast(table["day"], pa.string()).to_pylist(), dtype=object)[pick],
+            "transaction_id": latest["transaction_id"].to_numpy().astype(np.int64),
+            "tx_time_us": times.to_numpy().astype(np.int64),
+            "score": latest["score"].to_numpy(),
+            **{name: np.asarray(pc.cast(latest[name], pa.string()).to_pylist(), dtype=object)
+               for name in ("decision", "model_version", "day")},
         }
-        return cls(cust[pick], rows, version)
+        return cls(latest["customer_id"].to_numpy().astype(np.int64), rows, version)
 
     def lookup(self, customer_id: int) -> dict[str, Any] | None:
         p = int(np.searchsorted(self.customers, customer_id))

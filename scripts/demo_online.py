@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -50,14 +51,17 @@ class ServiceProcess:
 
     def __enter__(self) -> ServiceProcess:
         started = time.perf_counter()
+        # The service's log goes to a file, not a pipe: nobody reads a pipe while the demo
+        # runs, and a full one would block the service.
+        self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "bentoml"), "serve", "service:FraudService",
              "--port", str(self.port)], cwd=PROJECT_ROOT / "bento", env=self.env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=self.log, start_new_session=True)
         while True:
             if self.proc.poll() is not None:
-                raise SystemExit(f"the service exited:\n{self.proc.stderr.read()[-3000:]}")
+                self.log.seek(0)
+                raise SystemExit(f"the service exited:\n{self.log.read()[-3000:]}")
             try:
                 if self.client.get("/readyz", timeout=2).status_code == 200:
                     break
@@ -80,6 +84,7 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, 9)
             self.proc.wait()
+        self.log.close()
 
     def example(self, customer_id: int, terminal_id: int, tx_datetime: str,
                 amount: float) -> dict[str, Any]:
