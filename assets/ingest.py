@@ -90,6 +90,12 @@ def raw_transactions(
         raw_version = lake.table_version(tables.raw, tables.storage_options)
         across = client.submit(ids_on_several_days, days, tables=tables,
                                raw_version=raw_version, pure=False).result()
+    across_note = None
+    if across["ids"]:
+        across_note = (f"{across['ids']} transaction_id(s) of these days are on other days "
+                       f"too, e.g. {across['examples']} (id: days): remove the duplicates "
+                       "from the landing files and re-run those days")
+        context.log.error(across_note)
     per_day = {d: s for r in results for d, s in r["days"].items()}
     rows_in = sum(s["rows_in"] for s in per_day.values())
     kept = lake.rows_per_day(tables.raw, days, storage_options=tables.storage_options)
@@ -134,10 +140,7 @@ def raw_transactions(
                     "examples (id: days)": dg.MetadataValue.json(
                         {str(k): v for k, v in across["examples"].items()}),
                 },
-                description=None if across["ids"] == 0 else
-                f"{across['ids']} transaction_id(s) of these days are on other days too, "
-                f"e.g. {next(iter(across['examples'].items()))}: remove them from the "
-                "landing files and re-run those days",
+                description=across_note,
             ),
         ],
     )

@@ -109,3 +109,22 @@ def test_a_bad_landing_day_fails_the_run_and_writes_nothing(
     assert message in result.stdout + result.stderr
     assert DeltaTable(raw).version() == version
     pd.testing.assert_frame_equal(table(data_dir, "raw_transactions"), before)
+
+
+def test_an_id_on_two_days_fails_the_blocking_check(small_pipeline: Path,
+                                                     tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    shutil.copytree(small_pipeline, data_dir)
+    first = pd.read_parquet(data_dir / "landing" / "transactions_2026-06-01.parquet")
+    path = data_dir / "landing" / "transactions_2026-06-02.parquet"
+    second = pd.read_parquet(path)
+    second.loc[0, "transaction_id"] = taken = int(first.loc[5, "transaction_id"])
+    second.to_parquet(path)
+    features = str(data_dir / "tables" / "transaction_features")
+    version = DeltaTable(features).version()
+    result = run_job(data_dir, "ingest_and_features", "2026-06-01", "2026-06-02")
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "ids_unique_across_days" in out
+    assert f"{taken}: ['2026-06-01', '2026-06-02']" in out
+    assert DeltaTable(features).version() == version  # blocked: no features from it
