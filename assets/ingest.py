@@ -64,18 +64,21 @@ def raw_transactions(
 ):
     days = partition_days(context)
     landing_dir = landing.ensure()
-    missing = [d for d in days if not landing_files_for_day(landing_dir, d)]
+    # The files are listed once here and handed to the tasks, so the files checked below
+    # are the files ingested.
+    files = {d: landing_files_for_day(landing_dir, d) for d in days}
+    missing = [d for d in days if not files[d]]
     if missing:
         raise dg.Failure(
             f"no landing file for {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
             f" in {landing_dir}: each day needs a file whose name contains the day "
             "(e.g. transactions_2026-05-01.parquet); nothing was written"
         )
-    # Every file's header first, so a bad file late in a back-fill fails the run before
+    # Every file's header first, so a bad header late in a back-fill fails the run before
     # any chunk of it is written.
     try:
-        for day in days:
-            for path in landing_files_for_day(landing_dir, day):
+        for paths in files.values():
+            for path in paths:
                 check_landing_file(path)
     except LandingFileError as exc:
         raise dg.Failure(f"{exc}; nothing was written") from exc
@@ -86,6 +89,7 @@ def raw_transactions(
         results = dask.map_with_progress(
             context, ingest_days, chunk_days(days, DAYS_PER_TASK), "ingest", client,
             landing_dir=str(landing_dir), tables=tables,
+            files={d: [str(p) for p in paths] for d, paths in files.items()},
         )
         raw_version = lake.table_version(tables.raw, tables.storage_options)
         across = client.submit(ids_on_several_days, days, tables=tables,

@@ -70,6 +70,7 @@ from fraudkit.online import (
     check_not_future,
     to_time_us,
 )
+from fraudkit.schema import INT64_MAX, INT64_MIN
 
 log = logging.getLogger("fraud_service")
 #: The service's settings, read from the environment once per process (the request models
@@ -87,7 +88,7 @@ EXAMPLE = {"transaction_id": 1, "tx_datetime": "2026-05-01T10:15:00Z", "customer
 UNTRACED_PATHS = ["/score", "/score_batch", "/customers", "/healthz", "/livez", "/readyz",
                   "/metrics"]
 
-Id = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1, description="int64")]
+Id = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX, description="int64")]
 
 
 class Transaction(BaseModel):

@@ -79,32 +79,36 @@ def chunk_days(days: list[str], max_days: int) -> list[list[str]]:
 
 
 # -- raw_transactions ------------------------------------------------------------------------
-def ingest_days(days: list[str], landing_dir: str, tables: Tables) -> dict:
+def ingest_days(days: list[str], landing_dir: str, tables: Tables,
+                files: dict[str, list[str]] | None = None) -> dict:
     """Validate the landing files of ``days`` into the raw and quarantine tables.
 
-    Raises :class:`LandingFileError` (naming the file or day) when a day has no landing
-    file or a file cannot be read as the contract; nothing is written for these days then
-    (the asset checks every file's header before it starts any task).
+    ``files`` are the files of each day as the caller listed (and header-checked) them;
+    without it the task lists ``landing_dir`` itself. Raises :class:`LandingFileError`
+    (naming the file or day) when a day has no landing file or a file cannot be read as the
+    contract; nothing is written for these days then. Days of other tasks of the same run
+    may have been written: a re-run replaces them.
     """
     started = time.perf_counter()
     valid, rejected, stats = [], [], {}
     for day in days:
-        files = landing_files_for_day(Path(landing_dir), day)
-        if not files:
+        paths = ([Path(f) for f in files.get(day, [])] if files is not None
+                 else landing_files_for_day(Path(landing_dir), day))
+        if not paths:
             raise LandingFileError(
                 f"no landing file for {day} in {landing_dir} (expected a name containing "
                 f"{day}, ending .parquet or .csv)"
             )
-        frames = [read_landing_file(f) for f in files]
+        frames = [read_landing_file(f) for f in paths]
         frame = pd.concat(frames, ignore_index=True)
         source = np.concatenate([np.full(len(f), str(p), dtype=object)
-                                 for f, p in zip(frames, files, strict=True)])
+                                 for f, p in zip(frames, paths, strict=True)])
         row_number = np.concatenate([np.arange(len(f)) for f in frames])
         result = validate_raw(frame, day, source, row_number)
         valid.append(result.valid)
         rejected.append(result.quarantine)
         stats[day] = {
-            "files": len(files),
+            "files": len(paths),
             "rows_in": len(frame),
             "kept": len(result.valid),
             "quarantined": len(result.quarantine),
@@ -121,25 +125,31 @@ def ingest_days(days: list[str], landing_dir: str, tables: Tables) -> dict:
             "seconds": time.perf_counter() - started}
 
 
+class DuplicateIdError(ValueError):
+    """A transaction_id on several days of the raw table (see :func:`ids_on_several_days`)."""
+
+
 def ids_on_several_days(days: list[str], tables: Tables, raw_version: int,
                         examples: int = 10) -> dict:
     """transaction_ids that the raw table holds on more than one day, one of them in ``days``.
 
     Landing validation sees one day at a time, so it quarantines duplicates within a day
     only; a duplicate across days counts as two transactions in the batch features but as
-    one online (which de-duplicates by id), and breaks joins with labels. This scans the id
-    and day columns of the whole table, on a worker, because that grows with the data.
+    one online (which de-duplicates by id), and breaks joins with labels. The scan of the
+    whole table keeps only rows with the run's ids, so memory follows the run, not the
+    table; :func:`features_for_days` refuses any duplicate in its look-back as well.
     """
     started = time.perf_counter()
+    run_ids = lake.read_days(tables.raw, days, ["transaction_id"], raw_version,
+                             tables.storage_options)["transaction_id"]
     table = DeltaTable(tables.raw, version=raw_version, storage_options=tables.storage_options)
-    ids = table.to_pyarrow_dataset().to_table(columns=["transaction_id", "day"])
-    counts = ids.group_by("transaction_id").aggregate([("day", "count")])
+    rows = table.to_pyarrow_dataset().to_table(
+        columns=["transaction_id", "day"], filter=pc.field("transaction_id").isin(run_ids))
+    counts = rows.group_by("transaction_id").aggregate([("day", "count")])
     several = counts.filter(pc.greater(counts["day_count"], 1))["transaction_id"]
-    rows = ids.filter(pc.is_in(ids["transaction_id"], several))
-    in_run = rows.filter(pc.is_in(rows["day"], pa.array(days)))["transaction_id"].unique()
-    rows = rows.filter(pc.is_in(rows["transaction_id"], in_run)).to_pandas()
+    rows = rows.filter(pc.is_in(rows["transaction_id"], several)).to_pandas()
     where = rows.groupby("transaction_id")["day"].agg(sorted)
-    return {"ids": len(in_run),
+    return {"ids": len(several),
             "examples": {int(i): list(d) for i, d in where.head(examples).items()},
             "seconds": time.perf_counter() - started}
 
@@ -159,6 +169,13 @@ def features_for_days(
     history = lake.day_range(lake.shift_day(days[0], -lookback_days(label_delay_days)), days[-1])
     raw = lake.read_days(tables.raw, history, RAW_FEATURE_INPUTS, raw_version,
                          tables.storage_options).to_pandas()
+    twice = raw["transaction_id"].duplicated(keep=False)
+    if twice.any():  # would count twice here and once online: never compute from it
+        where = raw.loc[twice].groupby("transaction_id")["day"].agg(sorted).head(5)
+        raise DuplicateIdError(
+            f"transaction_id(s) on more than one day in {history[0]}..{history[-1]}, the "
+            f"history of {days[0]}..{days[-1]}: {dict(where)} (id: days); remove them from "
+            "the landing files and re-run raw_transactions for those days")
     # Only the rows of ``days`` get features; the look-back rows are history for them.
     wanted = np.flatnonzero(raw["day"].isin(days).to_numpy())
     feats = features_frame(raw, label_delay_days, wanted)

@@ -159,14 +159,14 @@ def _as_int(series: pd.Series) -> pd.Series:
         return whole.astype("Int64")
     text = series.astype("string").str.strip()
     # Up to 18 digits always fits int64, and pandas parses those exactly in C; longer
-    # digit strings are rare and go through Python ints, range-checked.
+    # digit strings go through Python ints, range-checked, and are assigned at once.
     short = text.str.fullmatch(r"[+-]?\d{1,18}", na=False)
     parsed = pd.to_numeric(text.where(short), errors="coerce").astype("Int64")
-    long = text.str.fullmatch(r"[+-]?\d{19,}", na=False)
-    for index, digits in text[long].items():
-        value = int(digits)
-        if INT64_MIN <= value <= INT64_MAX:
-            parsed[index] = value
+    long = text.str.fullmatch(r"[+-]?\d{19,}", na=False).to_numpy()
+    if long.any():
+        values = [int(digits) for digits in text[long]]
+        parsed[long] = pd.array([v if INT64_MIN <= v <= INT64_MAX else None for v in values],
+                                dtype="Int64")
     return parsed
 
 
