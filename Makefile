@@ -67,11 +67,14 @@ bench: install bench-deps
 rollback: install
 	$(BIN)/python -m fraudkit.registry rollback
 
-# Removes ./data, or a DATA_DIR elsewhere only if `make demo` wrote it (its marker file), so
-# a DATA_DIR pointed at other data survives a stray `make clean`.
+# Removes ./data and ./.dagster_home. A DATA_DIR elsewhere goes only if `make demo` wrote it
+# (its marker file), and a DAGSTER_HOME elsewhere is left alone, so settings pointed at
+# other data or another Dagster instance survive a stray `make clean`.
 clean:
 	@if [ "$(DATA_DIR)" != "$(CURDIR)/data" ] && [ -e "$(DATA_DIR)" ] \
 		&& [ ! -e "$(DATA_DIR)/.made-by-make-demo" ]; then \
 		echo "make clean: $(DATA_DIR) was not written by make demo; remove it yourself"; \
 		exit 1; fi
-	rm -rf $(DATA_DIR) $(DAGSTER_HOME)
+	rm -rf $(DATA_DIR)
+	@if [ "$(DAGSTER_HOME)" = "$(CURDIR)/.dagster_home" ]; then rm -rf $(DAGSTER_HOME); \
+	else echo "make clean: DAGSTER_HOME=$(DAGSTER_HOME) is not this checkout's; left alone"; fi

@@ -1,17 +1,19 @@
-"""Near-real-time micro-batches: each new landing file is ingested, featurized, scored and
-drift-reported as its own run, as soon as its day is a partition, instead of the next daily
-back-fill.
+"""Near-real-time micro-batches: each day's new landing files are ingested, featurized,
+scored and drift-reported as one run, as soon as the day is a partition, instead of the next
+daily back-fill.
 
-The run key is ``<file name>:<mtime ns>``: the same file is never scored twice, and a file
-replaced with new content (new mtime) is scored again. The cursor holds the newest mtime
-seen and the files that wait for their day to end (Dagster offers a day as a partition once
-it has ended): those are requested on the first tick after it. On its first evaluation the
-sensor records the files already there as a baseline instead of re-scoring history (the
-batch back-fill covers those).
+The run key is ``<day>:<newest mtime ns of its files>``: a day is never scored twice for
+the same files, and a new or replaced file of the day (new mtime) scores it again (the run
+re-ingests every file of the day, so one run covers all files that arrived together). The
+cursor holds the newest mtime seen and the files that wait for their day to end (Dagster
+offers a day as a partition once it has ended): those are requested on the first tick
+after it. On its first evaluation the sensor records the files already there as a baseline
+instead of re-scoring history (the batch back-fill covers those).
 """
 
 import datetime as dt
 import json
+from collections import defaultdict
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +22,11 @@ from assets.common import SETTINGS, daily_partitions
 from assets.monitoring import micro_batch_job
 from fraudkit.schema import LANDING_SUFFIXES, day_of_file
 from resources import LandingZoneResource
+
+
+def now() -> dt.datetime:
+    """The sensor's clock (a module function, so a test can move it to another day)."""
+    return dt.datetime.now(dt.UTC)
 
 
 def read_cursor(cursor: str | None) -> tuple[int, dict[str, int]]:
@@ -32,21 +39,26 @@ def read_cursor(cursor: str | None) -> tuple[int, dict[str, int]]:
     return int(state["seen"]), {str(k): int(v) for k, v in state["waiting"].items()}
 
 
-def plan_files(files: list[tuple[int, Path]], now: dt.datetime | None = None
+def plan_files(files: list[tuple[int, Path]], current_time: dt.datetime
                ) -> tuple[list[dg.RunRequest], list[tuple[int, Path]], list[Path]]:
-    """Split files into run requests (their day is a partition), files that wait for their
-    day to end, and files whose day is outside FRAUD_START_DATE..FRAUD_END_DATE."""
-    keys = set(daily_partitions.get_partition_keys(current_time=now))
-    requests, waiting, outside = [], [], []
+    """Split files into one run request per day that is a partition, files that wait for
+    their day to end, and files whose day is outside FRAUD_START_DATE..FRAUD_END_DATE."""
+    keys = set(daily_partitions.get_partition_keys(current_time=current_time))
+    ready: dict[str, list[tuple[int, Path]]] = defaultdict(list)
+    waiting, outside = [], []
     for mtime, path in files:
         day = day_of_file(path)
         if day in keys:
-            requests.append(dg.RunRequest(run_key=f"{path.name}:{mtime}", partition_key=day,
-                                          tags={"landing/file": str(path)}))
+            ready[day].append((mtime, path))
         elif day is not None and SETTINGS.start_date <= day <= SETTINGS.end_date:
             waiting.append((mtime, path))
         else:
             outside.append(path)
+    requests = [
+        dg.RunRequest(run_key=f"{day}:{max(m for m, _ in stamped)}", partition_key=day,
+                      tags={"landing/files": ", ".join(sorted(p.name for _, p in stamped))})
+        for day, stamped in sorted(ready.items())
+    ]
     return requests, waiting, outside
 
 
@@ -54,13 +66,21 @@ def plan_files(files: list[tuple[int, Path]], now: dt.datetime | None = None
     job=micro_batch_job,
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Scores each new landing file (ingest → features → score → drift report of "
-    "its day) as one micro-batch run, once its day has ended; run key per file and mtime.",
+    description="Scores each day with new landing files (ingest → features → score → drift "
+    "report) as one micro-batch run, once the day has ended; run key per day and newest "
+    "file mtime.",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource):
     folder = landing.ensure()
-    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix in LANDING_SUFFIXES]
-    stamped = sorted((p.stat().st_mtime_ns, p) for p in files)
+    stamped = []
+    for path in folder.rglob("*"):
+        if path.suffix in LANDING_SUFFIXES:
+            try:
+                if path.is_file():
+                    stamped.append((path.stat().st_mtime_ns, path))
+            except FileNotFoundError:  # removed while the folder was listed
+                continue
+    stamped.sort()
     if context.cursor is None:
         newest = stamped[-1][0] if stamped else 0
         context.update_cursor(json.dumps({"seen": newest, "waiting": {}}))
@@ -71,7 +91,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneReso
     # A waiting file still counts if it is unchanged; a changed one comes back as new.
     still = [(mtime, p) for mtime, p in stamped
              if mtime <= seen and was_waiting.get(str(p)) == mtime]
-    requests, waiting, outside = plan_files(sorted(still + new))
+    requests, waiting, outside = plan_files(sorted(still + new), now())
     for path in outside:
         context.log.warning(f"{path.name}: its day is not between FRAUD_START_DATE "
                             f"{SETTINGS.start_date} and FRAUD_END_DATE {SETTINGS.end_date}; "

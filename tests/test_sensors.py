@@ -28,7 +28,7 @@ from resources import (
     MonitoringResource,
 )
 from sensors.drift import drift_sensor
-from sensors.landing import landing_sensor, plan_files, read_cursor
+from sensors.landing import landing_sensor, read_cursor
 from tests.conftest import ROOT, pipeline_env, run_job
 
 NEW_DAYS = ("2026-06-30", "2026-07-04")  # 5 days after the small simulation's last day
@@ -148,19 +148,40 @@ def test_landing_sensor_scores_each_new_file_once(tmp_path: Path) -> None:
     assert isinstance(landing_sensor(context), dg.SkipReason)
 
 
-def test_a_file_waits_for_its_day_to_end(tmp_path: Path) -> None:
-    day, outside = tmp_path / "tx_2026-06-10.parquet", tmp_path / "tx_2030-01-01.parquet"
-    files = [(1, day), (2, outside)]
-    during = dt.datetime(2026, 6, 10, 18, tzinfo=dt.UTC)
-    requests, waiting, skipped = plan_files(files, now=during)
-    assert (requests, waiting, skipped) == ([], [(1, day)], [outside])
-    requests, waiting, _ = plan_files(waiting, now=during + dt.timedelta(hours=7))
-    assert [(r.partition_key, r.run_key) for r in requests] == [
-        ("2026-06-10", "tx_2026-06-10.parquet:1")] and waiting == []
-    # The cursor carries waiting files; an old plain-mtime cursor still reads.
-    assert read_cursor('{"seen": 5, "waiting": {"/x/tx_2026-06-10.parquet": 1}}') == (
-        5, {"/x/tx_2026-06-10.parquet": 1})
-    assert read_cursor("123") == (123, {})
+def test_files_wait_for_their_day_then_run_once_per_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sensors.landing as landing_module
+
+    landing = tmp_path / "landing"
+    cfg = SimulationConfig.small(n_days=3)  # 2026-05-01 .. 2026-05-03
+    write_landing(cfg, landing, days={cfg.days[0]})
+    resources = {"landing": LandingZoneResource(path=str(landing))}
+    day = cfg.days[1]
+    clock = dt.datetime.fromisoformat(f"{day}T18:00:00+00:00")  # the day has not ended
+    monkeypatch.setattr(landing_module, "now", lambda: clock)
+    context = dg.build_sensor_context(resources=resources)
+    landing_sensor(context)  # baseline
+    time.sleep(0.01)
+    first = write_landing(cfg, landing, days={day})
+    extra = landing / f"late_{day}.parquet"  # a second file of the same day
+    pd.read_parquet(first[0]).head(3).assign(transaction_id=lambda f: f["transaction_id"]
+                                             + 10**9).to_parquet(extra)
+    outside = landing / "tx_2030-01-01.parquet"
+    pd.read_parquet(extra).to_parquet(outside)
+    context = dg.build_sensor_context(cursor=context.cursor, resources=resources)
+    skipped = landing_sensor(context)
+    assert isinstance(skipped, dg.SkipReason) and "wait for their day" in skipped.skip_message
+    context = dg.build_sensor_context(cursor=context.cursor, resources=resources)
+    assert isinstance(landing_sensor(context), dg.SkipReason)  # still waiting, not lost
+    clock = clock + dt.timedelta(hours=7)  # the day ended: one run for both its files
+    context = dg.build_sensor_context(cursor=context.cursor, resources=resources)
+    requests = landing_sensor(context)
+    assert [r.partition_key for r in requests] == [day]
+    assert requests[0].tags["landing/files"] == ", ".join(sorted([first[0].name, extra.name]))
+    context = dg.build_sensor_context(cursor=context.cursor, resources=resources)
+    assert isinstance(landing_sensor(context), dg.SkipReason)  # nothing twice
+    assert read_cursor("123") == (123, {})  # the cursor of earlier versions still reads
 
 
 @pytest.mark.slow
