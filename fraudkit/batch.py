@@ -135,16 +135,29 @@ def ids_on_several_days(days: list[str], tables: Tables, raw_version: int,
 
     Landing validation sees one day at a time, so it quarantines duplicates within a day
     only; a duplicate across days counts as two transactions in the batch features but as
-    one online (which de-duplicates by id), and breaks joins with labels. The scan of the
-    whole table keeps only rows with the run's ids, so memory follows the run, not the
+    one online (which de-duplicates by id), and breaks joins with labels. The other days
+    are scanned batch by batch against the run's ids, so memory follows the run, not the
     table; :func:`features_for_days` refuses any duplicate in its look-back as well.
     """
     started = time.perf_counter()
-    run_ids = lake.read_days(tables.raw, days, ["transaction_id"], raw_version,
-                             tables.storage_options)["transaction_id"]
-    table = DeltaTable(tables.raw, version=raw_version, storage_options=tables.storage_options)
-    rows = table.to_pyarrow_dataset().to_table(
-        columns=["transaction_id", "day"], filter=pc.field("transaction_id").isin(run_ids))
+    run = lake.read_days(tables.raw, days, ["transaction_id", "day"], raw_version,
+                         tables.storage_options)
+    run_ids = np.sort(run["transaction_id"].to_numpy())  # sorted once, searched per batch
+    found = run.to_batches()
+    in_run = set(days)
+    others = [d for d in lake.partition_values(tables.raw, tables.storage_options)
+              if d not in in_run]
+    if others:
+        dataset = DeltaTable(tables.raw, version=raw_version,
+                             storage_options=tables.storage_options).to_pyarrow_dataset(
+            file_pruning_predicate=[(lake.PARTITION, "in", others)])
+        for batch in dataset.to_batches(columns=["transaction_id", "day"],
+                                        filter=pc.field(lake.PARTITION).isin(others)):
+            if len(run_ids):
+                ids = batch["transaction_id"].to_numpy()
+                at = np.minimum(np.searchsorted(run_ids, ids), len(run_ids) - 1)
+                found.append(batch.filter(pa.array(run_ids[at] == ids)))
+    rows = pa.Table.from_batches(found, schema=run.schema)
     counts = rows.group_by("transaction_id").aggregate([("day", "count")])
     several = counts.filter(pc.greater(counts["day_count"], 1))["transaction_id"]
     rows = rows.filter(pc.is_in(rows["transaction_id"], several)).to_pandas()
