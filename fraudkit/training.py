@@ -52,6 +52,8 @@ def train(train_frame: pd.DataFrame, params: TrainingParams | None = None) -> lg
         colsample_bytree=params.colsample_bytree,
         random_state=params.seed,
         n_jobs=2,
+        deterministic=True,  # with force_row_wise: the same model on every run
+        force_row_wise=True,
         verbose=-1,
         **params.extra,
     )
@@ -204,6 +206,9 @@ def fit_candidate(
     the ``test`` split, and measure the ONNX scores there (what serving will produce)."""
     from fraudkit.model import OnnxModel
 
+    # One row order whatever order the Delta files were read in: LightGBM's bagging and the
+    # reference sample pick rows by position, so the same data gives the same model.
+    training_set = training_set.sort_values("transaction_id", kind="stable")
     train_rows = training_set[training_set["split"] == "train"]
     test_rows = training_set[training_set["split"] == "test"]
     if test_rows.empty:

@@ -30,6 +30,16 @@ def test_onnx_matches_lightgbm_and_the_model_learns() -> None:
     assert list(candidate.reference.columns[: len(FEATURE_COLUMNS)]) == list(FEATURE_COLUMNS)
 
 
+def test_the_same_rows_in_another_order_give_the_same_model() -> None:
+    frame = small_training_set()
+    shuffled = frame.sample(frac=1.0, random_state=3)
+    first, second = fit_candidate(frame), fit_candidate(shuffled)
+    assert first.onnx_bytes == second.onnx_bytes
+    assert first.metrics == second.metrics and first.thresholds == second.thresholds
+    pd.testing.assert_frame_equal(first.reference.reset_index(drop=True),
+                                  second.reference.reset_index(drop=True))
+
+
 def test_shuffled_labels_learn_nothing() -> None:
     frame = small_training_set()
     rng = np.random.default_rng(0)
