@@ -231,7 +231,9 @@ class StreamLog:
     keyed by ``transaction_id`` per entity, so a retried request replaces its earlier copy
     instead of counting twice. When a new day starts, buckets older than the retention (the
     longest look-back, ``d + 30`` days, plus a margin) are dropped whole: memory stays
-    bounded and no request ever waits for a sweep over the whole log.
+    bounded and no request ever waits for a sweep over the whole log. "New day" follows the
+    requests, so callers must refuse future-dated ones (:func:`check_not_future`, which the
+    service's request model applies) or one such row would evict every recent bucket.
     """
 
     def __init__(self, retention_days: int) -> None:

@@ -4,7 +4,8 @@
   performance event, with a cool-down;
 * :data:`sensors.drift.performance_sensor` computes realized metrics of days whose labels
   have matured;
-* :data:`sensors.landing.landing_sensor` scores each new landing file as a micro-batch.
+* :data:`sensors.landing.landing_sensor` scores each day with new landing files as one
+  micro-batch run, once the day has ended.
 """
 
 from sensors.drift import drift_sensor, performance_sensor
