@@ -1,0 +1,136 @@
+"""The online store's two backends, on the real thing: a SQLite file and a redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fraudkit.features import FEATURE_COLUMNS, US_PER_DAY
+from fraudkit.store import (
+    DECISION_COLUMNS,
+    OnlineStore,
+    StoreError,
+    day_of,
+    day_start_us,
+    open_store,
+)
+from tests.servers import redis_server
+
+DAY = "2026-06-01"
+T0 = day_start_us(DAY) + 10 * 3_600_000_000
+
+
+def decision(tx_id: int, t_us: int, customer: int, terminal: int, amount: float,
+             score: float = 0.25, received_us: int | None = None) -> tuple:
+    """A decision row in DECISION_COLUMNS order, with made-up features."""
+    values = {
+        "transaction_id": tx_id, "tx_datetime": t_us, "customer_id": customer,
+        "terminal_id": terminal, "tx_amount": amount,
+        **{name: 1.5 for name in FEATURE_COLUMNS if name != "tx_amount"},
+        "score": score, "decision": "approve", "threshold_review": 0.4,
+        "threshold_decline": 0.8, "model_version": "v0001", "fallback": False,
+        "shadow_version": None, "shadow_score": None,
+        "received_at": received_us or t_us, "latency_ms": 1.25, "worker": "test:1",
+        "degraded": False, "day": day_of(t_us),
+    }
+    values["tx_amount"] = amount
+    return tuple(values[c] for c in DECISION_COLUMNS)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStore]:
+    if request.param == "sqlite":
+        s = open_store(f"sqlite:///{tmp_path / 'online' / 'store.sqlite3'}")
+        yield s
+        s.close()
+    else:
+        with redis_server(tmp_path / "redis") as server:
+            s = open_store(server.url)
+            yield s
+            s.close()
+
+
+def test_rows_come_back_exactly_and_a_retry_replaces(store: OnlineStore) -> None:
+    big = 2**62 + 1  # beyond a double's exact integers: must stay exact
+    store.write([decision(1, T0, 42, 7, 10.0), decision(big, T0 + 1, 42, 8, 0.1 + 0.2)])
+    rows = store.stream_rows([42], [], T0 - US_PER_DAY, T0 + US_PER_DAY)
+    assert sorted(rows.ints[:, 0].tolist()) == [1, big]
+    assert sorted(rows.amount.tolist()) == [0.1 + 0.2, 10.0]
+    # a retry of id 1 with another customer and amount replaces the first copy everywhere
+    store.write([decision(1, T0 + 5, 43, 9, 11.0, score=0.9)])
+    assert store.stream_rows([42], [], 0, T0 + US_PER_DAY).ints[:, 0].tolist() == [big]
+    again = store.stream_rows([43], [9], 0, T0 + US_PER_DAY)
+    assert set(again.ints[:, 0].tolist()) == {1}
+    assert again.amount.tolist()[0] == 11.0
+    table = store.day_decisions(DAY)
+    assert table.num_rows == 2
+    by_id = {r["transaction_id"]: r for r in table.to_pylist()}
+    assert by_id[1]["score"] == 0.9 and by_id[1]["customer_id"] == 43
+    assert by_id[big]["tx_amount"] == 0.1 + 0.2
+    assert store.day_counts() == {DAY: 2}
+
+
+def test_time_bounds_and_terminals(store: OnlineStore) -> None:
+    store.write([decision(i, T0 + i * 1000, 5, 70 + i % 2, 1.0) for i in range(10)])
+    found = store.stream_rows([], [70], T0 + 2000, T0 + 6000)  # (lo, hi]
+    assert sorted(found.ints[:, 0].tolist()) == [4, 6]
+    assert len(store.stream_rows([99], [99], 0, 2**62)) == 0
+
+
+def test_prune_keeps_undelivered_days_and_the_windows(store: OnlineStore) -> None:
+    days = [day_start_us("2026-06-01") + d * US_PER_DAY for d in range(50)]
+    store.write([decision(d_i + 1, t + 3_600_000_000, 1, 1, 1.0)
+                 for d_i, t in enumerate(days)])
+    assert store.prune(retention_days=39) == 0  # nothing delivered yet: everything stays
+    assert len(store.day_counts()) == 50
+    for t in days:
+        store.mark_delivered(day_of(t), 1)
+    # a retry after its day was delivered: that day waits for its next export
+    store.write([decision(1, days[0] + 3_600_000_000, 1, 1, 2.0, received_us=days[-1] * 2)])
+    removed = store.prune(retention_days=39)
+    counts = store.day_counts()
+    assert day_of(days[0]) in counts  # written again after delivery
+    assert removed == 10  # days 2..11 are 39 days or more before the newest
+    assert len(counts) == 40
+    assert store.delivered_days()[day_of(days[-1])] == 1
+
+
+def test_corrupt_or_unwritable_sqlite_is_a_named_error(tmp_path: Path) -> None:
+    bad = tmp_path / "store.sqlite3"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="ONLINE_STORE_URL=.*not a SQLite database"):
+        open_store(f"sqlite:///{bad}")
+    # Tests run as root, who ignores permissions: a file where the folder should be is
+    # unwritable for everyone.
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="ONLINE_STORE_URL=.*cannot be written"):
+        open_store(f"sqlite:///{tmp_path / 'file' / 'store.sqlite3'}")
+    with pytest.raises(StoreError, match="unknown scheme"):
+        open_store("postgres://x")
+
+
+def test_wrong_redis_url_password_or_no_aof_is_a_named_error(tmp_path: Path) -> None:
+    with redis_server(tmp_path / "auth", password="s3cret") as server:
+        with pytest.raises(StoreError, match=r"ONLINE_STORE_URL=redis://:\*\*\*@.*authentication"):
+            open_store(server.url.replace("s3cret", "wrong"))
+        with pytest.raises(StoreError, match="(authentication|password)"):
+            open_store(f"redis://127.0.0.1:{server.port}/0")
+        assert open_store(server.url).location.startswith("redis://:***@")
+    with (redis_server(tmp_path / "noaof", appendonly=False) as server,
+          pytest.raises(StoreError, match="without AOF")):
+        open_store(server.url)
+    with pytest.raises(StoreError, match="cannot reach Redis"):
+        open_store(f"redis://127.0.0.1:{server.port}/0")
+
+
+def test_redis_kill_9_loses_no_written_row(tmp_path: Path) -> None:
+    with redis_server(tmp_path / "r") as server:
+        store = open_store(server.url)
+        store.write([decision(i, T0 + i, 3, 4, 1.0) for i in range(1, 501)])
+        server.kill()
+        server.start()
+        store = open_store(server.url)
+        assert store.day_counts() == {DAY: 500}
+        assert len(store.stream_rows([3], [], 0, 2**62)) == 500
