@@ -15,11 +15,12 @@ from assets.monitoring import (
     retrain_job,
     retrained_model,
 )
+from assets.online import online_predictions
 from assets.scoring import batch_predictions
 from assets.training import model, training_set
 from resources import MonitoringResource
 from resources.storage import default_resources
-from sensors import drift_sensor, landing_sensor, performance_sensor
+from sensors import dead_run_sweep, drift_sensor, landing_sensor, performance_sensor
 
 ingest_job = dg.define_asset_job(
     "ingest_and_features",
@@ -35,11 +36,16 @@ scoring_job = dg.define_asset_job(
     description="Score the chosen days with the champion into batch_predictions.",
 )
 
+online_log_job = dg.define_asset_job(
+    "online_log", selection=dg.AssetSelection.assets(online_predictions),
+    description="Move the chosen days' online decisions from the online store into Delta.",
+)
+
 defs = dg.Definitions(
     assets=[raw_transactions, transaction_features, training_set, model, batch_predictions,
-            drift_report, model_performance, retrained_model],
+            drift_report, model_performance, retrained_model, online_predictions],
     jobs=[ingest_job, training_job, scoring_job, drift_report_job, performance_job, retrain_job,
-          micro_batch_job],
-    sensors=[drift_sensor, performance_sensor, landing_sensor],
+          micro_batch_job, online_log_job],
+    sensors=[drift_sensor, performance_sensor, landing_sensor, dead_run_sweep],
     resources={**default_resources(), "monitoring": MonitoringResource.from_env()},
 )

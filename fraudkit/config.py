@@ -73,6 +73,12 @@ class Settings:
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"
 
+    @property
+    def online_store_url(self) -> str:
+        """``ONLINE_STORE_URL``, or the embedded SQLite file under ``DATA_DIR/online``."""
+        return (os.environ.get("ONLINE_STORE_URL", "").strip()
+                or f"sqlite:///{self.data_dir / 'online' / 'store.sqlite3'}")
+
     def table_uri(self, asset_name: str) -> str:
         """Each Delta table is a folder named after the asset that writes it."""
         return str(self.tables_dir / asset_name)

@@ -4,6 +4,7 @@ embedded, no-setup versions (a ``LocalCluster``, folders under ``DATA_DIR``)."""
 
 from resources.dask import DaskResource
 from resources.monitoring import MonitoringResource
+from resources.online import OnlineStoreResource
 from resources.storage import DeltaLakeResource, LandingZoneResource, ModelRegistryResource
 
 __all__ = [
@@ -12,4 +13,5 @@ __all__ = [
     "LandingZoneResource",
     "ModelRegistryResource",
     "MonitoringResource",
+    "OnlineStoreResource",
 ]

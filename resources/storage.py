@@ -64,6 +64,7 @@ class ModelRegistryResource(dg.ConfigurableResource):
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources on the embedded defaults, all derived from the environment."""
     from resources.dask import DaskResource
+    from resources.online import OnlineStoreResource
 
     settings = Settings.from_env()
     return {
@@ -74,4 +75,8 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "delta": DeltaLakeResource(root=str(settings.tables_dir)),
         "landing": LandingZoneResource(path=str(settings.landing_dir)),
         "registry": ModelRegistryResource(root=str(settings.registry_dir)),
+        # EnvVar keeps a Redis password out of the launchpad and the run's config.
+        "online_store": OnlineStoreResource(
+            url=dg.EnvVar("ONLINE_STORE_URL") if os.environ.get("ONLINE_STORE_URL")
+            else settings.online_store_url),
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fraudkit.features import FEATURE_COLUMNS, US_PER_DAY
+from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS, US_PER_DAY
 from fraudkit.store import (
     DECISION_COLUMNS,
     OnlineStore,
@@ -28,7 +28,8 @@ def decision(tx_id: int, t_us: int, customer: int, terminal: int, amount: float,
     values = {
         "transaction_id": tx_id, "tx_datetime": t_us, "customer_id": customer,
         "terminal_id": terminal, "tx_amount": amount,
-        **{name: 1.5 for name in FEATURE_COLUMNS if name != "tx_amount"},
+        **{name: 1 if name in COUNT_COLUMNS else 1.5
+           for name in FEATURE_COLUMNS if name != "tx_amount"},
         "score": score, "decision": "approve", "threshold_review": 0.4,
         "threshold_decline": 0.8, "model_version": "v0001", "fallback": False,
         "shadow_version": None, "shadow_score": None,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -198,10 +197,6 @@ def rows_to_table(rows: list[tuple]) -> pa.Table:
         else:
             arrays.append(pa.array(values, field.type))
     return pa.Table.from_arrays(arrays, schema=DECISION_SCHEMA)
-
-
-def default_url(data_dir: Path) -> str:
-    return f"sqlite:///{data_dir / 'online' / 'store.sqlite3'}"
 
 
 def open_store(url: str, setting: str = "ONLINE_STORE_URL") -> OnlineStore:
