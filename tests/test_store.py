@@ -135,3 +135,27 @@ def test_redis_kill_9_loses_no_written_row(tmp_path: Path) -> None:
         store = open_store(server.url)
         assert store.day_counts() == {DAY: 500}
         assert len(store.stream_rows([3], [], 0, 2**62)) == 500
+
+
+def test_decision_log_buffers_while_redis_is_down_and_writes_in_order(tmp_path: Path) -> None:
+    from fraudkit.store.log import DecisionLog
+
+    with redis_server(tmp_path / "r") as server:
+        dlog = DecisionLog(open_store(server.url))
+        assert dlog.record([decision(1, T0, 3, 4, 1.0)])
+        server.kill()
+        # the service keeps answering: rows are buffered, reads see the buffer
+        assert not dlog.record([decision(2, T0 + 1, 3, 4, 2.0)])
+        assert not dlog.record([decision(2, T0 + 2, 3, 4, 3.0)])  # a retry, later
+        assert dlog.degraded and dlog.buffered == 2
+        rows, ok = dlog.stream_rows([3], [], 0, 2**62)
+        assert not ok and rows.amount.tolist() == [2.0, 3.0]
+        assert not dlog.flush()
+        server.start()
+        assert dlog.flush() and not dlog.degraded and dlog.buffered == 0
+        table = dlog.store.day_decisions(DAY)
+        by_id = {r["transaction_id"]: r for r in table.to_pylist()}
+        assert by_id[2]["tx_amount"] == 3.0 and by_id[2]["degraded"] is True
+        assert by_id[1]["degraded"] is False
+        rows, ok = dlog.stream_rows([3], [], 0, 2**62)
+        assert ok and sorted(rows.amount.tolist()) == [1.0, 3.0]
