@@ -10,7 +10,7 @@ PORT ?= 3000
 # The Dagster UI moves off 3000, where DESIGN.md puts the online service.
 DAGSTER_PORT ?= 3001
 
-.PHONY: install demo dev serve bento test lint lock bench bench-deps rollback clean
+.PHONY: install system-deps demo dev serve bento test lint lock bench bench-deps rollback clean
 
 install: $(STAMP)
 
@@ -45,7 +45,12 @@ bento: install
 	$(BIN)/python bento/service.py bundle-champion
 	$(BIN)/bentoml build -f bento/bentofile.yaml .
 
-test: install
+# Servers the tests start on free ports (the Redis online store): Debian's packages, installed
+# when missing (sessions and CI run as root; elsewhere, install them yourself).
+system-deps:
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+
+test: install system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
