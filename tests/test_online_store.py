@@ -4,6 +4,8 @@ reload and the champion watcher (the service tests cover the same over HTTP)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -216,3 +218,91 @@ def test_stream_log_keeps_only_the_retention_window() -> None:
     # By customer and by terminal: the same (replaced) row through both indexes.
     amounts = [r[4] for r in log.rows_for(np.array([1]), np.array([2])) if r[0] == 105]
     assert amounts == [12.0, 12.0]
+
+
+def _scorer(small_pipeline: Path, tmp_path: Path) -> tuple[OnlineScorer, Path]:
+    """A loaded scorer over a private copy of the registry and the tables it reads."""
+    data_dir = tmp_path / "data"
+    for part in ["tables/raw_transactions", "tables/batch_predictions", "registry"]:
+        shutil.copytree(small_pipeline / part, data_dir / part)
+    settings = Settings(data_dir=data_dir, start_date="2026-05-01", end_date="2026-07-31",
+                        label_delay_days=7)
+    scorer = OnlineScorer(OnlineConfig(settings=settings, registry_dir=data_dir / "registry"))
+    scorer.load()
+    assert scorer.ready and scorer.watcher.current.version == "v0001"
+    return scorer, data_dir / "registry"
+
+
+def _point_champion_at(registry_dir: Path, version: str) -> None:
+    """champion.json as an operator or a sync job might write it (atomically, by rename)."""
+    tmp = registry_dir / ".champion.tmp"
+    tmp.write_text(json.dumps({"version": version, "history": ["v0001"]}))
+    os.replace(tmp, registry_dir / "champion.json")
+
+
+def test_champion_load_is_retried_until_its_folder_arrives(small_pipeline: Path,
+                                                           tmp_path: Path) -> None:
+    """champion.json names a version whose folder is copied in later (a registry synced
+    file by file): the watcher keeps retrying, and says meanwhile that it is not serving
+    the champion, without naming the registry's absolute path."""
+    scorer, registry_dir = _scorer(small_pipeline, tmp_path)
+    registry = ModelRegistry(registry_dir)
+    new = registry.register(registry.champion().model_path.read_bytes(), training_data={},
+                            metrics={}, thresholds=registry.champion().thresholds)
+    parked = tmp_path / "parked"
+    shutil.move(new.path, parked)
+    _point_champion_at(registry_dir, new.version)
+    for _ in range(3):
+        assert not scorer.watcher.poll()
+    status = scorer.status()
+    assert status["model_version"] == "v0001" and status["champion_version"] == new.version
+    assert status["serving_champion"] is False and not scorer.ready
+    assert new.version in status["model_error"]
+    assert str(registry_dir) not in status["model_error"]
+    shutil.move(parked, new.path)
+    assert scorer.watcher.poll() and scorer.watcher.current.version == new.version
+    status = scorer.status()
+    assert status["serving_champion"] is True and status["model_error"] is None
+    assert scorer.ready
+    assert not scorer.watcher.poll()  # served: nothing to retry
+
+
+def test_model_error_clears_when_the_champion_is_repaired(small_pipeline: Path,
+                                                          tmp_path: Path) -> None:
+    """champion.json briefly names a broken version, then the served one again."""
+    scorer, registry_dir = _scorer(small_pipeline, tmp_path)
+    registry = ModelRegistry(registry_dir)
+    broken = registry.register(b"not an onnx model", training_data={}, metrics={},
+                               thresholds=registry.champion().thresholds)
+    _point_champion_at(registry_dir, broken.version)
+    assert not scorer.watcher.poll()
+    assert scorer.status()["model_error"] and not scorer.ready
+    _point_champion_at(registry_dir, "v0001")
+    assert not scorer.watcher.poll()  # the served model is the champion again: no reload
+    status = scorer.status()
+    assert status["model_error"] is None and status["serving_champion"] is True
+    assert scorer.ready
+
+
+def test_changed_model_file_of_the_served_champion(small_pipeline: Path,
+                                                   tmp_path: Path) -> None:
+    """Touched: nothing changes. Rewritten with other bytes: the verified model in memory
+    keeps scoring, /status says why and readiness fails. Restored: ready again."""
+    scorer, registry_dir = _scorer(small_pipeline, tmp_path)
+    model_file = registry_dir / "versions" / "v0001" / "model.onnx"
+    original = model_file.read_bytes()
+    later = time.time() + 5
+    os.utime(model_file, (later, later))
+    assert not scorer.watcher.poll()
+    assert scorer.ready and scorer.status()["model_error"] is None
+    model_file.write_bytes(original + b"\0")
+    assert not scorer.watcher.poll()
+    status = scorer.status()
+    assert "sha256" in status["model_error"] and str(registry_dir) not in status["model_error"]
+    assert not scorer.ready
+    t = to_time_us(dt.datetime(2026, 6, 21, 12, tzinfo=dt.UTC))
+    scored = scorer.score(Requests.from_rows([(7_000_000, t, 3, 4, 10.0)]))
+    assert scored.model_version == "v0001" and not scored.fallback
+    model_file.write_bytes(original)
+    assert not scorer.watcher.poll()
+    assert scorer.ready and scorer.status()["model_error"] is None
