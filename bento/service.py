@@ -47,7 +47,9 @@ from typing import Annotated, Any
 import bentoml
 import prometheus_client as prom
 from fastapi import Depends, FastAPI, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import (
     BaseModel,
@@ -88,7 +90,11 @@ EXAMPLE = {"transaction_id": 1, "tx_datetime": "2026-05-01T10:15:00Z", "customer
 UNTRACED_PATHS = ["/score", "/score_batch", "/customers", "/healthz", "/livez", "/readyz",
                   "/metrics"]
 
-Id = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX, description="int64")]
+#: Schemas in /docs.json live under this prefix (see ``openapi_document``).
+REF_TEMPLATE = "#/components/schemas/{model}"
+INT64_SCHEMA = {"format": "int64"}
+Id = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX, description="int64",
+                                json_schema_extra=INT64_SCHEMA)]
 
 
 class Transaction(BaseModel):
@@ -142,6 +148,42 @@ class ScoreResult(BaseModel):
 
 class ScoreBatchResult(BaseModel):
     results: list[ScoreResult]
+
+
+class CustomerRisk(BaseModel):
+    """The latest batch prediction of a customer (documentation of the response)."""
+
+    customer_id: int
+    transaction_id: int
+    tx_datetime: str = Field(description="ISO 8601, UTC")
+    score: float
+    decision: str = Field(description="approve, review or decline")
+    model_version: str
+    day: str
+    predictions_table_version: int | None
+
+
+class Problem(BaseModel):
+    field: str = Field(description="the field's path, e.g. transactions.0.tx_amount")
+    problem: str
+    type: str | None = None
+
+
+class ApiErrorBody(BaseModel):
+    """Every 4xx/5xx answer of the routes (documentation of the response)."""
+
+    error: str = Field(description="what was wrong and what to do")
+    problems: list[Problem] = Field(default_factory=list,
+                                    description="each invalid field (422 only)")
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for these error codes, all with :class:`ApiErrorBody`."""
+    meaning = {401: "FRAUD_API_KEY is set and the request does not carry it",
+               404: "no batch prediction for this customer",
+               422: "invalid request: each field and what is wrong with it",
+               503: "the service is still starting"}
+    return {code: {"model": ApiErrorBody, "description": meaning[code]} for code in codes}
 
 
 # -- metrics (prometheus_client; BentoML runs it in multiprocess mode, /metrics serves it) --
@@ -317,7 +359,7 @@ def _invalid_response(errors: list[dict]) -> Response:
     """422 naming each field and what is wrong with it (values are not echoed: a NaN in
     the input would make the error itself unserializable)."""
     problems = [{"field": "body" if e.get("type") == "json_invalid" else
-                 ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+                 ".".join(str(p) for p in e.get("loc", ())),
                  "problem": e.get("msg", "invalid"), "type": e.get("type")}
                 for e in errors]
     REJECTED.labels(reason="validation").inc()
@@ -328,13 +370,20 @@ def _invalid_response(errors: list[dict]) -> Response:
 
 @app.exception_handler(RequestValidationError)
 async def _invalid(_: Request, exc: RequestValidationError) -> Response:
-    return _invalid_response(list(exc.errors()))
+    """FastAPI's errors start their ``loc`` with where the value was (body, path, query):
+    drop it, so a field is named as in the hot routes' errors (``customer_id``)."""
+    return _invalid_response([{**e, "loc": tuple(e.get("loc", ()))[1:]} for e in exc.errors()])
+
+
+#: Request bodies that routes parse themselves; ``openapi_document`` adds their schemas.
+_BODY_MODELS: list[type[BaseModel]] = []
 
 
 def _body_doc(model: type[BaseModel]) -> dict:
     """OpenAPI request body of a route that parses its body itself (see ``_parse``)."""
+    _BODY_MODELS.append(model)
     return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+        "schema": {"$ref": REF_TEMPLATE.format(model=model.__name__)}}}}}
 
 
 async def _parse(request: Request, model: type[BaseModel]) -> BaseModel | Response:
@@ -418,6 +467,8 @@ async def score_batch(request: Request) -> Response:
 class ScoringRoutes:
     """ASGI middleware that answers ``POST /score`` and ``POST /score_batch`` itself.
 
+    It also answers ``GET /docs.json``, in place of BentoML's (see ``openapi_document``).
+
     Added with ``FraudService.add_asgi_middleware`` it sits inside BentoML's outer layers
     (error handling, tracing, the traffic timeout) but before BentoML's router, request
     context and the mounted app: for the two hot routes those cost more per request than
@@ -428,11 +479,13 @@ class ScoringRoutes:
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.routes = {"/score": score, "/score_batch": score_batch}
+        self.routes = {("POST", "/score"): score, ("POST", "/score_batch"): score_batch,
+                       ("GET", "/docs.json"): docs_json}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        handler = self.routes.get(scope["path"]) if scope["type"] == "http" else None
-        if handler is None or scope["method"] != "POST":
+        handler = (self.routes.get((scope["method"], scope["path"]))
+                   if scope["type"] == "http" else None)
+        if handler is None:
             await self.app(scope, receive, send)
             return
         response = await handler(Request(scope, receive))
@@ -440,16 +493,22 @@ class ScoringRoutes:
 
 
 app.add_api_route("/score", score, methods=["POST"], response_model=ScoreResult,
-                  summary="Score one transaction", openapi_extra=_body_doc(Transaction))
+                  summary="Score one transaction", openapi_extra=_body_doc(Transaction),
+                  responses=_errors(401, 422, 503))
 app.add_api_route("/score_batch", score_batch, methods=["POST"],
                   response_model=ScoreBatchResult, openapi_extra=_body_doc(ScoreBatch),
-                  summary=f"Score up to {MAX_BATCH} transactions, in (tx_datetime, id) order")
+                  summary=f"Score up to {MAX_BATCH} transactions, in (tx_datetime, id) order",
+                  responses=_errors(401, 422, 503))
 
 
 @app.get("/customers/{customer_id}/risk", dependencies=[Depends(require_api_key)],
-         summary="Latest batch prediction of a customer")
+         summary="Latest batch prediction of a customer", response_model=CustomerRisk,
+         responses=_errors(401, 404, 422, 503))
 @_instrumented("/customers/{customer_id}/risk")
-async def customer_risk(request: Request, customer_id: int) -> Response:
+async def customer_risk(
+        request: Request,
+        customer_id: Annotated[int, PathParam(ge=INT64_MIN, le=INT64_MAX, description="int64",
+                                              json_schema_extra=INT64_SCHEMA)]) -> Response:
     index = _service().scorer.predictions
     found = index.lookup(customer_id) if index is not None else None
     if found is None:
@@ -473,9 +532,70 @@ async def metrics() -> Response:
     return Response(content, media_type=CONTENT_TYPE_LATEST)
 
 
-@app.get("/status", summary="What the service is serving (model, feature state)")
+@app.get("/status", dependencies=[Depends(require_api_key)], responses=_errors(401, 503),
+         summary="What the service is serving (model, champion, feature state)")
 async def status() -> Response:
+    """Behind the API key like the scoring routes: it names the registry's versions and
+    their errors, which are nobody else's business."""
     return _json({"ready": _service().scorer.ready, **_service().scorer.status()})
+
+
+def _exact_int64_bounds(node: Any) -> None:
+    """Put back the exact int64 bounds that FastAPI's OpenAPI models round to floats.
+
+    They hold ``minimum``/``maximum`` as floats, so ``2**63 - 1`` comes out as
+    ``9.223372036854776e18`` (that is ``2**63``): a spec that allows ids the server refuses.
+    """
+    if isinstance(node, dict):
+        if node.get("format") == "int64":
+            for key, exact in (("minimum", INT64_MIN), ("maximum", INT64_MAX)):
+                if isinstance(node.get(key), float) and node[key] == float(exact):
+                    node[key] = exact
+        for value in node.values():
+            _exact_int64_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            _exact_int64_bounds(value)
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """/docs.json: one OpenAPI 3.1 document whose every ``$ref`` resolves.
+
+    Why not BentoML's own /docs.json: it declares OpenAPI 3.0.2 but merges the mounted
+    FastAPI app's JSON Schema 2020-12 (numeric ``exclusiveMinimum``, ``type: null``,
+    ``examples``), as its own TaskStatusResponse component does, and its schema objects
+    hold numeric bounds as floats, so no setting makes it valid. This document is FastAPI's
+    (3.1, the dialect pydantic writes) plus what FastAPI cannot see: the schemas of the
+    bodies that the hot routes parse themselves (``_BODY_MODELS``, lifted into
+    ``components`` with their ``$defs``) and BentoML's /healthz, /livez, /readyz and
+    /metrics entries. ``FastAPI.openapi`` serves the same at /api/openapi.json.
+    """
+    spec = get_openapi(title=app.title, version=app.version, description=app.description,
+                       openapi_version="3.1.0", routes=app.routes)
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for model in _BODY_MODELS:
+        schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    bento = FraudService.openapi_spec.asdict()
+    for path in ("/healthz", "/livez", "/readyz", "/metrics"):
+        spec["paths"][path] = bento["paths"][path]
+    spec["paths"]["/readyz"]["get"]["responses"]["503"] = {
+        "description": "not ready: no model, champion.json names a version that is not the "
+                       "one served, its file changed on disk, or no feature history (/status "
+                       "says which)"}
+    spec["tags"] = bento.get("tags", [])
+    _exact_int64_bounds(spec)
+    return spec
+
+
+app.openapi = openapi_document  # /api/openapi.json: the same document
+
+
+async def docs_json(_: Request) -> Response:
+    """/docs.json (see ``openapi_document``); ScoringRoutes routes it here."""
+    return _json(openapi_document())
 
 @bentoml.service(
     name="fraud_service",
