@@ -1,5 +1,6 @@
 """training_set and model: a matured-label window, a LightGBM model exported to ONNX, and
-its registration (the first model becomes champion)."""
+its registration (the first model in an empty registry becomes champion; later ones wait
+for a retrain's gate)."""
 
 
 import base64
@@ -163,7 +164,7 @@ def reference_bytes(candidate: Candidate) -> bytes:
     group_name="training",
     kinds={"lightgbm", "onnx"},
     description="A LightGBM model exported to ONNX, checked against onnxruntime, measured on "
-    "the held-out window and registered; the first one becomes champion.",
+    "the held-out window and registered; the first one in an empty registry becomes champion.",
 )
 def model(
     context: dg.AssetExecutionContext, config: ModelConfig, delta: DeltaLakeResource,
@@ -176,6 +177,12 @@ def model(
     context.log.info(f"metrics on the held-out window: {json.dumps(candidate.metrics)}; "
                      f"onnx vs native max |diff| {candidate.onnx_max_abs_diff:.2e}")
     reg = registry.registry()
+    # "First model" means an empty registry. Otherwise the champion must be known
+    # (champion.json, else the event log): the new version is kept but not promoted (a
+    # retrain's gate decides), and an unknown champion stops here, before registering.
+    first = not reg.versions()
+    if not first:
+        reg.champion()  # RegistryError naming the broken or missing record and the fix
     registered = reg.register(
         candidate.onnx_bytes,
         training_data=training_data_summary(frame, sources, version),
@@ -184,9 +191,9 @@ def model(
         extra_files={"reference.parquet": reference_bytes(candidate)},
         notes={"params": params.__dict__, "feature_columns": list(FEATURE_COLUMNS)},
     )
-    if reg.champion_state() is None:
+    if first:
         reg.promote(registered.version, reason="first model")
-    champion = reg.champion_state()["version"]
+    champion = reg.champion().version
     return dg.MaterializeResult(
         metadata={
             "model_version": registered.version,

@@ -13,6 +13,13 @@ A version folder is written under a temporary name and renamed into place, so it
 complete or absent. ``champion.json`` is replaced with ``os.replace`` under a lock, so a
 promotion or rollback is one atomic step that the batch job and the service both observe
 on their next read.
+
+Who is champion is answered in one place, :meth:`ModelRegistry.champion_state`:
+``champion.json`` when it exists, else the last promotion or rollback in ``events.jsonl``
+(replayed, so the predecessors a rollback needs come back too). A lost ``champion.json``
+therefore never makes the next trained model a "first model" that skips the gate, and never
+strands ``rollback``. A broken file (not JSON, no version, a champion whose folder is gone)
+raises :class:`RegistryError` naming the file and the way out, never a bare JSON error.
 """
 
 from __future__ import annotations
@@ -37,7 +44,14 @@ MANIFEST_FILE = "manifest.json"
 
 
 class RegistryError(RuntimeError):
-    pass
+    """The registry cannot answer: the message names the file, the problem and the fix."""
+
+
+#: Events that change the champion; replaying them in order rebuilds ``champion.json``.
+CHAMPION_EVENTS = ("promoted", "rolled_back")
+#: What to run when the champion record is broken (shown in errors).
+_FIX = ("make a version champion with `python -m fraudkit.registry promote <version>` "
+        "(`python -m fraudkit.registry list` shows them)")
 
 
 def _now() -> str:
@@ -92,27 +106,105 @@ class ModelRegistry:
                 f"model version {version!r} is not in the registry at {self.root}; "
                 f"known versions: {', '.join(self.versions()) or 'none'}"
             )
-        return ModelVersion(version, path, json.loads(manifest_path.read_text()))
-
-    def champion_state(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.champion_file.read_text())
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise RegistryError(f"{manifest_path} is not valid JSON ({exc}); the version is "
+                                "damaged: restore the file or register a new model") from exc
+        return ModelVersion(version, path, manifest)
+
+    def _champion_file_state(self) -> dict[str, Any] | None:
+        """``champion.json`` checked: None when absent, RegistryError when unusable."""
+        try:
+            text = self.champion_file.read_text()
         except FileNotFoundError:
             return None
+        try:
+            state = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RegistryError(
+                f"{self.champion_file} is not valid JSON ({exc}); delete it to fall back to "
+                f"the last champion in {self.events_file.name}, or {_FIX}") from exc
+        if not isinstance(state, dict) or not isinstance(state.get("version"), str):
+            raise RegistryError(
+                f"{self.champion_file} names no champion version (expected "
+                '{"version": "v0001", "history": [...]}); delete it to fall back to the last '
+                f"champion in {self.events_file.name}, or {_FIX}")
+        return state
+
+    def _champion_from_events(self) -> dict[str, Any] | None:
+        """Replay the promotions and rollbacks of ``events.jsonl`` the way :meth:`promote`
+        and :meth:`rollback` change ``champion.json``; None when none was ever recorded."""
+        version: str | None = None
+        history: list[str] = []
+        last: dict[str, Any] = {}
+        for event in self.events():
+            if event.get("event") not in CHAMPION_EVENTS:
+                continue
+            if event["event"] == "promoted" and version and event["version"] != version:
+                history.append(version)
+            elif event["event"] == "rolled_back" and history:
+                history.pop()
+            version, last = event["version"], event
+        if version is None:
+            return None
+        return {"version": version, "promoted_at": last.get("at"),
+                "reason": last.get("reason"), "history": history,
+                "recovered_from": str(self.events_file)}
+
+    def champion_state(self) -> dict[str, Any] | None:
+        """Who is champion, and its predecessors (``history``, oldest first).
+
+        ``champion.json`` when present; without it, the last champion the event log
+        records (the state then carries ``recovered_from``). None only when no champion
+        was ever recorded. Raises RegistryError when either file cannot be read."""
+        state = self._champion_file_state()
+        if state is not None:
+            if "history" not in state:  # a hand-written file: the log knows the rest
+                logged = self._champion_from_events()
+                same = logged is not None and logged["version"] == state["version"]
+                state = {**state, "history": logged["history"] if same else []}
+            return state
+        return self._champion_from_events()
 
     def champion(self) -> ModelVersion:
+        """The champion's version; RegistryError (naming the file and the fix) otherwise."""
         state = self.champion_state()
         if not state:
+            existing = self.versions()
+            if existing:
+                raise RegistryError(
+                    f"versions {', '.join(existing)} exist in {self.root} but no champion is "
+                    f"recorded: {self.champion_file.name} is missing and "
+                    f"{self.events_file.name} has no promotion; {_FIX}")
             raise RegistryError(
                 f"no champion model in {self.root}; materialize the `model` asset first "
                 "(make demo does it)"
             )
-        return self.get(state["version"])
+        version = state["version"]
+        source = state.get("recovered_from", str(self.champion_file))
+        if not (self.versions_dir / version / MANIFEST_FILE).exists():
+            raise RegistryError(
+                f"{source} names champion {version}, but {self.versions_dir / version} has no "
+                f"{MANIFEST_FILE} (the folder was deleted or damaged); restore it, or "
+                "`python -m fraudkit.registry rollback` to the previous champion, or "
+                f"{_FIX}; versions present: {', '.join(self.versions()) or 'none'}")
+        return self.get(version)
 
     def events(self) -> list[dict[str, Any]]:
         if not self.events_file.exists():
             return []
-        return [json.loads(line) for line in self.events_file.read_text().splitlines() if line]
+        events = []
+        for number, line in enumerate(self.events_file.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise RegistryError(
+                    f"{self.events_file} line {number} is not valid JSON ({exc}); remove or "
+                    "repair that line (a write cut short leaves one at the end)") from exc
+        return events
 
     # -- writing -------------------------------------------------------------------------
     @contextmanager
@@ -180,8 +272,19 @@ class ModelRegistry:
         """Make ``version`` champion in one atomic step; the old champion is remembered."""
         self.get(version).verify()
         with self._locked():
-            state = self.champion_state() or {"version": None, "history": []}
+            try:
+                state = self.champion_state() or {"version": None, "history": []}
+            except RegistryError:
+                # A broken champion.json is what a manual promotion repairs: the log's
+                # champion and history stand in for it.
+                state = self._champion_from_events() or {"version": None, "history": []}
+                state["recovered_from"] = str(self.events_file)
             if state["version"] == version:
+                if "recovered_from" in state:  # champion.json lost or broken: write it back
+                    self._write_champion({"version": version, "promoted_at": _now(),
+                                          "reason": reason, "history": state["history"]})
+                    self._append_event({"event": "champion_file_restored", "version": version,
+                                        "reason": reason})
                 return
             history = [*state.get("history", []), state["version"]] if state["version"] else []
             self._write_champion(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -96,3 +97,100 @@ def test_cli_rollback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert f"champion is now {v1}" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="nothing to roll back"):
         main(["--root", str(tmp_path), "rollback"])
+
+
+def three_champions(root: Path) -> tuple[ModelRegistry, list[str]]:
+    """A registry whose v0001, v0002, v0003 were promoted in turn (v0003 is champion)."""
+    reg = ModelRegistry(root)
+    versions = [register(reg, bytes([i])) for i in range(3)]
+    for version in versions:
+        reg.promote(version, "test")
+    return reg, versions
+
+
+def test_lost_champion_file_is_recovered_from_the_event_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """champion.json gone: the champion is the last one the event log promoted or rolled
+    back to, and rollback walks back through the log's history."""
+    reg, (v1, v2, v3) = three_champions(tmp_path)
+    reg.champion_file.unlink()
+    assert reg.champion().version == v3
+    assert reg.champion_state()["history"] == [v1, v2]
+    main(["--root", str(tmp_path), "rollback"])
+    assert f"champion is now {v2}" in capsys.readouterr().out
+    assert json.loads(reg.champion_file.read_text())["history"] == [v1]
+    reg.champion_file.unlink()
+    assert reg.rollback() == v1
+    with pytest.raises(RegistryError, match="nothing to roll back"):
+        reg.rollback()
+
+
+def test_promotion_after_a_lost_champion_file_keeps_the_history(tmp_path: Path) -> None:
+    reg, (v1, v2, v3) = three_champions(tmp_path)
+    v4 = register(reg, b"four")
+    reg.champion_file.unlink()
+    reg.promote(v4, "after the loss")
+    assert reg.champion_state()["history"] == [v1, v2, v3]
+    assert reg.rollback() == v3
+    # Re-promoting the recovered champion writes champion.json back.
+    reg.champion_file.unlink()
+    reg.promote(v3, "restore the file")
+    assert json.loads(reg.champion_file.read_text())["version"] == v3
+    assert reg.rollback() == v2
+
+
+def test_versions_without_any_recorded_champion_say_so(tmp_path: Path) -> None:
+    reg, _ = three_champions(tmp_path)
+    reg.champion_file.unlink()
+    reg.events_file.unlink()
+    assert reg.champion_state() is None
+    with pytest.raises(RegistryError, match=r"v0001, v0002, v0003 exist.*promote"):
+        reg.champion()
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ("{not json", "not valid JSON"),
+    ('{"history": []}', "names no champion version"),
+    ('["v0001"]', "names no champion version"),
+])
+def test_broken_champion_file_raises_a_registry_error_naming_it(
+    tmp_path: Path, content: str, problem: str
+) -> None:
+    reg, _ = three_champions(tmp_path)
+    reg.champion_file.write_text(content)
+    for read in (reg.champion, reg.champion_state, reg.rollback):
+        with pytest.raises(RegistryError) as info:
+            read()
+        message = str(info.value)
+        assert str(reg.champion_file) in message and problem in message
+        assert "fraudkit.registry promote" in message
+
+
+def test_missing_champion_folder_raises_a_registry_error_naming_it(tmp_path: Path) -> None:
+    reg, _ = three_champions(tmp_path)
+    shutil.rmtree(reg.versions_dir / "v0003")
+    with pytest.raises(RegistryError) as info:
+        reg.champion()
+    message = str(info.value)
+    assert "champion v0003" in message and str(reg.versions_dir / "v0003") in message
+    assert "rollback" in message and "materialize" not in message
+
+
+def test_unreadable_event_log_line_is_named(tmp_path: Path) -> None:
+    reg, _ = three_champions(tmp_path)
+    reg.champion_file.unlink()
+    with open(reg.events_file, "a") as handle:
+        handle.write('{"event": "promo')
+    with pytest.raises(RegistryError, match=r"events.jsonl line 7 is not valid JSON"):
+        reg.champion()
+
+
+def test_manual_promotion_repairs_a_broken_champion_file(tmp_path: Path) -> None:
+    """The way out the errors name works: `promote` over a garbage champion.json."""
+    reg, (v1, v2, v3) = three_champions(tmp_path)
+    reg.champion_file.write_text("garbage")
+    main(["--root", str(tmp_path), "promote", v3])
+    assert reg.champion_state()["history"] == [v1, v2]
+    main(["--root", str(tmp_path), "promote", v1])
+    assert reg.rollback() == v3
