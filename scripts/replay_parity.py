@@ -9,13 +9,24 @@ within 1e-9) and ``batch_predictions`` (score within 1e-6).
 
     .venv/bin/python -m scripts.replay_parity --url http://localhost:3000 \\
         --first 2026-06-21 --last 2026-06-23
+
+``--crash-at N`` starts the service itself (on ``DATA_DIR`` and ``ONLINE_STORE_URL``, with
+the cutoff set for you), kills its whole process tree with SIGKILL after N transactions,
+starts it again and finishes the replay: the answers after the restart must be as exact as
+before it, and every answered transaction must be in the online store's decision log.
+
+    .venv/bin/python -m scripts.replay_parity --first 2026-06-21 --last 2026-06-21 \\
+        --crash-at 2000
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -26,6 +37,8 @@ from deltalake import DeltaTable
 from fraudkit import lake
 from fraudkit.config import Settings
 from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS
+from fraudkit.store import open_store
+from scripts.serving import BentoServer
 
 FEATURE_TOLERANCE = 1e-9
 SCORE_TOLERANCE = 1e-6
@@ -39,6 +52,8 @@ class ParityReport:
     max_score_diff: float = 0.0
     seconds: float = 0.0
     mismatches: list[str] = field(default_factory=list)
+    crashed_at: int | None = None
+    logged: int | None = None  # answered transactions found in the online store
 
     @property
     def rate(self) -> float:
@@ -47,7 +62,11 @@ class ParityReport:
     def __str__(self) -> str:
         return (f"parity {self.rate:.2%} ({self.matched}/{self.transactions} transactions), "
                 f"largest feature difference {self.max_feature_diff:.3g}, largest score "
-                f"difference {self.max_score_diff:.3g}, {self.seconds:.1f}s")
+                f"difference {self.max_score_diff:.3g}, {self.seconds:.1f}s"
+                + (f"; killed (SIGKILL, whole tree) and restarted after {self.crashed_at}"
+                   if self.crashed_at is not None else "")
+                + (f"; {self.logged}/{self.transactions} answers in the decision log"
+                   if self.logged is not None else ""))
 
 
 def _read(uri: str, days: list[str]) -> pd.DataFrame:
@@ -56,8 +75,12 @@ def _read(uri: str, days: list[str]) -> pd.DataFrame:
 
 def replay(url: str, first: str, last: str, settings: Settings | None = None,
            chunk: int = 200, single_every: int = 50, headers: dict | None = None,
-           client: httpx.Client | None = None) -> ParityReport:
-    """Send the raw transactions of ``first..last`` to the service; compare every answer."""
+           client: httpx.Client | None = None, crash_at: int | None = None,
+           crash: Callable[[], None] | None = None) -> ParityReport:
+    """Send the raw transactions of ``first..last`` to the service; compare every answer.
+
+    With ``crash_at``, ``crash()`` runs once ``crash_at`` transactions are answered (kill
+    and restart the service, or its store) before the replay goes on."""
     settings = settings or Settings.from_env()
     days = lake.day_range(first, last)
     raw = _read(settings.table_uri("raw_transactions"), days)
@@ -77,7 +100,13 @@ def replay(url: str, first: str, last: str, settings: Settings | None = None,
     started = time.perf_counter()
     try:
         i = 0
+        crashed = False
         while i < len(payload):
+            if crash_at is not None and not crashed and i >= crash_at:
+                if crash is None:
+                    raise ValueError("crash_at needs a crash() to run")
+                crash()
+                crashed = True
             if single_every and i % single_every == 0:
                 response = client.post("/score", json=payload[i])
                 response.raise_for_status()
@@ -85,6 +114,8 @@ def replay(url: str, first: str, last: str, settings: Settings | None = None,
                 i += 1
                 continue
             stop = min(len(payload), i + chunk)
+            if crash_at is not None and not crashed and i < crash_at:
+                stop = min(stop, crash_at)
             if single_every:  # stop the chunk before the next single request
                 stop = min(stop, (i // single_every + 1) * single_every)
             response = client.post("/score_batch", json={"transactions": payload[i:stop]})
@@ -94,7 +125,9 @@ def replay(url: str, first: str, last: str, settings: Settings | None = None,
     finally:
         if own:
             client.close()
-    report = ParityReport(transactions=len(payload), seconds=time.perf_counter() - started)
+    report = ParityReport(transactions=len(payload), seconds=time.perf_counter() - started,
+                          crashed_at=crash_at if crash_at is not None and crash_at < len(payload)
+                          else None)
     for answer in answers:
         tx_id = answer["transaction_id"]
         ok = True
@@ -132,6 +165,48 @@ def replay(url: str, first: str, last: str, settings: Settings | None = None,
     return report
 
 
+def logged_ids(settings: Settings, days: list[str]) -> set[int]:
+    """Transaction ids in the online store's decision log for these days."""
+    store = open_store(settings.online_store_url)
+    try:
+        return {i for day in days
+                for i in store.day_decisions(day)["transaction_id"].to_pylist()}
+    finally:
+        store.close()
+
+
+def replay_with_crash(first: str, last: str, crash_at: int, chunk: int = 200,
+                      single_every: int = 50, extra_env: dict[str, str] | None = None,
+                      settings: Settings | None = None) -> ParityReport:
+    """Start the service with the cutoff before ``first``, replay with a crash at
+    ``crash_at``, and count the answers that reached the decision log."""
+    settings = settings or Settings.from_env()
+    env = {**os.environ, "DATA_DIR": str(settings.data_dir),
+           "ONLINE_STORE_CUTOFF": lake.shift_day(first, -1), **(extra_env or {})}
+    env.pop("FRAUD_API_KEY", None)
+    log_path = settings.data_dir / "replay-service.log"
+    server = BentoServer(env, log_path)
+    server.start()
+
+    def crash() -> None:
+        server.kill(signal.SIGKILL)
+        server.start()
+
+    try:
+        report = replay(server.url, first, last, settings, chunk=chunk,
+                        single_every=single_every, crash_at=crash_at, crash=crash)
+    finally:
+        server.stop()
+    days = lake.day_range(first, last)
+    raw = _read(settings.table_uri("raw_transactions"), days)["transaction_id"]
+    report.logged = len(logged_ids(settings, days) & set(raw.tolist()))
+    if report.logged != report.transactions:
+        report.mismatches.append(f"only {report.logged} of {report.transactions} answered "
+                                 "transactions are in the online store's decision log")
+        report.matched = min(report.matched, report.logged)
+    return report
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,10 +218,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--single-every", type=int, default=50,
                         help="send every N-th transaction alone to /score")
     parser.add_argument("--api-key", default=None)
+    parser.add_argument("--crash-at", type=int, default=None,
+                        help="start the service here, SIGKILL its whole process tree after N "
+                        "transactions, restart it and finish (checks the decision log too)")
     args = parser.parse_args(argv)
     headers = {"x-api-key": args.api_key} if args.api_key else None
-    report = replay(args.url, args.first, args.last, chunk=args.chunk,
-                    single_every=args.single_every, headers=headers)
+    if args.crash_at is None:
+        report = replay(args.url, args.first, args.last, chunk=args.chunk,
+                        single_every=args.single_every, headers=headers)
+    else:
+        report = replay_with_crash(args.first, args.last, args.crash_at, chunk=args.chunk,
+                                   single_every=args.single_every)
     print(report)
     for line in report.mismatches[:20]:
         print("  ", line)

@@ -1,0 +1,110 @@
+"""Start, stop and crash ``bentoml serve`` of the fraud service: one implementation for the
+demo, ``replay_parity --crash-at``, the benchmarks and the tests.
+
+A BentoML worker runs in a session of its own, so signalling the process group of
+``bentoml serve`` leaves the worker serving on the port. :meth:`BentoServer.kill` therefore
+signals the whole process tree (found with psutil), children first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class BentoServer:
+    """``bentoml serve service:FraudService`` on a localhost port, its log in a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None,
+                 target: str = "service:FraudService",
+                 cwd: Path = PROJECT_ROOT / "bento") -> None:
+        self.env = env
+        self.log_path = log_path
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.target, self.cwd = target, cwd
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, ready: bool = True, timeout: float = 120) -> float:
+        """Start and wait for ``/readyz`` (or ``/healthz``) 200; the seconds it took."""
+        started = time.perf_counter()
+        bentoml = str(Path(sys.executable).parent / "bentoml")
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                [bentoml, "serve", self.target, "--port", str(self.port)], cwd=self.cwd,
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        path = "/readyz" if ready else "/healthz"
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the service exited:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.url + path, timeout=2).status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.TransportError:
+                pass
+            if time.perf_counter() - started > timeout:
+                self.kill(signal.SIGKILL)
+                raise RuntimeError(f"the service was not ready after {timeout:.0f}s:\n"
+                                   f"{self.log_tail()}")
+            time.sleep(0.2)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text()[-chars:]
+        except OSError:
+            return "(no log)"
+
+    def tree(self) -> list[psutil.Process]:
+        """``bentoml serve`` and every process below it (workers, in their own sessions)."""
+        if self.proc is None:
+            return []
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [*root.children(recursive=True), root]
+        except psutil.NoSuchProcess:
+            return []
+
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 20) -> None:
+        """Signal the whole tree, children first, and wait until every process is gone."""
+        procs = self.tree()
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(sig)
+        _, alive = psutil.wait_procs(procs, timeout=timeout)
+        for proc in alive:  # a graceful stop that hangs ends as a kill
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=5)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """A graceful stop (SIGTERM to the tree), a kill after 20 s."""
+        self.kill(signal.SIGTERM)
+
+    def __enter__(self) -> BentoServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
