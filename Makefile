@@ -27,9 +27,16 @@ lock:
 	test -x $(BIN)/uv || ($(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install -q uv)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
+# DAGSTER_HOME's instance settings follow the checkout's dagster.yaml: copied on first use,
+# and replaced when dagster.yaml is newer than the copy and differs from it (new settings,
+# such as run_monitoring, reach an existing .dagster_home); the replaced file is kept as
+# dagster.yaml.bak-<time>, to merge back any setting of your own.
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
-	cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml || true
+	@if [ -e $@ ] && ! cmp -s dagster.yaml $@; then \
+		backup=$@.bak-$$(date +%Y%m%d-%H%M%S); cp -p $@ $$backup; \
+		echo "$@: updated from dagster.yaml; the previous file is $$backup"; fi
+	cp dagster.yaml $@
 
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m scripts.demo

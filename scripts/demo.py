@@ -64,10 +64,14 @@ def run_job(
     days: tuple[str, str] | None = None,
     run_config: dict[str, Any] | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Run one job in this process, as a single run over a partition range if given."""
-    from definitions import defs
+    """Run one job in this process, as a single run over a partition range if given.
 
-    tags = {RANGE_START: days[0], RANGE_END: days[1]} if days else None
+    The run is tagged with this process (host, pid), so that if the process is killed the
+    dead_run_sweep sensor (sensors/dead_runs.py) can mark the run failed."""
+    from definitions import defs
+    from sensors.dead_runs import process_tags
+
+    tags = {**process_tags(), **({RANGE_START: days[0], RANGE_END: days[1]} if days else {})}
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     result = defs.resolve_job_def(name).execute_in_process(
         instance=instance, tags=tags, run_config={**quiet, **(run_config or {})},

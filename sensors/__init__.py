@@ -5,10 +5,13 @@
 * :data:`sensors.drift.performance_sensor` computes realized metrics of days whose labels
   have matured;
 * :data:`sensors.landing.landing_sensor` scores each day with new landing files as one
-  micro-batch run, once the day has ended.
+  micro-batch run, once the day has ended;
+* :data:`sensors.dead_runs.dead_run_sweep` marks STARTED runs whose process was killed as
+  failed, so they stop holding run queue slots.
 """
 
+from sensors.dead_runs import dead_run_sweep
 from sensors.drift import drift_sensor, performance_sensor
 from sensors.landing import landing_sensor
 
-__all__ = ["drift_sensor", "landing_sensor", "performance_sensor"]
+__all__ = ["dead_run_sweep", "drift_sensor", "landing_sensor", "performance_sensor"]

@@ -38,10 +38,9 @@ def start_headless_run(env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def kill_mid_run(instance: dg.DagsterInstance, procs: list[subprocess.Popen],
+def wait_started(instance: dg.DagsterInstance, procs: list[subprocess.Popen],
                  timeout: float = 120) -> list[dg.DagsterRun]:
-    """Wait until each process's run is STARTED, then `kill -9` it (its main process, as a
-    user would; the Dask workers it started go with their process group afterwards)."""
+    """The runs of ``procs``, once each is STARTED (each keeps working ~20 s then)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
@@ -52,12 +51,18 @@ def kill_mid_run(instance: dg.DagsterInstance, procs: list[subprocess.Popen],
         time.sleep(0.1)
     else:
         raise AssertionError(f"only {len(runs)} of {len(procs)} runs STARTED in {timeout}s")
+    return runs
+
+
+def kill(procs: list[subprocess.Popen]) -> None:
+    """`kill -9` each main process, as a user would; the Dask workers it started go with
+    their process group afterwards."""
     for proc in procs:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-    return runs
+        assert not psutil.pid_exists(proc.pid)
 
 
 def wait_until(predicate, timeout: float, daemon: subprocess.Popen) -> bool:
@@ -83,16 +88,22 @@ def test_daemon_fails_killed_runs_and_launches_the_queued_one(tmp_path: Path) ->
                          f"      working_directory: {ROOT}\n")
     old = os.environ.get("DAGSTER_HOME")
     os.environ["DAGSTER_HOME"] = str(home)
-    daemon = None
+    # The daemon starts first, so that it loads while the runs start.
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         with dg.DagsterInstance.get() as instance:
-            procs = [start_headless_run(env) for _ in range(3)]
-            killed = kill_mid_run(instance, procs)
+            # Two runs fill max_concurrent_runs (2, dagster.yaml).
+            procs = [start_headless_run(env) for _ in range(2)]
+            killed = wait_started(instance, procs)
             # One of them claims to run on another machine sharing this instance: its
             # process cannot be checked from here, so it must be left alone.
-            elsewhere, *dead = killed
+            elsewhere, dead = killed
             instance.add_run_tags(elsewhere.run_id, {"process/host": "another-host"})
-            assert all(not psutil.pid_exists(p.pid) for p in procs)
+            kill(procs)
             launch = subprocess.run(
                 [str(Path(sys.executable).parent / "dagster"), "job", "launch", "-w",
                  str(workspace), "-j", "ingest_and_features", "--tags",
@@ -101,14 +112,11 @@ def test_daemon_fails_killed_runs_and_launches_the_queued_one(tmp_path: Path) ->
                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
             )
             assert launch.returncode == 0, launch.stdout[-2000:] + launch.stderr[-2000:]
-            (queued,) = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
-
-            daemon = subprocess.Popen(
-                [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
-                 str(workspace)],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
+            # The daemon's sweep may already have freed a slot, so the run may have left the
+            # queue by now: it is the one run besides the killed ones.
+            (queued,) = [r for r in instance.get_runs() if r.run_id not in
+                         {k.run_id for k in killed}]
+            assert instance.all_logs(queued.run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED)
 
             def status(run: dg.DagsterRun) -> dg.DagsterRunStatus:
                 return instance.get_run_by_id(run.run_id).status
@@ -116,19 +124,38 @@ def test_daemon_fails_killed_runs_and_launches_the_queued_one(tmp_path: Path) ->
             launched = wait_until(lambda: status(queued) != dg.DagsterRunStatus.QUEUED,
                                   timeout=90, daemon=daemon)
             statuses = {r.run_id: status(r).value for r in killed}
-            assert all(status(r) == dg.DagsterRunStatus.FAILURE for r in dead), statuses
+            assert status(dead) == dg.DagsterRunStatus.FAILURE, statuses
             assert launched, f"the queued run never launched; killed runs: {statuses}"
             assert status(elsewhere) == dg.DagsterRunStatus.STARTED
-            for run in dead:
-                messages = [e.message for e in instance.all_logs(
-                    run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
-                assert any(f"process {run.tags['process/pid']} on host "
-                           f"{socket.gethostname()} is gone" in m for m in messages), messages
+            messages = [e.message for e in instance.all_logs(
+                dead.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
+            assert any(f"process {dead.tags['process/pid']} on host {socket.gethostname()} "
+                       "is gone" in m for m in messages), messages
     finally:
         if old is None:
             os.environ.pop("DAGSTER_HOME", None)
         else:
             os.environ["DAGSTER_HOME"] = old
-        if daemon is not None:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(timeout=30)
+        os.killpg(daemon.pid, signal.SIGKILL)
+        daemon.wait(timeout=30)
+
+
+def test_sweep_leaves_live_and_foreign_runs_alone(tmp_path: Path) -> None:
+    """Only a gone process of this host counts: not a live one, not another host's; a pid
+    reused by a process started at another time does count."""
+    from sensors.dead_runs import HOST_TAG, PID_TAG, STARTED_TAG, fail_dead_runs, process_tags
+
+    me = process_tags()
+    with dg.DagsterInstance.ephemeral() as instance:
+        def started_run(tags: dict[str, str]) -> dg.DagsterRun:
+            return instance.create_run_for_job(dg.GraphDefinition("noop").to_job(), tags=tags,
+                                               status=dg.DagsterRunStatus.STARTED)
+
+        live = started_run(me)
+        foreign = started_run({**me, HOST_TAG: "another-host", PID_TAG: "999999999"})
+        untagged = started_run({})
+        reused = started_run({**me, STARTED_TAG: f"{float(me[STARTED_TAG]) - 3600:.2f}"})
+        assert fail_dead_runs(instance) == [reused.run_id]
+        for run in (live, foreign, untagged):
+            assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+        assert instance.get_run_by_id(reused.run_id).status == dg.DagsterRunStatus.FAILURE
