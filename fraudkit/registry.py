@@ -343,6 +343,10 @@ def main(argv: list[str] | None = None) -> None:
                 mark = "*" if version == state.get("version") else " "
                 print(f"{mark} {version}  auc_roc={metrics.get('auc_roc', float('nan')):.4f}  "
                       f"ap={metrics.get('average_precision', float('nan')):.4f}")
+            if state.get("recovered_from"):
+                print(f"{registry.champion_file} is missing: the champion {state['version']} "
+                      f"is the last one {state['recovered_from']} records; `promote "
+                      f"{state['version']}` writes the file back")
         elif args.command == "promote":
             registry.promote(args.version, reason="manual promotion")
             print(f"champion is now {args.version}")

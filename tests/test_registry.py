@@ -117,6 +117,9 @@ def test_lost_champion_file_is_recovered_from_the_event_log(
     reg.champion_file.unlink()
     assert reg.champion().version == v3
     assert reg.champion_state()["history"] == [v1, v2]
+    main(["--root", str(tmp_path), "list"])
+    listing = capsys.readouterr().out
+    assert f"* {v3}" in listing and "champion.json is missing" in listing
     main(["--root", str(tmp_path), "rollback"])
     assert f"champion is now {v2}" in capsys.readouterr().out
     assert json.loads(reg.champion_file.read_text())["history"] == [v1]
