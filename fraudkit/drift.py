@@ -24,7 +24,7 @@ import datetime as dt
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -388,9 +388,12 @@ class TriggerConfig:
     """When the loop retrains.
 
     * drift: a day whose drift share reaches ``drift_share`` is drifted; consecutive drifted
-      days form one *event*, named after its first day, which launches at most one run.
+      days form one *event*, named after its first day.
     * performance: a matured day whose realized ``performance_metric`` falls below
       ``performance_floor`` is degraded; consecutive ones form one event the same way.
+    * one *episode*, one run: an event that overlaps or touches (a day apart) the days of
+      an event already launched for the same champion is that episode again (re-reported
+      days moved its first day or split it) and launches nothing (:class:`Launched`).
     * ``cooldown_seconds``: after a launch, no other launch for this long, whatever the
       events; a skipped event is launched when the cool-down ends (if still unlaunched).
     """
@@ -490,28 +493,93 @@ def about_champion(per_day: pd.DataFrame, champion: str, after_day: str | None =
     return per_day[keep]
 
 
+def _next_day(day: str, days: int = 1) -> str:
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
+
+
+@dataclass(frozen=True)
+class Launched:
+    """An episode a retrain was launched for: the days its events have spanned so far and
+    the champion they were about.
+
+    Why days and not the event's name: an event is named after its first day, and
+    re-reported days change that (an earlier day found drifted) or split the event (a
+    middle day found normal). Any event of the same kind and champion that overlaps or
+    touches these days is the same episode; the days grow with it, so a later split of
+    the grown episode is recognised too. ``key`` is the event name the run was launched as.
+    """
+
+    kind: str
+    first_day: str
+    last_day: str
+    champion: str | None  # None: remembered by an older cursor, which kept names only
+    key: str
+
+    @classmethod
+    def of(cls, event: Event) -> Launched:
+        return cls(event.kind, event.first_day, event.last_day, event.model_version, event.key)
+
+    def covers(self, event: Event) -> bool:
+        return (event.kind == self.kind and self.champion in (None, event.model_version)
+                and event.first_day <= _next_day(self.last_day)
+                and event.last_day >= _next_day(self.first_day, -1))
+
+    def grown(self, event: Event) -> Launched:
+        return replace(self, first_day=min(self.first_day, event.first_day),
+                       last_day=max(self.last_day, event.last_day))
+
+    def as_cursor(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_cursor(cls, item: dict[str, Any] | str) -> Launched:
+        """A cursor entry; earlier cursors stored only the event name ``<kind>-<day>``."""
+        if isinstance(item, str):
+            kind, day = item.split("-", 1)
+            return cls(kind, day, day, None, item)
+        return cls(**item)
+
+
 @dataclass
 class TriggerDecision:
     launch: Event | None
     reason: str
     pending: list[Event]
+    #: The launched episodes to remember: grown by this evaluation's events, plus ``launch``.
+    launched: list[Launched] = field(default_factory=list)
 
 
-def decide_trigger(events: Sequence[Event], launched: set[str], last_launch_at: float | None,
-                   now: float, cfg: TriggerConfig) -> TriggerDecision:
-    """Pick the event to launch now, or say why none: every event already launched, or the
-    cool-down since the last launch still running. The earliest unlaunched event goes first."""
-    pending = sorted((e for e in events if e.key not in launched), key=lambda e: e.first_day)
+def decide_trigger(events: Sequence[Event], launched: Sequence[Launched],
+                   last_launch_at: float | None, now: float, cfg: TriggerConfig
+                   ) -> TriggerDecision:
+    """Pick the event to launch now, or say why none: every event part of an episode
+    already launched, or the cool-down since the last launch still running. The earliest
+    new event goes first."""
+    memory = list(launched)
+    pending: list[Event] = []
+    handled: list[str] = []
+    for event in sorted(events, key=lambda e: e.first_day):
+        same = [i for i, episode in enumerate(memory) if episode.covers(event)]
+        for i in same:
+            memory[i] = memory[i].grown(event)
+        if same:
+            handled.append(event.key if event.key == memory[same[0]].key
+                           else f"{event.key} (episode {memory[same[0]].key})")
+        else:
+            pending.append(event)
     if not pending:
         if events:
-            return TriggerDecision(None, f"{len(events)} event(s) already handled "
-                                         f"({', '.join(e.key for e in events[-3:])})", [])
-        return TriggerDecision(None, "no day crosses a threshold", [])
+            return TriggerDecision(None, f"{len(events)} event(s) already handled, each part "
+                                         f"of an episode already launched "
+                                         f"({', '.join(handled[-3:])})", [], memory)
+        return TriggerDecision(None, "no day crosses a threshold", [], memory)
     if last_launch_at is not None and now - last_launch_at < cfg.cooldown_seconds:
         left = cfg.cooldown_seconds - (now - last_launch_at)
         return TriggerDecision(None, f"cool-down: {len(pending)} event(s) wait "
-                                     f"{left:.0f}s more ({pending[0].key} first)", pending)
-    return TriggerDecision(pending[0], f"{pending[0].key}: {pending[0].detail}", pending[1:])
+                                     f"{left:.0f}s more ({pending[0].key} first)", pending,
+                               memory)
+    return TriggerDecision(pending[0], f"{pending[0].key}: {pending[0].detail}", pending[1:],
+                           [*memory, Launched.of(pending[0])])
 
 
 # -- champion / challenger gate ---------------------------------------------------------------

@@ -2,10 +2,13 @@
 retraining once per event.
 
 An *event* is a run of consecutive days whose drift share reaches the threshold (or whose
-realized metric falls below the floor), named after its first day. The run key
-``retrain-<kind>-<first day>`` makes Dagster launch at most one run per event, even if the
-days are re-reported or the sensor restarts; the cursor keeps the launched keys and the
-last launch time for the cool-down, so skip reasons can say exactly why nothing ran.
+realized metric falls below the floor), named after its first day. Re-reported days can move
+that first day or split the event, so the cursor remembers each launched *episode* by its
+days and champion (:class:`fraudkit.drift.Launched`): an event that overlaps or touches one
+is that episode and launches nothing. The run key ``retrain-<kind>-<first day>-<champion>``
+keeps Dagster from launching the same event twice should the cursor be lost. The cursor also
+keeps the last launch time for the cool-down, so skip reasons can say exactly why nothing
+ran.
 """
 
 
@@ -28,6 +31,7 @@ from assets.monitoring import (
 )
 from fraudkit import lake
 from fraudkit.drift import (
+    Launched,
     about_champion,
     decide_trigger,
     drift_events,
@@ -83,11 +87,11 @@ def drift_sensor(context: dg.SensorEvaluationContext, delta: DeltaLakeResource,
                  monitoring: MonitoringResource, registry: ModelRegistryResource):
     cfg = monitoring.trigger_config()
     state = json.loads(context.cursor) if context.cursor else {}
-    launched = set(state.get("launched", []))
+    launched = [Launched.from_cursor(item) for item in state.get("launched", [])]
     try:
         champion = registry.registry().champion()
-    except RegistryError as exc:
-        return dg.SkipReason(f"no champion to monitor yet: {exc}")
+    except RegistryError as exc:  # the message names the file, the problem and the fix
+        return dg.SkipReason(f"cannot tell which model is champion, nothing to monitor: {exc}")
     all_drift = drift_per_day(delta)
     all_perf = performance_per_day(delta)
     newest = max([str(x) for x in [*all_drift["computed_at"], *all_perf["computed_at"]]],
@@ -101,8 +105,9 @@ def drift_sensor(context: dg.SensorEvaluationContext, delta: DeltaLakeResource,
     now = time.time()
     decision = decide_trigger(events, launched, state.get("last_launch_at"), now, cfg)
     fresh = newest > state.get("seen", "")
+    remembered = [episode.as_cursor() for episode in decision.launched]
     if decision.launch is None:
-        context.update_cursor(json.dumps({**state, "seen": newest}))
+        context.update_cursor(json.dumps({**state, "seen": newest, "launched": remembered}))
         news = "new results read" if fresh else "no new results"
         return dg.SkipReason(
             f"{news} (latest {newest[:19]}; about champion {champion.version}: {len(drift)} "
@@ -110,7 +115,7 @@ def drift_sensor(context: dg.SensorEvaluationContext, delta: DeltaLakeResource,
             f"{len(all_drift) - len(drift) + len(all_perf) - len(perf)} older row(s) "
             f"ignored): {decision.reason}")
     event = decision.launch
-    context.update_cursor(json.dumps({"seen": newest, "launched": sorted(launched | {event.key}),
+    context.update_cursor(json.dumps({"seen": newest, "launched": remembered,
                                       "last_launch_at": now}))
     context.log.info(f"launching retrain for {event.key}: {decision.reason}")
     tags = {
@@ -123,7 +128,7 @@ def drift_sensor(context: dg.SensorEvaluationContext, delta: DeltaLakeResource,
         f"{TRIGGER_TAG_PREFIX}model_version": event.model_version,
         f"{TRIGGER_TAG_PREFIX}reason": decision.reason[:200],
     }
-    return dg.RunRequest(run_key=f"retrain-{event.key}", tags=tags)
+    return dg.RunRequest(run_key=f"retrain-{event.key}-{champion.version}", tags=tags)
 
 
 @dg.sensor(

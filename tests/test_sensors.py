@@ -16,9 +16,20 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from fraudkit.drift import Event, TriggerConfig, about_champion, decide_trigger
+from assets.monitoring import DRIFT_TABLE
+from fraudkit import lake
+from fraudkit.drift import (
+    DRIFT_METRICS_SCHEMA,
+    Event,
+    Launched,
+    TriggerConfig,
+    about_champion,
+    decide_trigger,
+)
+from fraudkit.model import Thresholds
 from fraudkit.registry import ModelRegistry
 from fraudkit.simulator import SimulationConfig, write_landing
 from resources import (
@@ -123,12 +134,126 @@ def test_cooldown_defers_a_second_event() -> None:
     cfg = TriggerConfig(cooldown_seconds=600)
     first = Event("drift", "2026-07-01", "2026-07-03", 3, 0.4, "v0001", "")
     second = Event("performance", "2026-07-09", "2026-07-09", 1, 0.2, "v0001", "")
-    decision = decide_trigger([first, second], {first.key}, last_launch_at=1000.0,
+    launched = [Launched.of(first)]
+    decision = decide_trigger([first, second], launched, last_launch_at=1000.0,
                               now=1300.0, cfg=cfg)
     assert decision.launch is None and "cool-down" in decision.reason
-    decision = decide_trigger([first, second], {first.key}, last_launch_at=1000.0,
+    decision = decide_trigger([first, second], launched, last_launch_at=1000.0,
                               now=1700.0, cfg=cfg)
     assert decision.launch == second
+
+
+def report_days(tables: Path, shares: dict[str, float], model_version: str = "v0001") -> None:
+    """(Re-)report days in drift_metrics the way drift_report does: each day's rows are
+    replaced (one column row per day is all the sensor needs)."""
+    uri = str(tables / DRIFT_TABLE)
+    lake.ensure_table(uri, DRIFT_METRICS_SCHEMA)
+    for day, share in shares.items():
+        row = {"column": "tx_amount", "kind": "feature", "method": "wasserstein",
+               "threshold": 0.2, "drift_score": share, "drifted": share >= 0.2,
+               "counted_in_share": True, "drift_share": share, "drifted_features": 1,
+               "monitored_features": 5, "dataset_drift": share >= 0.2,
+               "prediction_drift": False, "current_rows": 100, "current_rows_used": 100,
+               "reference_rows": 100, "model_version": model_version, "report_path": "",
+               "computed_at": dt.datetime.now(dt.UTC), "day": day}
+        lake.replace_days(uri, pa.Table.from_pylist([row], schema=DRIFT_METRICS_SCHEMA), [day])
+
+
+def small_registry(root: Path) -> ModelRegistry:
+    """A registry whose champion v0001 is a stand-in artifact (the drift sensor reads only
+    the champion's version and manifest)."""
+    registry = ModelRegistry(root)
+    version = registry.register(b"stand-in", training_data={"test_range": ["2026-06-01",
+                                                                           "2026-06-14"]},
+                                metrics={}, thresholds=Thresholds(review=0.3, decline=0.8))
+    registry.promote(version.version, reason="test")
+    return registry
+
+
+class DriftSensorTicks:
+    """Ticks the drift sensor in process, carrying its cursor like the daemon; no cool-down."""
+
+    def __init__(self, tables: Path, registry: Path) -> None:
+        self.cursor: str | None = None
+        self.resources = {"delta": DeltaLakeResource(root=str(tables)),
+                          "monitoring": MonitoringResource(performance_floor=None,
+                                                           workspace="none",
+                                                           cooldown_seconds=0),
+                          "registry": ModelRegistryResource(root=str(registry))}
+
+    def tick(self) -> dg.RunRequest | dg.SkipReason:
+        context = dg.build_sensor_context(cursor=self.cursor, resources=self.resources)
+        result = drift_sensor(context)
+        self.cursor = context.cursor
+        return result
+
+
+def test_one_drift_episode_launches_one_retrain_however_it_is_re_reported(
+        tmp_path: Path) -> None:
+    tables = tmp_path / "tables"
+    registry = small_registry(tmp_path / "registry")
+    sensor = DriftSensorTicks(tables, registry.root)
+    report_days(tables, {"2026-07-01": 0.5, "2026-07-02": 0.5, "2026-07-03": 0.5})
+    first = sensor.tick()
+    assert isinstance(first, dg.RunRequest)
+    assert first.tags["monitoring/days"] == "2026-07-01..2026-07-03"
+    for change in (
+        {"2026-06-30": 0.5},  # an earlier day re-reported drifted: starts a day sooner
+        {"2026-07-02": 0.0},  # the middle day re-reported normal: the episode splits
+        {"2026-07-04": 0.5},  # the day right after drifts too: the episode goes on
+    ):
+        report_days(tables, change)
+        skipped = sensor.tick()
+        assert isinstance(skipped, dg.SkipReason), skipped
+        assert "already launched" in skipped.skip_message, skipped.skip_message
+    # A day of no drift data in between (07-05): a new episode, launched once.
+    report_days(tables, {"2026-07-06": 0.5, "2026-07-07": 0.5})
+    second = sensor.tick()
+    assert isinstance(second, dg.RunRequest), second
+    assert second.tags["monitoring/days"] == "2026-07-06..2026-07-07"
+    assert second.run_key != first.run_key
+    assert isinstance(sensor.tick(), dg.SkipReason)
+    # A new champion: the same days scored by it are evidence about it, a new episode.
+    new = registry.register(b"stand-in 2", training_data=registry.champion().manifest[
+        "training_data"], metrics={}, thresholds=Thresholds(review=0.3, decline=0.8))
+    registry.promote(new.version, reason="test")
+    report_days(tables, {d: 0.5 for d in ("2026-07-01", "2026-07-02", "2026-07-03")},
+                model_version=new.version)
+    third = sensor.tick()
+    assert isinstance(third, dg.RunRequest), third
+    assert third.tags["monitoring/model_version"] == new.version
+    assert third.run_key not in (first.run_key, second.run_key)
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    ("garbage", "is not valid JSON"),
+    ("no version", "names no champion version"),
+    ("folder deleted", "has no manifest.json"),
+])
+def test_drift_sensor_skips_naming_the_broken_registry_file(
+        tmp_path: Path, damage: str, problem: str) -> None:
+    registry = small_registry(tmp_path / "registry")
+    if damage == "garbage":
+        registry.champion_file.write_text("{oops")
+    elif damage == "no version":
+        registry.champion_file.write_text('{"history": []}')
+    else:
+        shutil.rmtree(registry.versions_dir / "v0001")
+    skipped = DriftSensorTicks(tmp_path / "tables", registry.root).tick()
+    assert isinstance(skipped, dg.SkipReason), skipped
+    message = skipped.skip_message
+    assert str(registry.champion_file) in message and problem in message, message
+    assert "fraudkit.registry promote" in message and "materialize" not in message, message
+
+
+def test_an_older_cursor_s_launched_names_still_hold_their_episode() -> None:
+    """Cursors written before episodes were remembered by days kept "<kind>-<first day>"."""
+    [old] = [Launched.from_cursor("drift-2026-07-01")]
+    moved = Event("drift", "2026-06-30", "2026-07-02", 3, 0.4, "v0002", "")
+    decision = decide_trigger([moved], [old], None, now=0.0, cfg=TriggerConfig())
+    assert decision.launch is None and "episode drift-2026-07-01" in decision.reason
+    assert decision.launched == [Launched("drift", "2026-06-30", "2026-07-02", None,
+                                          "drift-2026-07-01")]
 
 
 def test_landing_sensor_scores_each_new_file_once(tmp_path: Path) -> None:
@@ -217,8 +342,11 @@ def test_daemon_launches_retraining_and_gate_runs(drifted: Path, tmp_path: Path)
         assert len(runs) == 1, "the daemon launched no retrain run in time"
         assert runs[0].status == dg.DagsterRunStatus.SUCCESS
         assert runs[0].tags["monitoring/trigger"] == "drift"
-        events = [e["event"] for e in ModelRegistry(data_dir / "registry").events()]
-        assert events[-1] in ("promoted", "gate_rejected")
+        # The verdict this run recorded (the copied registry already ends with a promotion,
+        # so the last event alone proves nothing): found by the run id in its trigger.
+        verdicts = [e for e in ModelRegistry(data_dir / "registry").events()
+                    if e.get("trigger", {}).get("run_id") == runs[0].run_id]
+        assert [e["event"] for e in verdicts] in (["promoted"], ["gate_rejected"]), verdicts
     finally:
         if old is None:
             os.environ.pop("DAGSTER_HOME", None)
