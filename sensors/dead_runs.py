@@ -20,17 +20,19 @@ What Dagster itself covers (dagster 1.13, see dagster.yaml):
 
 What this sweep covers, and nothing more: STARTED runs that carry the :func:`process_tags`
 of the process executing them (``scripts.demo.run_job`` adds them to every headless run),
-whose host is the host this sensor is evaluated on (``socket.gethostname()``), and whose
-process is gone: no such pid, a zombie, or a pid reused by a process started at another
-time. A run recorded on another host is never touched: its process cannot be seen from here
-(hosts sharing one Dagster storage need distinct hostnames). Runs without these tags, such
-as the daemon's own launches, are left to Dagster's mechanisms above.
+whose pids are the ones this sensor sees (same hostname, same ``/etc/machine-id`` and same
+pid namespace as the code server evaluating it), and whose process is gone: no such pid, a
+zombie, or a pid reused by a process started at another time. A run recorded on another
+host, or in another container's pid namespace, is never touched: its process cannot be seen
+from here. Runs without these tags, such as the daemon's own launches, are left to Dagster's
+mechanisms above.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import dagster as dg
 import psutil
@@ -38,6 +40,8 @@ import psutil
 #: Run tags naming the process that executes a run in-process.
 HOST_TAG = "process/host"
 PID_TAG = "process/pid"
+#: Which pid numbering the pid belongs to: machine id and pid namespace (Linux; "-" elsewhere).
+PID_SPACE_TAG = "process/pid_space"
 #: The process's start time (seconds since the epoch): a reused pid does not match it.
 STARTED_TAG = "process/started_at"
 #: Two readings of one process's start time differ by the clock tick rounding, well below 1 s.
@@ -47,17 +51,32 @@ START_TIME_TOLERANCE_S = 1.0
 INTERVAL_SECONDS = int(os.environ.get("RUN_SWEEP_INTERVAL", "30"))
 
 
+def pid_space() -> str:
+    """This machine's id and this process's pid namespace: two containers may share a
+    hostname (``--network host``) but not, unless they share it too, the pid namespace."""
+    try:
+        machine = Path("/etc/machine-id").read_text().strip() or "-"
+    except OSError:
+        machine = "-"
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = "-"
+    return f"{machine} {namespace}"
+
+
 def process_tags() -> dict[str, str]:
     """The tags that let the sweep tell whether this process still runs the run."""
     me = psutil.Process()
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(me.pid),
+    return {HOST_TAG: socket.gethostname(), PID_SPACE_TAG: pid_space(), PID_TAG: str(me.pid),
             STARTED_TAG: f"{me.create_time():.2f}"}
 
 
 def why_gone(tags: dict[str, str]) -> str | None:
     """Why the recorded process no longer runs the run, or None when it may still (alive,
-    on another host, or not recorded)."""
-    if tags.get(HOST_TAG) != socket.gethostname() or PID_TAG not in tags:
+    on another host or pid namespace, or not recorded)."""
+    if (tags.get(HOST_TAG) != socket.gethostname() or tags.get(PID_SPACE_TAG) != pid_space()
+            or PID_TAG not in tags):
         return None
     pid = int(tags[PID_TAG])
     try:

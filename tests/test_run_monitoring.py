@@ -143,7 +143,14 @@ def test_daemon_fails_killed_runs_and_launches_the_queued_one(tmp_path: Path) ->
 def test_sweep_leaves_live_and_foreign_runs_alone(tmp_path: Path) -> None:
     """Only a gone process of this host counts: not a live one, not another host's; a pid
     reused by a process started at another time does count."""
-    from sensors.dead_runs import HOST_TAG, PID_TAG, STARTED_TAG, fail_dead_runs, process_tags
+    from sensors.dead_runs import (
+        HOST_TAG,
+        PID_SPACE_TAG,
+        PID_TAG,
+        STARTED_TAG,
+        fail_dead_runs,
+        process_tags,
+    )
 
     me = process_tags()
     with dg.DagsterInstance.ephemeral() as instance:
@@ -153,9 +160,11 @@ def test_sweep_leaves_live_and_foreign_runs_alone(tmp_path: Path) -> None:
 
         live = started_run(me)
         foreign = started_run({**me, HOST_TAG: "another-host", PID_TAG: "999999999"})
+        container = started_run({**me, PID_SPACE_TAG: "other-machine pid:[1]",
+                                 PID_TAG: "999999999"})
         untagged = started_run({})
         reused = started_run({**me, STARTED_TAG: f"{float(me[STARTED_TAG]) - 3600:.2f}"})
         assert fail_dead_runs(instance) == [reused.run_id]
-        for run in (live, foreign, untagged):
+        for run in (live, foreign, container, untagged):
             assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
         assert instance.get_run_by_id(reused.run_id).status == dg.DagsterRunStatus.FAILURE
