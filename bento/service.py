@@ -73,12 +73,27 @@ from fraudkit.online import (
     to_time_us,
 )
 from fraudkit.schema import INT64_MAX, INT64_MIN
+from fraudkit.store import StoreError, open_store
 
 log = logging.getLogger("fraud_service")
 #: The service's settings, read from the environment once per process (the request models
 #: below need the batch limit at import time, and the API key never changes).
 CONFIG = OnlineConfig.from_env()
 MAX_BATCH = CONFIG.max_batch
+
+
+def _refuse_a_store_it_cannot_open() -> None:
+    """In ``bentoml serve``'s own process, before any worker starts: open the online store
+    once, and exit with its error (which names ONLINE_STORE_URL) if it cannot be opened.
+    A worker failing the same check would be restarted by BentoML forever."""
+    if Path(sys.argv[0]).name == "bentoml" and sys.argv[1:2] == ["serve"]:
+        try:
+            open_store(CONFIG.store_url).close()
+        except StoreError as exc:
+            raise SystemExit(f"the fraud service cannot start: {exc}") from None
+
+
+_refuse_a_store_it_cannot_open()
 #: The champion packed by `bentoml build` (see ``bundle_champion``); a Bento sets
 #: FRAUD_BUNDLED_REGISTRY=1 (bentofile envs) to serve it when DATA_DIR has no registry.
 BUNDLED_REGISTRY = Path(__file__).resolve().parent / "registry"
@@ -143,6 +158,9 @@ class ScoreResult(BaseModel):
     model_version: str = Field(description=f"registry version, or {FALLBACK_VERSION!r}")
     thresholds: dict[str, float] | None
     fallback: bool = Field(description="true when the rules decided (no usable model)")
+    degraded: bool = Field(description="true when the online store could not be read or "
+                           "written: the customer windows may miss recent transactions and "
+                           "the decision waits in the worker's memory until the store is back")
     features: dict[str, float] = Field(description=", ".join(FEATURE_COLUMNS))
 
 
@@ -208,6 +226,12 @@ HTTP_SECONDS = prom.Histogram(
     name="fraud_http_request_seconds", documentation="Handler latency by route",
     labelnames=["route"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+DEGRADED = prom.Counter(
+    name="fraud_degraded_total", documentation="Transactions answered while the online "
+    "store could not be read or written (answers flagged degraded)")
+STORE_BUFFERED = prom.Gauge(
+    name="fraud_store_buffered_rows", documentation="Decisions waiting in a worker's "
+    "memory for the online store to come back", multiprocess_mode="sum")
 MODEL_INFO = prom.Gauge(
     name="fraud_model_info", documentation="1 for the model version being served",
     labelnames=["model_version"], multiprocess_mode="max")
@@ -224,14 +248,14 @@ class Drainer:
 
     def __init__(self, scorer: OnlineScorer) -> None:
         self.scorer = scorer
-        self.pending: list[tuple[list[Row], asyncio.Future]] = []
+        self.pending: list[tuple[list[Row], asyncio.Future, int]] = []
         self.scheduled = False
         self.served_version: str | None = None
 
     async def submit(self, rows: list[Row]) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
-        self.pending.append((rows, future))
+        self.pending.append((rows, future, time.time_ns() // 1000))  # received, for the log
         if not self.scheduled:
             self.scheduled = True
             loop.create_task(self._drain_soon())
@@ -251,26 +275,30 @@ class Drainer:
         # content (a client's retry) is scored once and both callers get that answer; with
         # different content it starts a new call, because compute_features needs distinct ids.
         rows: dict[int, Row] = {}
+        received: list[int] = []
         positions: dict[int, int] = {}
         waiters: list[tuple[asyncio.Future, list[int]]] = []
-        for new, future in pending:
+        for new, future, received_us in pending:
             if any(r[0] in rows and rows[r[0]] != r for r in new):
-                self._score(list(rows.values()), waiters)
-                rows, positions, waiters = {}, {}, []
+                self._score(list(rows.values()), received, waiters)
+                rows, received, positions, waiters = {}, [], {}, []
             for r in new:
                 if r[0] not in rows:
                     rows[r[0]] = r
+                    received.append(received_us)
                     positions[r[0]] = len(positions)
             waiters.append((future, [positions[r[0]] for r in new]))
-        self._score(list(rows.values()), waiters)
+        self._score(list(rows.values()), received, waiters)
 
-    def _score(self, rows: list[Row], waiters: list[tuple[asyncio.Future, list[int]]]) -> None:
+    def _score(self, rows: list[Row], received: list[int],
+               waiters: list[tuple[asyncio.Future, list[int]]]) -> None:
+        """Score, log the decisions in the online store (before any answer), answer."""
         if not rows:
             return
         started = time.perf_counter()
         req = Requests.from_rows(rows)
         try:
-            scored = self.scorer.score(req)
+            scored = self.scorer.score(req, received)
             answers = scored.rows(req)
         except Exception as exc:  # noqa: BLE001 - answer every waiter, never hang
             log.exception("scoring failed")
@@ -298,6 +326,9 @@ class Drainer:
                           model_version=scored.model_version).inc(decisions.count(decision))
         if scored.fallback:
             FALLBACKS.inc(len(decisions))
+        if scored.degraded:
+            DEGRADED.inc(len(decisions))
+        STORE_BUFFERED.set(self.scorer.decisions.buffered)
 
 
 def _json(content: Any, status_code: int = 200) -> Response:
@@ -523,6 +554,8 @@ async def metrics() -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    if _SERVICE is not None:
+        STORE_BUFFERED.set(_SERVICE.scorer.decisions.buffered)
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)
@@ -599,7 +632,9 @@ async def docs_json(_: Request) -> Response:
 
 @bentoml.service(
     name="fraud_service",
-    workers=1,
+    # ONLINE_WORKERS processes share the online store (SQLite file or Redis), so every
+    # worker sees the transactions the others scored.
+    workers=CONFIG.workers,
     # A request slower than 2 s is far past a card terminal's 100 ms budget. The timeout
     # also bounds BentoML's per-request timers: with 30 s, ~120k of them were pending at
     # 4,000 req/s and garbage-collector passes over them pushed p99 past 100 ms.

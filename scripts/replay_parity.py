@@ -63,7 +63,7 @@ class ParityReport:
         return (f"parity {self.rate:.2%} ({self.matched}/{self.transactions} transactions), "
                 f"largest feature difference {self.max_feature_diff:.3g}, largest score "
                 f"difference {self.max_score_diff:.3g}, {self.seconds:.1f}s"
-                + (f"; killed (SIGKILL, whole tree) and restarted after {self.crashed_at}"
+                + (f"; crashed after {self.crashed_at} and went on"
                    if self.crashed_at is not None else "")
                 + (f"; {self.logged}/{self.transactions} answers in the decision log"
                    if self.logged is not None else ""))
@@ -76,11 +76,13 @@ def _read(uri: str, days: list[str]) -> pd.DataFrame:
 def replay(url: str, first: str, last: str, settings: Settings | None = None,
            chunk: int = 200, single_every: int = 50, headers: dict | None = None,
            client: httpx.Client | None = None, crash_at: int | None = None,
-           crash: Callable[[], None] | None = None) -> ParityReport:
+           crash: Callable[[], None] | None = None, keepalive: bool = True) -> ParityReport:
     """Send the raw transactions of ``first..last`` to the service; compare every answer.
 
     With ``crash_at``, ``crash()`` runs once ``crash_at`` transactions are answered (kill
-    and restart the service, or its store) before the replay goes on."""
+    and restart the service, or its store) before the replay goes on. Without
+    ``keepalive`` each request opens its own connection, so the requests spread over all
+    the service's workers (one connection stays with one worker)."""
     settings = settings or Settings.from_env()
     days = lake.day_range(first, last)
     raw = _read(settings.table_uri("raw_transactions"), days)
@@ -95,7 +97,9 @@ def replay(url: str, first: str, last: str, settings: Settings | None = None,
         for r, t in zip(raw.itertuples(index=False), times, strict=True)
     ]
     own = client is None
-    client = client or httpx.Client(base_url=url, timeout=60, headers=headers)
+    client = client or httpx.Client(
+        base_url=url, timeout=60, headers=headers,
+        limits=httpx.Limits(max_keepalive_connections=None if keepalive else 0))
     answers: list[dict] = []
     started = time.perf_counter()
     try:
@@ -165,9 +169,9 @@ def replay(url: str, first: str, last: str, settings: Settings | None = None,
     return report
 
 
-def logged_ids(settings: Settings, days: list[str]) -> set[int]:
+def logged_ids(store_url: str, days: list[str]) -> set[int]:
     """Transaction ids in the online store's decision log for these days."""
-    store = open_store(settings.online_store_url)
+    store = open_store(store_url)
     try:
         return {i for day in days
                 for i in store.day_decisions(day)["transaction_id"].to_pylist()}
@@ -194,12 +198,14 @@ def replay_with_crash(first: str, last: str, crash_at: int, chunk: int = 200,
 
     try:
         report = replay(server.url, first, last, settings, chunk=chunk,
-                        single_every=single_every, crash_at=crash_at, crash=crash)
+                        single_every=single_every, crash_at=crash_at, crash=crash,
+                        keepalive=False)
     finally:
         server.stop()
     days = lake.day_range(first, last)
     raw = _read(settings.table_uri("raw_transactions"), days)["transaction_id"]
-    report.logged = len(logged_ids(settings, days) & set(raw.tolist()))
+    store_url = env.get("ONLINE_STORE_URL") or settings.online_store_url
+    report.logged = len(logged_ids(store_url, days) & set(raw.tolist()))
     if report.logged != report.transactions:
         report.mismatches.append(f"only {report.logged} of {report.transactions} answered "
                                  "transactions are in the online store's decision log")

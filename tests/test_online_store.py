@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pytest
 from deltalake import DeltaTable
 
 from fraudkit import lake
@@ -61,33 +60,46 @@ def _assert_equal_to_batch(got: dict[str, np.ndarray], ids: np.ndarray, data_dir
                                        err_msg=name)
 
 
-@pytest.fixture(scope="module")
-def store_at_cutoff(small_pipeline: Path) -> OnlineFeatureStore:
-    snap = load_history(str(small_pipeline / "tables" / "raw_transactions"), 7, CUTOFF)
-    assert snap.loaded and snap.last_day == CUTOFF
-    return OnlineFeatureStore(7, snap)
+def _scorer_at_cutoff(small_pipeline: Path, tmp_path: Path) -> OnlineScorer:
+    """A scorer whose history stops at CUTOFF, logging to a SQLite store in ``tmp_path``."""
+    settings = Settings(data_dir=tmp_path / "data", start_date="2026-05-01",
+                        end_date="2026-07-31", label_delay_days=7)
+    scorer = OnlineScorer(OnlineConfig(
+        settings=settings, registry_dir=small_pipeline / "registry", cutoff=CUTOFF,
+        store_url=f"sqlite:///{tmp_path / 'store.sqlite3'}"))
+    scorer.raw_uri = str(small_pipeline / "tables" / "raw_transactions")
+    scorer.refresh_history(force=True)
+    return scorer
 
 
-def test_replay_one_by_one_equals_batch(small_pipeline: Path) -> None:
-    snap = load_history(str(small_pipeline / "tables" / "raw_transactions"), 7, CUTOFF)
-    store = OnlineFeatureStore(7, snap)
-    frame = _raw(small_pipeline, REPLAY)
-    req = _requests(frame)
+def test_replay_one_by_one_equals_batch(small_pipeline: Path, tmp_path: Path) -> None:
+    """Each request is scored and logged alone: the next ones read it back from the store."""
+    scorer = _scorer_at_cutoff(small_pipeline, tmp_path)
+    req = _requests(_raw(small_pipeline, REPLAY))
     parts = []
     for i in range(len(req)):
         one = Requests(*(getattr(req, f)[i:i + 1] for f in
                          ("transaction_id", "tx_time_us", "customer_id", "terminal_id",
                           "tx_amount")))
-        parts.append(store.features(one))
-        store.record(one)
+        scored = scorer.score(one)
+        assert not scored.degraded
+        parts.append(scored.features)
     got = {n: np.concatenate([p[n] for p in parts]) for n in FEATURE_COLUMNS}
     _assert_equal_to_batch(got, req.transaction_id, small_pipeline, REPLAY)
+    # a new scorer on the same store (a restart, or a second worker) sees the same stream
+    again = _scorer_at_cutoff(small_pipeline, tmp_path)
+    last = Requests(*(getattr(req, f)[-1:] for f in ("transaction_id", "tx_time_us",
+                                                      "customer_id", "terminal_id",
+                                                      "tx_amount")))
+    feats, ok = again.store.features(last)
+    assert ok
+    _assert_equal_to_batch(feats, last.transaction_id, small_pipeline, REPLAY)
 
 
 def test_replay_as_one_batch_equals_batch(small_pipeline: Path) -> None:
     snap = load_history(str(small_pipeline / "tables" / "raw_transactions"), 7, CUTOFF)
     req = _requests(_raw(small_pipeline, REPLAY))
-    got = OnlineFeatureStore(7, snap).features(req)
+    got, _ = OnlineFeatureStore(7, snap).features(req)
     _assert_equal_to_batch(got, req.transaction_id, small_pipeline, REPLAY)
 
 
@@ -96,27 +108,26 @@ def test_store_holding_the_future_gives_the_same_answer(small_pipeline: Path) ->
     count. (The store covers requests from MARGIN_DAYS before its newest day onwards.)"""
     snap = load_history(str(small_pipeline / "tables" / "raw_transactions"), 7, "2026-06-23")
     req = _requests(_raw(small_pipeline, REPLAY))
-    got = OnlineFeatureStore(7, snap).features(req)
+    got, _ = OnlineFeatureStore(7, snap).features(req)
     _assert_equal_to_batch(got, req.transaction_id, small_pipeline, REPLAY)
 
 
-def test_retry_does_not_count_twice(store_at_cutoff: OnlineFeatureStore) -> None:
-    store = OnlineFeatureStore(7, store_at_cutoff.snapshot)
+def test_retry_does_not_count_twice(small_pipeline: Path, tmp_path: Path) -> None:
+    scorer = _scorer_at_cutoff(small_pipeline, tmp_path)
     t = to_time_us(dt.datetime(2026, 6, 21, 12, tzinfo=dt.UTC))
     first = Requests.from_rows([(5_000_000, t, 3, 4, 10.0)])
-    before = store.features(first)["customer_nb_tx_1d"][0]
-    store.record(first)
-    again = store.features(first)["customer_nb_tx_1d"][0]
-    store.record(first)
+    before = scorer.score(first).features["customer_nb_tx_1d"][0]
+    again = scorer.score(first).features["customer_nb_tx_1d"][0]
     later = Requests.from_rows([(5_000_001, t + 1, 3, 4, 20.0)])
     assert before == again
-    assert store.features(later)["customer_nb_tx_1d"][0] == before + 1
+    assert scorer.score(later).features["customer_nb_tx_1d"][0] == before + 1
+    assert scorer.decisions.store.day_counts() == {"2026-06-21": 2}
 
 
 def test_cold_start_unknown_entities() -> None:
     store = OnlineFeatureStore(7)  # nothing loaded at all
     t = to_time_us(dt.datetime(2026, 6, 21, 3, tzinfo=dt.UTC))
-    feats = store.features(Requests.from_rows([(1, t, 10**12, 10**12, 42.5)]))
+    feats, _ = store.features(Requests.from_rows([(1, t, 10**12, 10**12, 42.5)]))
     assert feats["customer_nb_tx_30d"][0] == 1 and feats["customer_avg_amount_1d"][0] == 42.5
     assert feats["terminal_nb_tx_30d"][0] == 0 and feats["terminal_risk_30d"][0] == 0.0
     assert feats["tx_during_night"][0] == 1
@@ -199,25 +210,6 @@ def test_background_refresh_swaps_in_a_new_table_version(small_pipeline: Path,
     assert after.rows == before.rows + last.num_rows - oldest
     assert scorer.refresh_errors == 0
     assert not scorer.refresh_history()  # nothing newer: no reload
-
-
-def test_stream_log_keeps_only_the_retention_window() -> None:
-    from fraudkit.online import StreamLog
-
-    log = StreamLog(retention_days=3)
-    day = 86_400_000_000
-    t0 = to_time_us(dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC))
-    for i in range(6):  # one transaction a day for customer 1 at terminal 2
-        log.append(Requests.from_rows([(100 + i, t0 + i * day, 1, 2, 10.0)]))
-    kept = sorted(r[0] for r in log.rows_for(np.array([1]), np.array([], dtype=np.int64)))
-    assert kept == [102, 103, 104, 105]  # the newest day and the 3 days before it
-    log.append(Requests.from_rows([(99, t0, 1, 2, 10.0)]))  # far too old to matter: ignored
-    assert log.size == 4
-    log.append(Requests.from_rows([(105, t0 + 5 * day, 1, 2, 12.0)]))  # a retry replaces
-    assert log.size == 4
-    # By customer and by terminal: the same (replaced) row through both indexes.
-    amounts = [r[4] for r in log.rows_for(np.array([1]), np.array([2])) if r[0] == 105]
-    assert amounts == [12.0, 12.0]
 
 
 def _scorer(small_pipeline: Path, tmp_path: Path) -> tuple[OnlineScorer, Path]:

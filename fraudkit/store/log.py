@@ -54,14 +54,15 @@ def decision_rows(
     fallback: bool,
     shadow: tuple[str, np.ndarray] | None,
     received_us: Sequence[int],
-    latency_ms: float,
+    decided_us: int,
     worker: str,
     degraded: bool,
 ) -> list[tuple]:
     """Tuples in :data:`~fraudkit.store.DECISION_COLUMNS` order, one per request.
 
     ``request`` holds the raw fields (``tx_datetime`` as microseconds); counts are logged
-    as integers, like the batch features table.
+    as integers, like the batch features table. The latency of a row is from its
+    ``received_us`` (the body parsed) to ``decided_us`` (its decision about to be written).
     """
     n = len(scores)
     times = request["tx_datetime"].tolist()
@@ -76,12 +77,12 @@ def decision_rows(
         "decision": list(decisions),
         "shadow_score": shadow_scores,
         "received_at": list(received_us),
+        "latency_ms": [(decided_us - r) / 1000.0 for r in received_us],
         "day": [day_of(t) for t in times],
     }
     constant = {"threshold_review": review, "threshold_decline": decline,
                 "model_version": model_version, "fallback": fallback,
-                "shadow_version": shadow_version, "latency_ms": latency_ms,
-                "worker": worker, "degraded": degraded}
+                "shadow_version": shadow_version, "worker": worker, "degraded": degraded}
     ordered = [columns[c] if c in columns else [constant[c]] * n for c in DECISION_COLUMNS]
     return list(zip(*ordered, strict=True))
 
@@ -161,6 +162,18 @@ class DecisionLog:
                 del self._buffer[:over]
                 self.dropped += over
                 log.error("decision buffer full: dropped the %d oldest rows", over)
+
+    def check(self) -> bool:
+        """Ping the store (the background thread does, between requests), so a worker
+        with no traffic also reports an outage on /readyz; True when healthy."""
+        if self.degraded:
+            return self.flush()
+        try:
+            self.store.ping()
+            return True
+        except StoreUnavailable as exc:
+            self._fail(exc)
+            return False
 
     def flush(self) -> bool:
         """Write the buffer, oldest first; True when the store is healthy again."""

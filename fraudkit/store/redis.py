@@ -119,7 +119,7 @@ class RedisStore(OnlineStore):
                             "&".join(f"{k}={v[0]}" for k, v in query.items()), ""))
         shown = mask(url)
         try:
-            client = redis.Redis.from_url(clean, socket_timeout=2.0,
+            client = redis.Redis.from_url(clean, socket_timeout=1.0,
                                           socket_connect_timeout=2.0, decode_responses=True)
             client.ping()
             aof = client.config_get("appendonly").get("appendonly")

@@ -1,0 +1,273 @@
+"""The scorer: features, the champion's scores (or the rules), the decision log, refresh."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fraudkit import lake
+from fraudkit.config import Settings
+from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS, feature_matrix
+from fraudkit.model import Thresholds, decide
+from fraudkit.online.champion import FALLBACK_VERSION, ChampionWatcher, fallback_scores
+from fraudkit.online.feature_store import OnlineFeatureStore, Requests
+from fraudkit.online.history import load_history
+from fraudkit.online.predictions import PredictionIndex
+from fraudkit.store import open_store
+from fraudkit.store.log import DecisionLog, decision_rows
+
+log = logging.getLogger("fraudkit.online")
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """Online settings from the environment (see the README's service section)."""
+
+    settings: Settings
+    registry_dir: Path
+    cutoff: str | None = None
+    champion_poll_s: float = 0.5
+    table_poll_s: float = 10.0
+    max_batch: int = 1000
+    api_key: str | None = None
+    #: ``ONLINE_STORE_URL``: the online store every worker shares (see fraudkit.store).
+    store_url: str = ""
+    #: ``ONLINE_WORKERS``: worker processes of one service on one host.
+    workers: int = 1
+
+    @classmethod
+    def from_env(cls) -> OnlineConfig:
+        cutoff = os.environ.get("ONLINE_STORE_CUTOFF") or None
+        if cutoff is not None:
+            try:
+                dt.date.fromisoformat(cutoff)
+            except ValueError as exc:
+                raise ValueError(f"ONLINE_STORE_CUTOFF={cutoff!r} is not a day; use "
+                                 "YYYY-MM-DD (or unset it to load the newest days)") from exc
+        settings = Settings.from_env()
+        registry = os.environ.get("FRAUD_REGISTRY_DIR")
+        return cls(
+            settings=settings,
+            registry_dir=Path(registry).resolve() if registry else settings.registry_dir,
+            cutoff=cutoff,
+            champion_poll_s=_env_number("ONLINE_CHAMPION_POLL_S", cls.champion_poll_s, float),
+            table_poll_s=_env_number("ONLINE_TABLE_POLL_S", cls.table_poll_s, float),
+            max_batch=_env_number("ONLINE_MAX_BATCH", cls.max_batch, int),
+            api_key=os.environ.get("FRAUD_API_KEY") or None,
+            store_url=settings.online_store_url,
+            workers=_env_number("ONLINE_WORKERS", cls.workers, int),
+        )
+
+
+def _env_number(name: str, default: float, kind: type) -> Any:
+    """A positive number from the environment, with an error that names the variable."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:
+        raise ValueError(f"{name}={raw!r}: expected a positive "
+                         f"{'integer' if kind is int else 'number'} (default {default})")
+    return value
+
+
+@dataclass
+class Scored:
+    """Scores of one call: arrays aligned with the requests."""
+
+    scores: np.ndarray
+    decisions: np.ndarray
+    model_version: str
+    thresholds: Thresholds | None
+    fallback: bool
+    features: dict[str, np.ndarray]
+    #: True when the online store could not be read or written for these requests.
+    degraded: bool = False
+
+    def rows(self, req: Requests) -> list[dict[str, Any]]:
+        """JSON-ready answers; counts as ints, the rest as floats (exact repr)."""
+        feats = {name: (self.features[name].tolist()) for name in FEATURE_COLUMNS}
+        ints = [n for n in FEATURE_COLUMNS if n in COUNT_COLUMNS]
+        for name in ints:
+            feats[name] = [int(v) for v in feats[name]]
+        thresholds = self.thresholds.as_dict() if self.thresholds else None
+        ids = req.transaction_id.tolist()
+        scores = self.scores.tolist()
+        decisions = self.decisions.tolist()
+        return [
+            {
+                "transaction_id": ids[i],
+                "score": scores[i],
+                "decision": decisions[i],
+                "model_version": self.model_version,
+                "thresholds": thresholds,
+                "fallback": self.fallback,
+                "degraded": self.degraded,
+                "features": {name: feats[name][i] for name in FEATURE_COLUMNS},
+            }
+            for i in range(len(ids))
+        ]
+
+
+@dataclass
+class OnlineScorer:
+    """Features + champion model + fallback + decision log, and their background refresh.
+
+    Opening the online store is part of construction: a store that cannot be opened is a
+    :class:`fraudkit.store.StoreError` naming ``ONLINE_STORE_URL``, so the service refuses
+    to start instead of keeping its state in memory.
+    """
+
+    config: OnlineConfig
+    decisions: DecisionLog = field(init=False)
+    store: OnlineFeatureStore = field(init=False)
+    watcher: ChampionWatcher = field(init=False)
+    predictions: PredictionIndex | None = field(init=False, default=None)
+    refresh_errors: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        s = self.config.settings
+        self.decisions = DecisionLog(open_store(self.config.store_url or s.online_store_url))
+        self.store = OnlineFeatureStore(s.label_delay_days, recent=self.decisions)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.watcher = ChampionWatcher(self.config.registry_dir)
+        self.raw_uri = s.table_uri("raw_transactions")
+        self.predictions_uri = s.table_uri("batch_predictions")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # state ------------------------------------------------------------------------------
+    def load(self) -> None:
+        """First load, in the caller's thread (the service's startup)."""
+        self.watcher.poll()
+        self.refresh_history(force=True)
+        self.refresh_predictions(force=True)
+
+    def refresh_history(self, force: bool = False) -> bool:
+        version = lake.table_version(self.raw_uri)
+        if not force and version == self.store.snapshot.table_version:
+            return False
+        started = time.perf_counter()
+        snap = load_history(self.raw_uri, self.store.label_delay_days, self.config.cutoff)
+        self.store.swap(snap)
+        log.info("feature history: %d rows of %s..%s (raw table version %s) in %.2fs",
+                 snap.rows, snap.first_day, snap.last_day, snap.table_version,
+                 time.perf_counter() - started)
+        return True
+
+    def refresh_predictions(self, force: bool = False) -> bool:
+        version = lake.table_version(self.predictions_uri)
+        current = self.predictions.table_version if self.predictions else None
+        if not force and version == current:
+            return False
+        self.predictions = PredictionIndex.load(self.predictions_uri)
+        return True
+
+    def start(self) -> None:
+        """Poll the registry and the tables in a daemon thread until :meth:`stop`."""
+        self._thread = threading.Thread(target=self._run, name="online-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.decisions.flush()
+
+    def _run(self) -> None:
+        next_tables = time.monotonic() + self.config.table_poll_s
+        while not self._stop.wait(self.config.champion_poll_s):
+            try:
+                self.decisions.check()  # flushes the buffer once the store is back
+                self.watcher.poll()
+                if time.monotonic() >= next_tables:
+                    next_tables = time.monotonic() + self.config.table_poll_s
+                    self.refresh_history()
+                    self.refresh_predictions()
+            except Exception:  # noqa: BLE001 - keep serving the state we have
+                self.refresh_errors += 1
+                log.exception("online refresh failed; serving the previous state")
+
+    @property
+    def ready(self) -> bool:
+        """Serving champion.json's version, its file intact, the history loaded, and the
+        online store taking writes (a degraded worker asks to be drained)."""
+        watcher = self.watcher
+        return (watcher.serving_champion and watcher.last_error is None
+                and self.store.snapshot.loaded and not self.decisions.degraded)
+
+    def status(self) -> dict[str, Any]:
+        """What is served, and why it is not ready (``model_error``); no absolute paths."""
+        snap = self.store.snapshot
+        current = self.watcher.current
+        return {
+            "model_version": current.version if current else None,
+            "champion_version": self.watcher.champion_version,
+            "serving_champion": self.watcher.serving_champion,
+            "model_error": self.watcher.last_error,
+            "feature_rows": snap.rows,
+            "feature_days": [snap.first_day, snap.last_day],
+            "raw_table_version": snap.table_version,
+            "online_store": {
+                "backend": self.decisions.store.backend,
+                "degraded": self.decisions.degraded,
+                "buffered_rows": self.decisions.buffered,
+                "dropped_rows": self.decisions.dropped,
+                "error": self.decisions.last_error,
+            },
+            "worker": self.worker,
+            "cutoff": self.config.cutoff,
+            "predictions_table_version": self.predictions.table_version
+            if self.predictions else None,
+        }
+
+    # scoring ----------------------------------------------------------------------------
+    def score(self, req: Requests, received_us: list[int] | None = None) -> Scored:
+        """Features, the champion's scores (or the rules), and the decisions logged.
+
+        The decisions are in the online store (or, degraded, in the buffer) when this
+        returns, so the caller may answer. ``received_us`` is when each request arrived
+        (wall clock, microseconds); request ``transaction_id`` values must be distinct.
+        """
+        feats, read_ok = self.store.features(req)
+        scored = self._model_scores(feats)
+        scored.degraded = not read_ok
+        now_us = time.time_ns() // 1000
+        rows = decision_rows(
+            {"transaction_id": req.transaction_id, "tx_datetime": req.tx_time_us,
+             "customer_id": req.customer_id, "terminal_id": req.terminal_id,
+             "tx_amount": req.tx_amount},
+            feats, scored.scores, scored.decisions.tolist(),
+            model_version=scored.model_version,
+            thresholds=(scored.thresholds.review, scored.thresholds.decline)
+            if scored.thresholds else None,
+            fallback=scored.fallback, shadow=None,
+            received_us=received_us if received_us is not None else [now_us] * len(req),
+            decided_us=now_us, worker=self.worker, degraded=scored.degraded)
+        if not self.decisions.record(rows):
+            scored.degraded = True
+        return scored
+
+    def _model_scores(self, feats: dict[str, np.ndarray]) -> Scored:
+        current = self.watcher.current
+        if current is not None:
+            try:
+                scores = current.model.predict(feature_matrix(feats))
+                return Scored(scores, decide(scores, current.thresholds), current.version,
+                              current.thresholds, False, feats)
+            except Exception:  # noqa: BLE001 - a model failure must not fail the request
+                log.exception("model %s failed to score; using the fallback rules",
+                              current.version)
+        scores, decisions = fallback_scores(feats)
+        return Scored(scores, decisions, FALLBACK_VERSION, None, True, feats)
