@@ -14,7 +14,10 @@ from fraudkit.schema import (
     RAW_SCHEMA,
     LandingFileError,
     check_landing_file,
+    day_of_file,
     landing_files_for_day,
+    skip_reason,
+    skipped_files,
 )
 from resources import DaskResource, DeltaLakeResource, LandingZoneResource
 
@@ -67,12 +70,21 @@ def raw_transactions(
     # The files are listed once here and handed to the tasks, so the files checked below
     # are the files ingested.
     files = {d: landing_files_for_day(landing_dir, d) for d in days}
+    # Files of these days (or of no day) that no run reads: named, never dropped silently.
+    skipped = skipped_files(landing_dir, days)
+    skipped_note = "; ".join(f"{p.relative_to(landing_dir)}: {skip_reason(p)}"
+                             for p in skipped[:20]) + (" ..." if len(skipped) > 20 else "")
+    if skipped:
+        context.log.warning(f"{len(skipped)} file(s) in {landing_dir} skipped: {skipped_note}")
     missing = [d for d in days if not files[d]]
     if missing:
+        unread = [p.name for p in skipped if day_of_file(p) in missing][:5]
         raise dg.Failure(
             f"no landing file for {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
             f" in {landing_dir}: each day needs a file whose name contains the day "
-            "(e.g. transactions_2026-05-01.parquet); nothing was written"
+            "(e.g. transactions_2026-05-01.parquet, .csv or .csv.gz, in any case)"
+            + (f"; skipped there: {', '.join(unread)}" if unread else "")
+            + "; nothing was written"
         )
     # Every file's header first, so a bad header late in a back-fill fails the run before
     # any chunk of it is written.
@@ -120,6 +132,7 @@ def raw_transactions(
             "dagster/row_count": sum(kept.values()),
             "rows_in": rows_in,
             "landing_files": sum(s["files"] for s in per_day.values()),
+            "skipped_files": dg.MetadataValue.text(skipped_note or "none"),
             "table_version": raw_version,
             "table_uri": dg.MetadataValue.path(tables.raw),
             "seconds": round(sum(r["seconds"] for r in results), 2),

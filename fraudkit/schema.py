@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 RAW_COLUMNS: tuple[str, ...] = (
@@ -59,7 +60,13 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 
 _DAY_IN_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})")
-LANDING_SUFFIXES = (".parquet", ".csv")
+#: What counts as a landing file, for the ingest and the landing sensor alike: a name that
+#: ends in one of these, in any case (``.CSV``, ``.Parquet``); ``.csv.gz`` is gzip-compressed
+#: CSV. Every other file in the landing folder is skipped, with a warning naming it.
+LANDING_SUFFIXES = (".parquet", ".csv", ".csv.gz")
+#: The contract's integer columns: read and checked as exact int64, never through float.
+INT_COLUMNS = ("transaction_id", "customer_id", "terminal_id", "tx_fraud")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class LandingFileError(ValueError):
@@ -72,14 +79,50 @@ def day_of_file(path: Path) -> str | None:
     return match.group(1) if match else None
 
 
+def landing_suffix(path: Path) -> str | None:
+    """The :data:`LANDING_SUFFIXES` entry that ``path``'s name ends with (case-insensitive),
+    or None when it is not a landing file."""
+    name = path.name.lower()
+    return next((s for s in LANDING_SUFFIXES if name.endswith(s)), None)
+
+
+def is_landing_file(path: Path) -> bool:
+    """Whether ingest reads ``path``: a landing suffix and a day in its name. The landing
+    sensor and the ingest asset both decide with this."""
+    return landing_suffix(path) is not None and day_of_file(path) is not None
+
+
+def skip_reason(path: Path) -> str:
+    """Why ingest does not read ``path`` (a file that is not :func:`is_landing_file`)."""
+    if landing_suffix(path) is None:
+        return (f"not a landing file (the name must end in "
+                f"{', '.join(LANDING_SUFFIXES)}, in any case)")
+    return "no day (YYYY-MM-DD) in its name"
+
+
 def landing_files_for_day(landing_dir: Path, day: str) -> list[Path]:
-    """Landing files of one day, in name order (``*<day>*.parquet`` or ``.csv``)."""
+    """Landing files of one day, in name order (``*<day>*`` with a landing suffix)."""
     if not landing_dir.exists():
         return []
     return sorted(
         p
         for p in landing_dir.rglob(f"*{day}*")
-        if p.is_file() and p.suffix in LANDING_SUFFIXES and day_of_file(p) == day
+        if p.is_file() and is_landing_file(p) and day_of_file(p) == day
+    )
+
+
+def skipped_files(landing_dir: Path, days: Iterable[str] | None = None) -> list[Path]:
+    """Files in the landing folder that ingest does not read (see :func:`skip_reason`), in
+    name order. With ``days``, only those that name one of them or no day at all: the
+    files a run of these days should have read, or that no run ever reads."""
+    if not landing_dir.exists():
+        return []
+    wanted = None if days is None else set(days)
+    return sorted(
+        p
+        for p in landing_dir.rglob("*")
+        if p.is_file() and not is_landing_file(p)
+        and (wanted is None or day_of_file(p) is None or day_of_file(p) in wanted)
     )
 
 
@@ -87,8 +130,8 @@ def landed_days(landing_dir: Path) -> list[str]:
     """Every day that has at least one landing file."""
     if not landing_dir.exists():
         return []
-    days = {day_of_file(p) for p in landing_dir.rglob("*") if p.suffix in LANDING_SUFFIXES}
-    return sorted(d for d in days if d)
+    return sorted({day_of_file(p) for p in landing_dir.rglob("*")
+                   if is_landing_file(p) and p.is_file()})
 
 
 def _require_columns(path: Path, columns: Iterable[str]) -> None:
@@ -100,32 +143,125 @@ def _require_columns(path: Path, columns: Iterable[str]) -> None:
         )
 
 
+def _format(path: Path) -> str:
+    suffix = landing_suffix(path)
+    if suffix is None:
+        raise LandingFileError(f"{path}: {skip_reason(path)}")
+    return suffix[1:]
+
+
+def _read_csv(path: Path, **kwargs: object) -> pd.DataFrame:
+    compression = "gzip" if landing_suffix(path) == ".csv.gz" else None
+    return pd.read_csv(path, compression=compression, **kwargs)
+
+
 def check_landing_file(path: Path) -> None:
     """Read only a landing file's header (Parquet footer, CSV first line) and raise
     :class:`LandingFileError` if it cannot be read or lacks a column: cheap enough to check
     every file of a back-fill before any of it is written."""
+    fmt = _format(path)
     try:
-        if path.suffix == ".parquet":
+        if fmt == "parquet":
             columns = pq.read_schema(path).names
         else:
-            columns = pd.read_csv(path, nrows=0).columns
+            columns = _read_csv(path, nrows=0).columns
     except Exception as exc:  # noqa: BLE001 - any reader error means the same thing here
-        raise LandingFileError(f"{path}: cannot be read as {path.suffix[1:]}: {exc}") from exc
+        raise LandingFileError(f"{path}: cannot be read as {fmt}: {exc}") from exc
     _require_columns(path, columns)
+
+
+# The range of int64s that a float64 holds exactly: a float id beyond it may be a rounded
+# neighbour of the real one (2**53 + 1 reads as 2**53), so it is not taken as an id.
+_FLOAT_EXACT = 2.0**53
+
+
+def _int_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """An integer contract column as int64 where that is exact; otherwise as text, which
+    :func:`validate_raw` parses exactly (and rejects what is not an int64). Never float:
+    pandas would turn a mix of int64 and float columns into float64."""
+    kind = column.type
+    if pa.types.is_integer(kind):
+        if kind == pa.uint64():
+            top = pc.max(column).as_py()
+            if top is not None and top > INT64_MAX:
+                return column.cast(pa.string())
+        return column.cast(pa.int64())
+    if pa.types.is_floating(kind):
+        kind = pa.float64()
+        column = column.cast(kind)  # float16/32 fit exactly
+        # NaN is a missing value, as pandas has always read it.
+        column = pc.if_else(pc.is_nan(column), pa.scalar(None, kind), column)
+        whole = pc.and_(pc.equal(pc.floor(column), column),
+                        pc.less(pc.abs(column), pa.scalar(_FLOAT_EXACT, kind)))
+        if pc.all(whole).as_py() in (True, None):
+            return column.cast(pa.int64())
+        # Text then: the exact ids as digits, any other float as a float ("1.5",
+        # "9.007199254740994e+15", "inf"; ".0" added should a float print without a point),
+        # which validation rejects, the value kept for the quarantine.
+        digits = column.cast(pa.int64(), safe=False).cast(pa.string())
+        text = column.cast(pa.string())
+        text = pc.if_else(pc.match_substring_regex(text, r"[.eEnN]"), text,
+                          pc.binary_join_element_wise(text, ".0", ""))
+        return pc.if_else(whole, digits, text)
+    return column
+
+
+def _time_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Timestamps (any unit, naive = UTC, any zone) and dates as ``timestamp[us, UTC]``,
+    so the files of one day concatenate without a unit change (pandas would widen a
+    microsecond and a nanosecond file to nanoseconds, and fail on a year-3000 row). Values
+    that microseconds cannot hold become text, and :func:`validate_raw` quarantines them."""
+    kind = column.type
+    if not (pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
+        return column
+    target = pa.timestamp("us", tz="UTC")
+    try:
+        if pa.types.is_timestamp(kind) and kind.unit == "ns":
+            # Nanoseconds always fit in microseconds; the sub-microsecond part is dropped.
+            return column.cast(pa.timestamp("us", tz=kind.tz), safe=False).cast(target)
+        return column.cast(pa.timestamp("us", tz=getattr(kind, "tz", None))).cast(target)
+    except pa.ArrowInvalid:  # out of the microsecond range (beyond the year 294,000)
+        return column.cast(pa.string())
+
+
+def _landing_frame(table: pa.Table) -> pd.DataFrame:
+    """A landing table as pandas, with the contract columns normalized column by column
+    in Arrow (int64 kept exact as pandas' nullable Int64, timestamps as microseconds)."""
+    columns = {}
+    for name in RAW_COLUMNS:
+        column = table[name]
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        if name in INT_COLUMNS:
+            column = _int_column(column)
+        elif name == "tx_datetime":
+            column = _time_column(column)
+        columns[name] = column
+    return pa.table(columns).to_pandas(
+        types_mapper={pa.int64(): pd.Int64Dtype()}.get, self_destruct=True
+    )
 
 
 def read_landing_file(path: Path) -> pd.DataFrame:
     """Read one Parquet/CSV landing file with every contract column as text-or-native values.
 
-    Raises :class:`LandingFileError` naming the file when it is unreadable or lacks a column.
+    Parquet columns come normalized (:func:`_landing_frame`): integers as exact nullable
+    Int64 (a null in the column no longer turns the ids into float64), timestamps as
+    ``datetime64[us, UTC]``; CSV columns come as text. Either way the files of a day
+    concatenate without losing a digit. Raises :class:`LandingFileError` naming the file
+    when it is unreadable or lacks a column.
     """
+    fmt = _format(path)
     try:
-        if path.suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        if fmt == "parquet":
+            parquet = pq.ParquetFile(path)
+            _require_columns(path, parquet.schema_arrow.names)
+            return _landing_frame(parquet.read(columns=list(RAW_COLUMNS)))
+        frame = _read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except LandingFileError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any reader error means the same thing here
-        raise LandingFileError(f"{path}: cannot be read as {path.suffix[1:]}: {exc}") from exc
+        raise LandingFileError(f"{path}: cannot be read as {fmt}: {exc}") from exc
     _require_columns(path, frame.columns)
     return frame[list(RAW_COLUMNS)]
 
@@ -140,9 +276,6 @@ class ValidationResult:
         return len(self.valid) + len(self.quarantine)
 
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
-
 def _as_int(series: pd.Series) -> pd.Series:
     """Parse int64 values exactly (no float round trip). Anything else becomes <NA>,
     including integers outside the int64 range, which a plain cast would wrap around."""
@@ -154,8 +287,9 @@ def _as_int(series: pd.Series) -> pd.Series:
     if pd.api.types.is_integer_dtype(series):
         return series.astype("Int64")
     if pd.api.types.is_float_dtype(series):
+        # Only where a float is exact: beyond 2**53 it may be a rounded neighbour of the id.
         whole = series.where(np.isfinite(series) & (series == np.floor(series))
-                             & (series >= INT64_MIN) & (series < 2.0**63))
+                             & (series.abs() < _FLOAT_EXACT))
         return whole.astype("Int64")
     text = series.astype("string").str.strip()
     # Up to 18 digits always fits int64, and pandas parses those exactly in C; longer
@@ -175,8 +309,41 @@ def _as_utc(series: pd.Series) -> pd.Series:
         return series.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
     if pd.api.types.is_datetime64_dtype(series):
         return series.dt.tz_localize("UTC").astype("datetime64[us, UTC]")
-    parsed = pd.to_datetime(series.astype("string"), utc=True, errors="coerce", format="ISO8601")
-    return parsed.astype("datetime64[us, UTC]")
+    return _parse_times(series.astype("string"))
+
+
+# The Gregorian calendar repeats every 400 years (146,097 days), whole weeks included.
+_US_PER_400_YEARS = 146_097 * 86_400 * 1_000_000
+_ISO_YEAR = r"^(\s*)(\d{4})(-.*)$"
+
+
+def _parse_times(text: pd.Series) -> pd.Series:
+    """ISO 8601 text as ``datetime64[us, UTC]`` (no offset = UTC); what does not parse is
+    NaT. pandas parses text in nanoseconds, so years 1677-2262 only; a text with another
+    four-digit year (3000-01-01) is parsed moved by whole 400-year cycles into that range
+    and moved back in microseconds, so it gets its real value (and is then quarantined as
+    outside the file's day, as the same value from Parquet is) instead of "unparseable"."""
+    parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    parsed = parsed.astype("datetime64[us, UTC]")
+    failed = (parsed.isna() & text.notna()).to_numpy()
+    if not failed.any():
+        return parsed
+    parts = text[failed].str.extract(_ISO_YEAR)
+    parts = parts[parts[1].notna()]
+    if parts.empty:
+        return parsed
+    year = parts[1].astype("int64")
+    cycles = (year - 1700) // 400
+    moved = parts[0] + (year - 400 * cycles).astype(str).str.zfill(4) + parts[2]
+    again = pd.to_datetime(moved, utc=True, errors="coerce", format="ISO8601")
+    again = again.astype("datetime64[us, UTC]")
+    ok = again.notna().to_numpy()
+    if ok.any():
+        micros = (again[ok].array.asi8
+                  + cycles[ok].to_numpy(dtype=np.int64) * _US_PER_400_YEARS)
+        values = pd.DatetimeIndex(micros.astype("datetime64[us]")).tz_localize("UTC")
+        parsed.loc[again.index[ok]] = values
+    return parsed
 
 
 def validate_raw(
@@ -193,7 +360,36 @@ def validate_raw(
     Reasons, first match wins: a null field, an unparseable value, a non-positive or
     non-finite amount, a label outside {0, 1}, a timestamp outside ``day``, and a
     ``transaction_id`` seen before in the same day (the first valid occurrence is kept).
+    Integers are checked exactly (never through float64), timestamps in microseconds.
+
+    An unexpected error is raised again as :class:`LandingFileError` naming the file(s)
+    whose rows cause it (each file of the day is retried alone to find them) and the day.
     """
+    try:
+        return _validate(frame, day, source, row_number)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file it came from
+        sources = (pd.Series(source, index=frame.index) if not isinstance(source, str)
+                   else pd.Series(source, index=frame.index, dtype=object))
+        files = list(pd.unique(sources)) or ["(no rows)"]
+        culprits = []
+        for name in files:
+            rows = (sources == name).to_numpy()
+            try:  # the file's own column types again, as far as the values tell them
+                _validate(frame[rows].infer_objects(), day, name)
+            except Exception:  # noqa: BLE001
+                culprits.append(name)
+        raise LandingFileError(
+            f"{', '.join(map(str, culprits or files))}: the rows for {day} cannot be "
+            f"validated: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _validate(
+    frame: pd.DataFrame,
+    day: str,
+    source: str | pd.Series,
+    row_number: np.ndarray | None = None,
+) -> ValidationResult:
     n = len(frame)
     reason = pd.Series(pd.NA, index=frame.index, dtype="string")
 

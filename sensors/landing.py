@@ -8,7 +8,10 @@ re-ingests every file of the day, so one run covers all files that arrived toget
 cursor holds the newest mtime seen and the files that wait for their day to end (Dagster
 offers a day as a partition once it has ended): those are requested on the first tick
 after it. On its first evaluation the sensor records the files already there as a baseline
-instead of re-scoring history (the batch back-fill covers those).
+instead of re-scoring history (the batch back-fill covers those). A file that is not a
+landing file by the ingest's own rule (:func:`fraudkit.schema.is_landing_file`: a
+``.parquet``, ``.csv`` or ``.csv.gz`` name in any case, with a day in it) is skipped with a
+warning naming it, once per file and change (the cursor remembers them).
 """
 
 import datetime as dt
@@ -20,7 +23,7 @@ import dagster as dg
 
 from assets.common import SETTINGS, daily_partitions
 from assets.monitoring import micro_batch_job
-from fraudkit.schema import LANDING_SUFFIXES, day_of_file
+from fraudkit.schema import day_of_file, is_landing_file, skip_reason
 from resources import LandingZoneResource
 
 
@@ -37,6 +40,25 @@ def read_cursor(cursor: str | None) -> tuple[int, dict[str, int]]:
         return int(cursor), {}
     state = json.loads(cursor)
     return int(state["seen"]), {str(k): int(v) for k, v in state["waiting"].items()}
+
+
+def read_warned(cursor: str | None) -> dict[str, int]:
+    """The skipped files already warned about, by path with their mtime, from the cursor."""
+    if cursor is None or cursor.lstrip("-").isdigit():
+        return {}
+    return {str(k): int(v) for k, v in json.loads(cursor).get("skipped", {}).items()}
+
+
+def warn_skipped(context: dg.SensorEvaluationContext, skipped: list[tuple[int, Path]]
+                 ) -> dict[str, int]:
+    """Warn once per file (and per change of it) about the files in the landing folder that
+    are not landing files (:func:`fraudkit.schema.is_landing_file`, the rule the ingest
+    uses too); returns them for the cursor."""
+    warned = read_warned(context.cursor)
+    for mtime, path in skipped:
+        if warned.get(str(path)) != mtime:
+            context.log.warning(f"{path.name}: skipped, {skip_reason(path)} ({path})")
+    return {str(p): mtime for mtime, p in skipped}
 
 
 def plan_files(files: list[tuple[int, Path]], current_time: dt.datetime
@@ -72,18 +94,20 @@ def plan_files(files: list[tuple[int, Path]], current_time: dt.datetime
 )
 def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource):
     folder = landing.ensure()
-    stamped = []
+    stamped, skipped = [], []
     for path in folder.rglob("*"):
-        if path.suffix in LANDING_SUFFIXES:
-            try:
-                if path.is_file():
-                    stamped.append((path.stat().st_mtime_ns, path))
-            except FileNotFoundError:  # removed while the folder was listed
-                continue
+        try:
+            if path.is_file():
+                mtime = path.stat().st_mtime_ns
+                (stamped if is_landing_file(path) else skipped).append((mtime, path))
+        except FileNotFoundError:  # removed while the folder was listed
+            continue
     stamped.sort()
+    skipped.sort()
+    warned = warn_skipped(context, skipped)
     if context.cursor is None:
         newest = stamped[-1][0] if stamped else 0
-        context.update_cursor(json.dumps({"seen": newest, "waiting": {}}))
+        context.update_cursor(json.dumps({"seen": newest, "waiting": {}, "skipped": warned}))
         return dg.SkipReason(f"baseline: {len(stamped)} file(s) already in {folder} are left "
                              "to the batch back-fill; new files will be scored as they land")
     seen, was_waiting = read_cursor(context.cursor)
@@ -99,6 +123,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneReso
     context.update_cursor(json.dumps({
         "seen": max([seen, *(m for m, _ in new)]),
         "waiting": {str(p): mtime for mtime, p in waiting},
+        "skipped": warned,
     }))
     if requests:
         return requests
