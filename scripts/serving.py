@@ -1,5 +1,6 @@
-"""Start, stop and crash ``bentoml serve`` of the fraud service: one implementation for the
-demo, ``replay_parity --crash-at``, the benchmarks and the tests.
+"""Start, stop and crash the real servers: ``bentoml serve`` of the fraud service and a
+``redis-server`` for the online store. One implementation for ``replay_parity --crash-at``,
+the benchmarks and the tests.
 
 A BentoML worker runs in a session of its own, so signalling the process group of
 ``bentoml serve`` leaves the worker serving on the port. :meth:`BentoServer.kill` therefore
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -108,3 +110,58 @@ class BentoServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class RedisServer:
+    """A ``redis-server`` with AOF on (``appendfsync everysec``), as the README asks for.
+
+    ``kill()`` is a SIGKILL of the server; ``start()`` again reuses its folder, so the AOF
+    written before the kill is what the restarted server loads.
+    """
+
+    def __init__(self, folder: Path, password: str | None = None) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.password = password
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self, appendonly: bool = True) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed: `make test` installs it "
+                               "(apt-get install -y redis-server)")
+        args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+                "--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec",
+                "--save", "", "--daemonize", "no", "--logfile", str(self.folder / "redis.log")]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError as exc:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited: see {self.folder / 'redis.log'}"
+                                       ) from exc
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start within 15 s")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

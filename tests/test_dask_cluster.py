@@ -4,7 +4,6 @@ scheduler` and `dask worker` processes on localhost, reached by scheduler_addres
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,10 @@ import pytest
 from deltalake import DeltaTable
 from distributed import Client
 
+from scripts.serving import free_port
 from tests.conftest import run_job
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
