@@ -25,6 +25,7 @@ from fraudkit import lake
 from fraudkit.features import FEATURE_COLUMNS, feature_matrix, features_frame, lookback_days
 from fraudkit.model import OnnxModel, Thresholds, decide
 from fraudkit.schema import (
+    LANDING_SUFFIXES,
     QUARANTINE_SCHEMA,
     RAW_SCHEMA,
     LandingFileError,
@@ -97,7 +98,7 @@ def ingest_days(days: list[str], landing_dir: str, tables: Tables,
         if not paths:
             raise LandingFileError(
                 f"no landing file for {day} in {landing_dir} (expected a name containing "
-                f"{day}, ending .parquet or .csv)"
+                f"{day}, ending {', '.join(LANDING_SUFFIXES)} in any case)"
             )
         frames = [read_landing_file(f) for f in paths]
         frame = pd.concat(frames, ignore_index=True)

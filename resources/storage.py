@@ -40,7 +40,8 @@ class DeltaLakeResource(dg.ConfigurableResource):
 
 
 class LandingZoneResource(dg.ConfigurableResource):
-    """The folder of landing files (``*<YYYY-MM-DD>*.parquet`` or ``.csv``, one day each)."""
+    """The folder of landing files (``*<YYYY-MM-DD>*`` ending ``.parquet``, ``.csv`` or
+    ``.csv.gz`` in any case, one day each; see :func:`fraudkit.schema.is_landing_file`)."""
 
     path: str
 
