@@ -163,10 +163,12 @@ def run_drift_story(settings: Settings, instance: dg.DagsterInstance, last_norma
 
     _say(started, "5. retrain: a challenger on the newest matured window, then the gate")
     from definitions import defs
+    from sensors.dead_runs import process_tags
 
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     outcome = defs.resolve_job_def("retrain").execute_in_process(
-        instance=instance, tags={**request.tags, "dagster/run_key": request.run_key},
+        instance=instance,
+        tags={**request.tags, "dagster/run_key": request.run_key, **process_tags()},
         run_config={**quiet, **(SMALL_RETRAIN if small else RETRAIN)}, raise_on_error=True)
     verdict = [e for e in registry.events() if e["event"] in ("promoted", "gate_rejected")][-1]
     after = registry.champion().version
