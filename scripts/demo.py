@@ -25,6 +25,7 @@ from typing import Any
 
 import dagster as dg
 
+from fraudkit import lake
 from fraudkit.config import Settings
 from fraudkit.simulator import SimulationConfig, write_landing
 
@@ -164,6 +165,27 @@ def prepare_data_dir(settings: Settings) -> None:
                                     "contents on its next run.\n")
 
 
+def show_decision_log(settings: Settings, instance: dg.DagsterInstance) -> None:
+    """Move the service's logged decisions into Delta (online_predictions) and show one."""
+    from fraudkit.store import open_store
+
+    store = open_store(settings.online_store_url)
+    counts = store.day_counts()
+    store.close()
+    if not counts:
+        return
+    days = sorted(counts)
+    started = step(f"decision log: online_predictions moves the service's {sum(counts.values())} "
+                   f"decision(s) of {days[0]}..{days[-1]} from the online store into Delta")
+    run_job("online_log", instance, (days[0], days[-1]))
+    table = lake.read_days(settings.table_uri("online_predictions"), days)
+    row = max(table.to_pylist(), key=lambda r: r["received_at"])
+    print(f"    latest: transaction {row['transaction_id']} {row['decision']} score "
+          f"{row['score']:.4f} model {row['model_version']} in {row['latency_ms']:.1f} ms by "
+          f"worker {row['worker']} (customer_nb_tx_7d={row['customer_nb_tx_7d']})")
+    done(started, f"({table.num_rows} row(s) in {settings.table_uri('online_predictions')})")
+
+
 def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last_normal: str,
                           small: bool) -> None:
     """Steps 2 and 3 of the demo, with one service process running throughout."""
@@ -185,6 +207,7 @@ def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last
         story = run_drift_story(settings, instance, last_normal, small=small,
                                 on_promoted=on_promoted)
     print("    service stopped; `make serve` keeps one running on port 3000")
+    show_decision_log(settings, instance)
     if story.promoted:
         print(f"\n    champion {story.before} -> {story.after}; from the drifted days landing "
               f"to the promotion {story.landed_to_promotion_s:.0f}s, to the online service "
