@@ -4,6 +4,7 @@ on a LocalCluster, Delta tables and the registry, in a temporary DATA_DIR."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,15 @@ def small_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
         raise AssertionError(f"small pipeline failed:\n{result.stdout[-4000:]}\n"
                              f"{result.stderr[-6000:]}")
     return data_dir
+
+
+def private_copy(small_pipeline: Path, folder: Path) -> Path:
+    """A copy of the small pipeline's DATA_DIR under ``folder`` that a test may change (its
+    registry, its online store), without the Dagster instance or any online store."""
+    target = folder / "data"
+    shutil.copytree(small_pipeline, target,
+                    ignore=shutil.ignore_patterns("dagster_home", "online"))
+    return target
 
 
 def run_job(data_dir: Path, job: str, first: str | None = None, last: str | None = None,

@@ -4,7 +4,6 @@ and of redis-server, and the online_predictions asset moving the decision log in
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from resources import DeltaLakeResource
 from resources.online import OnlineStoreResource
 from scripts.replay_parity import replay, replay_with_crash
 from scripts.serving import BentoServer
-from tests.conftest import pipeline_env
+from tests.conftest import pipeline_env, private_copy
 from tests.servers import redis_server
 
 pytestmark = pytest.mark.slow
@@ -30,10 +29,7 @@ DAYS = ["2026-06-21", "2026-06-22"]
 
 @pytest.fixture
 def data_dir(small_pipeline: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "data"
-    shutil.copytree(small_pipeline, target, ignore=shutil.ignore_patterns("dagster_home",
-                                                                          "online"))
-    return target
+    return private_copy(small_pipeline, tmp_path)
 
 
 def _settings(data_dir: Path) -> Settings:

@@ -8,7 +8,6 @@ The parity test runs first (file order) so its stream is the first the service s
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from hypothesis import strategies as st
 
 from fraudkit.registry import ModelRegistry
 from scripts.replay_parity import replay
+from tests.conftest import private_copy
 from tests.test_service_support import API_KEY, CUTOFF, running_service
 
 pytestmark = pytest.mark.slow
@@ -31,9 +31,7 @@ GOOD = {"transaction_id": 10_000_001, "tx_datetime": "2026-06-25T10:15:00Z",
 @pytest.fixture(scope="module")
 def data_dir(small_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private copy: the hot-swap test writes to the registry."""
-    target = tmp_path_factory.mktemp("service") / "data"
-    shutil.copytree(small_pipeline, target, ignore=shutil.ignore_patterns("dagster_home"))
-    return target
+    return private_copy(small_pipeline, tmp_path_factory.mktemp("service"))
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from fraudkit.registry import ModelRegistry
+from tests.conftest import private_copy
 from tests.test_service_support import API_KEY, running_service
 
 pytestmark = pytest.mark.slow
@@ -35,9 +36,7 @@ INT64_MAX = 2**63 - 1
 @pytest.fixture(scope="module")
 def data_dir(small_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private copy: the registry test rewrites champion.json."""
-    target = tmp_path_factory.mktemp("contract") / "data"
-    shutil.copytree(small_pipeline, target, ignore=shutil.ignore_patterns("dagster_home"))
-    return target
+    return private_copy(small_pipeline, tmp_path_factory.mktemp("contract"))
 
 
 @pytest.fixture(scope="module")
