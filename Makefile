@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DATA_DIR ?= $(CURDIR)/data
 PORT ?= 3000
-# The Dagster UI moves off 3000, where DESIGN.md puts the online service.
+# The Dagster UI moves off 3000, where the online service listens.
 DAGSTER_PORT ?= 3001
 
 .PHONY: install system-deps demo dev serve bento test lint lock bench bench-deps rollback clean

@@ -1,1 +1,1 @@
-"""What data exists: the asset graph from landing files to predictions (DESIGN.md)."""
+"""What data exists: the asset graph from landing files to predictions (docs/contracts.md)."""

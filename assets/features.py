@@ -35,7 +35,7 @@ LOOKBACK = lookback_days(SETTINGS.label_delay_days)
     ],
     group_name="batch",
     kinds={"dask", "deltalake"},
-    description=f"The 15 model features of DESIGN.md per transaction, computed on Dask with "
+    description=f"The 15 model features (docs/contracts.md) per transaction, computed on Dask with "
     f"{LOOKBACK} days of look-back and written to Delta partitioned by day.",
 )
 def transaction_features(

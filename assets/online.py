@@ -12,14 +12,10 @@ import pyarrow.compute as pc
 
 from assets.common import SETTINGS, daily_partitions, partition_days, preview, single_run
 from fraudkit import lake
-from fraudkit.features import lookback_days
+from fraudkit.online.history import reach_days
 from fraudkit.store import DECISION_SCHEMA
 from resources import DeltaLakeResource
 from resources.online import OnlineStoreResource
-
-#: Days of decisions the store keeps for the windows beyond the look-back (as the
-#: service's history loads two extra days).
-RETENTION_MARGIN_DAYS = 2
 
 
 @dg.asset(
@@ -59,7 +55,8 @@ def online_predictions(
             store.mark_delivered(day, table.num_rows)
             context.log.info(f"{day}: {table.num_rows} decisions moved to Delta "
                              f"(version {version})")
-        retention = lookback_days(SETTINGS.label_delay_days) + RETENTION_MARGIN_DAYS
+        # The windows' reach, as the service's own history: look-back + margin days.
+        retention = reach_days(SETTINGS.label_delay_days)
         pruned = store.prune(retention)
         size = store.size_bytes()
         backend, location = store.backend, store.location

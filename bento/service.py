@@ -4,7 +4,8 @@ that equal the batch ones (see :mod:`fraudkit.online`).
 ``cd bento && bentoml serve service:FraudService`` (or ``make serve``) listens on port 3000.
 
 Structure, and why. BentoML owns the process, /healthz, /livez, /readyz (``__is_ready__``:
-200 only with a model and the feature history loaded), the OpenAPI page at / and
+200 only while serving champion.json's version with its model file intact, the feature history
+loaded and the online store taking writes), the OpenAPI page at / and
 ``bentoml build``. A FastAPI app mounted with ``@bentoml.asgi_app`` holds the routes:
 ``/score``, ``/score_batch``, ``/customers/{id}/risk``, ``/status`` and ``/metrics``
 (BentoML merges its OpenAPI into /docs.json).
@@ -21,10 +22,11 @@ are off; the routes count and time themselves (``fraud_http_*``), one sample per
 
 Requests that arrive together are scored together: each is queued and one drain task on
 the event loop computes the features and scores of everything queued in one
-``compute_features`` call and one ``predict``. An idle service scores a request as soon as
-it arrives (no batching window); a busy one amortizes the per-call cost. Everything runs on
-the event loop thread in arrival order, so the feature stream is deterministic. One worker
-per replica: the stream of scored requests is process state (see fraudkit/online.py).
+``compute_features`` call, one ``predict`` and one write to the online store, which
+commits every decision before any of the drain's answers is sent (see fraudkit/store). An
+idle service scores a request as soon as it arrives (no batching window); a busy one
+amortizes the per-call cost. Everything runs on the event loop thread in arrival order.
+``ONLINE_WORKERS`` workers share the online store, so each sees what the others scored.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ Id = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX, description="int64",
 
 
 class Transaction(BaseModel):
-    """One raw transaction without its label (DESIGN.md, "Raw transaction contract")."""
+    """One raw transaction without its label (docs/contracts.md, "Raw transaction contract")."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
 
@@ -668,7 +670,7 @@ class FraudService:
         log.info("fraud service state: %s", self.scorer.status())
 
     def __is_ready__(self) -> bool:
-        """/readyz: 200 only with a champion model loaded and the feature history read."""
+        """/readyz: see :attr:`fraudkit.online.OnlineScorer.ready`."""
         return self.scorer.ready
 
     @bentoml.on_shutdown

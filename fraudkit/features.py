@@ -1,6 +1,6 @@
 """The single definition of the model's features, used by batch (Dask) and online (BentoML).
 
-Semantics (DESIGN.md, "Feature semantics"): order transactions by ``(tx_datetime,
+Semantics (docs/contracts.md, "Feature semantics"): order transactions by ``(tx_datetime,
 transaction_id)``. For a transaction at time ``t``:
 
 * ``tx_during_weekend``: Saturday or Sunday (UTC); ``tx_during_night``: hour <= 6 (UTC).

@@ -1,4 +1,4 @@
-"""The model contract (DESIGN.md): an ONNX file scored with onnxruntime, plus decisions.
+"""The model contract (docs/contracts.md): an ONNX file scored with onnxruntime, plus decisions.
 
 Both serving paths load the model through :class:`OnnxModel` and turn scores into
 decisions with :func:`decide`, so a threshold means the same thing in batch and online.

@@ -4,7 +4,7 @@ Layout under the registry root (``DATA_DIR/registry`` by default)::
 
     versions/v0001/model.onnx        the artifact both serving paths load
     versions/v0001/manifest.json     version, feature order, sha256, training data, metrics,
-                                     thresholds, created time (DESIGN.md, "Model contract")
+                                     thresholds, created time (docs/contracts.md)
     versions/v0001/<extra files>     e.g. the drift reference sample
     champion.json                    {"version": ..., "history": [...]}; replaced atomically
     events.jsonl                     every registration, promotion, rollback and gate verdict

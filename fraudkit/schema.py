@@ -1,4 +1,4 @@
-"""The raw transaction contract and its enforcement (DESIGN.md, "Raw transaction contract").
+"""The raw transaction contract and its enforcement (docs/contracts.md, "Raw transaction contract").
 
 A landing file either fits the contract's columns or is rejected as a whole with an error
 that names the file and what is missing; inside a well-formed file, each row that breaks a

@@ -1,5 +1,6 @@
-"""A deliberately naive implementation of DESIGN.md's feature semantics: a plain loop over
-each transaction's windows. It is the oracle the vectorized kernel is tested against."""
+"""A deliberately naive implementation of the feature semantics (docs/contracts.md): a
+plain loop over each transaction's windows. It is the oracle the vectorized kernel is tested
+against."""
 
 from __future__ import annotations
 

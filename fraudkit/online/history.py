@@ -24,6 +24,14 @@ from fraudkit.features import (
 #: Extra days of raw history loaded beyond the windows' look-back (DST-free, but cheap
 #: insurance against requests slightly older than the newest stored day).
 MARGIN_DAYS = 2
+
+
+def reach_days(label_delay_days: int) -> int:
+    """Days before the newest transaction that any online window can still see: the
+    look-back plus :data:`MARGIN_DAYS`. The history loads them; the online store keeps
+    scored transactions that long (and prunes older ones once their day is delivered)."""
+    return lookback_days(label_delay_days) + MARGIN_DAYS
+
 CUSTOMER_SPAN_US = max(CUSTOMER_WINDOWS_DAYS) * US_PER_DAY
 TERMINAL_SPAN_US = max(TERMINAL_WINDOWS_DAYS) * US_PER_DAY
 RAW_COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount",
@@ -103,7 +111,7 @@ class HistorySnapshot:
 
 def load_history(raw_uri: str, label_delay_days: int, cutoff: str | None = None,
                  storage_options: dict | None = None) -> HistorySnapshot:
-    """The last ``lookback_days(d) + MARGIN_DAYS`` days of the raw table (up to ``cutoff``).
+    """The newest day of the raw table (up to ``cutoff``) and the :func:`reach_days` before.
 
     A missing table gives an empty, not-loaded snapshot (features then count nothing, as
     batch would for unseen entities, and /readyz says the feature state is not loaded).
@@ -119,7 +127,7 @@ def load_history(raw_uri: str, label_delay_days: int, cutoff: str | None = None,
     if not days:
         return HistorySnapshot.empty(version, loaded=True)
     last = days[-1]
-    first = lake.shift_day(last, -(lookback_days(label_delay_days) + MARGIN_DAYS))
+    first = lake.shift_day(last, -reach_days(label_delay_days))
     wanted = [d for d in days if d >= first]
     table = lake.read_days(raw_uri, wanted, RAW_COLUMNS, version, storage_options)
     return HistorySnapshot.from_arrow(table, version, wanted[0], last)

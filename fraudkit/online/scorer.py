@@ -20,7 +20,7 @@ from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS, feature_matrix
 from fraudkit.model import Thresholds, decide
 from fraudkit.online.champion import FALLBACK_VERSION, ChampionWatcher, fallback_scores
 from fraudkit.online.feature_store import OnlineFeatureStore, Requests
-from fraudkit.online.history import load_history
+from fraudkit.online.history import load_history, reach_days
 from fraudkit.online.predictions import PredictionIndex
 from fraudkit.store import open_store
 from fraudkit.store.log import DecisionLog, decision_rows
@@ -138,7 +138,9 @@ class OnlineScorer:
 
     def __post_init__(self) -> None:
         s = self.config.settings
-        self.decisions = DecisionLog(open_store(self.config.store_url or s.online_store_url))
+        retention = reach_days(s.label_delay_days)
+        self.decisions = DecisionLog(open_store(self.config.store_url or s.online_store_url,
+                                                retention_days=retention))
         self.store = OnlineFeatureStore(s.label_delay_days, recent=self.decisions)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.watcher = ChampionWatcher(self.config.registry_dir)

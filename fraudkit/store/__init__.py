@@ -199,12 +199,15 @@ def rows_to_table(rows: list[tuple]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=DECISION_SCHEMA)
 
 
-def open_store(url: str, setting: str = "ONLINE_STORE_URL") -> OnlineStore:
+def open_store(url: str, setting: str = "ONLINE_STORE_URL",
+               retention_days: int = 39) -> OnlineStore:
     """The store at ``url``, checked to be readable *and* writable now.
 
     Raises :class:`StoreError` naming ``setting`` when it is not: a corrupt or unwritable
     SQLite file, a wrong Redis host, port or password. Never falls back to memory: a
     service that silently kept its state in memory would lose it at the next crash.
+    ``retention_days`` is the windows' reach (look-back + margin, 39 days with the default
+    label delay), which the Redis backend trims to on write.
     """
     scheme = url.split(":", 1)[0].lower()
     if scheme == "sqlite":
@@ -214,6 +217,6 @@ def open_store(url: str, setting: str = "ONLINE_STORE_URL") -> OnlineStore:
     if scheme in ("redis", "rediss", "unix"):
         from fraudkit.store.redis import RedisStore
 
-        return RedisStore.open(url, setting)
+        return RedisStore.open(url, setting, retention_days)
     raise StoreError(f"{setting}={url!r}: unknown scheme {scheme!r}; use "
                      "sqlite:///path/to/store.sqlite3 or redis://[:password@]host:port/db")

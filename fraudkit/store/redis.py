@@ -103,7 +103,7 @@ class RedisStore(OnlineStore):
     backend = "redis"
 
     def __init__(self, client: redis.Redis, prefix: str, location: str,
-                 retention_days: int = 40) -> None:
+                 retention_days: int) -> None:
         self.client = client
         self.prefix = prefix
         self.location = location
@@ -111,7 +111,10 @@ class RedisStore(OnlineStore):
         self._write = client.register_script(_WRITE_LUA)
 
     @classmethod
-    def open(cls, url: str, setting: str = "ONLINE_STORE_URL") -> RedisStore:
+    def open(cls, url: str, setting: str = "ONLINE_STORE_URL",
+             retention_days: int = 39) -> RedisStore:
+        """Connect, check AOF and one write; ``retention_days`` bounds what a write keeps
+        of a touched customer's or terminal's rows (the windows' reach)."""
         parts = urlsplit(url)
         query = parse_qs(parts.query)
         prefix = query.pop("prefix", ["fraud"])[0]
@@ -122,7 +125,8 @@ class RedisStore(OnlineStore):
             client = redis.Redis.from_url(clean, socket_timeout=1.0,
                                           socket_connect_timeout=2.0, decode_responses=True)
             client.ping()
-            aof = client.config_get("appendonly").get("appendonly")
+            config = client.config_get("append*")
+            aof, fsync = config.get("appendonly"), config.get("appendfsync")
             client.set(f"{prefix}:meta:opened", "1")
         except redis.AuthenticationError as exc:
             raise StoreError(f"{setting}={shown}: Redis refused the authentication ({exc}); "
@@ -136,11 +140,13 @@ class RedisStore(OnlineStore):
         except (redis.ConnectionError, redis.TimeoutError, ValueError) as exc:
             raise StoreError(f"{setting}={shown}: cannot reach Redis ({exc}); start "
                              "redis-server or fix the host, port or database") from exc
-        if aof is not None and aof != "yes":
-            raise StoreError(f"{setting}={shown}: this redis-server runs without AOF "
-                             "(appendonly no), so a restart would lose answered requests; "
-                             "start it with --appendonly yes --appendfsync everysec")
-        return cls(client, prefix, shown)
+        # A server that refuses CONFIG (some managed services) is taken at its word.
+        if (aof is not None and aof != "yes") or (fsync is not None and fsync == "no"):
+            raise StoreError(f"{setting}={shown}: this redis-server runs with appendonly "
+                             f"{aof}, appendfsync {fsync}, so a restart or a power loss would "
+                             "lose answered requests; start it with --appendonly yes "
+                             "--appendfsync everysec")
+        return cls(client, prefix, shown, retention_days)
 
     def _call(self, fn):
         try:
