@@ -22,6 +22,7 @@ Plain Python (sqlite3 from the standard library, redis-py): no framework imports
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -67,6 +68,9 @@ DECISION_COLUMNS: tuple[str, ...] = tuple(DECISION_SCHEMA.names)
 #: Columns kept as microseconds since the epoch inside a store.
 TIME_COLUMNS = frozenset({"tx_datetime", "received_at"})
 
+#: ``(lo, hi)``: times (microseconds) with ``lo < time <= hi``.
+Span = tuple[int, int]
+
 #: A stream row: what the feature windows need of a scored transaction.
 STREAM_FIELDS = ("transaction_id", "tx_time_us", "customer_id", "terminal_id", "tx_amount")
 
@@ -75,7 +79,13 @@ _EPOCH = dt.date(1970, 1, 1)
 
 def day_of(time_us: int) -> str:
     """The UTC day (``YYYY-MM-DD``, the partition key) of a time in microseconds."""
-    return (_EPOCH + dt.timedelta(days=time_us // US_PER_DAY)).isoformat()
+    return _day_name(time_us // US_PER_DAY)
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_name(day: int) -> str:
+    """Cached: every logged decision needs its day, and they fall on few days."""
+    return (_EPOCH + dt.timedelta(days=day)).isoformat()
 
 
 def day_start_us(day: str) -> int:
@@ -142,10 +152,10 @@ class OnlineStore(ABC):
         """Commit ``rows`` durably (one transaction / one round trip)."""
 
     @abstractmethod
-    def stream_rows(self, customers: list[int], terminals: list[int], lo_us: int,
-                    hi_us: int) -> StreamRows:
-        """Stored rows of these customers or terminals with ``lo_us < time <= hi_us``
-        (a row of both lists may come twice)."""
+    def stream_rows(self, customers: list[int], customer_span: Span, terminals: list[int],
+                    terminal_span: Span) -> StreamRows:
+        """Stored rows of these customers with ``lo < time <= hi`` of ``customer_span``,
+        and of these terminals within ``terminal_span`` (a row may come twice)."""
 
     @abstractmethod
     def day_decisions(self, day: str) -> pa.Table:
@@ -213,7 +223,7 @@ def open_store(url: str, setting: str = "ONLINE_STORE_URL",
     if scheme == "sqlite":
         from fraudkit.store.sqlite import SqliteStore
 
-        return SqliteStore.open(url, setting)
+        return SqliteStore.open(url, setting, retention_days)
     if scheme in ("redis", "rediss", "unix"):
         from fraudkit.store.redis import RedisStore
 

@@ -28,6 +28,7 @@ from fraudkit.store import (
     DECISION_COLUMNS,
     REQUEST_FIELDS,
     OnlineStore,
+    Span,
     StoreUnavailable,
     StreamRows,
     day_of,
@@ -105,29 +106,31 @@ class DecisionLog:
     def buffered(self) -> int:
         return len(self._buffer)
 
-    def stream_rows(self, customers: list[int], terminals: list[int], lo_us: int,
-                    hi_us: int) -> tuple[StreamRows, bool]:
+    def stream_rows(self, customers: list[int], customer_span: Span, terminals: list[int],
+                    terminal_span: Span) -> tuple[StreamRows, bool]:
         """Stored (and buffered) rows for the feature windows; False when the store could
         not be read, so the features may be incomplete (the answer is then degraded)."""
         rows = StreamRows.empty()
         ok = not self.degraded
         if ok:
             try:
-                rows = self.store.stream_rows(customers, terminals, lo_us, hi_us)
+                rows = self.store.stream_rows(customers, customer_span, terminals,
+                                              terminal_span)
             except StoreUnavailable as exc:
                 self._fail(exc)
                 ok = False
         if self._buffer:
-            rows = rows.concat(self._buffered_rows(set(customers), set(terminals), lo_us,
-                                                   hi_us))
+            rows = rows.concat(self._buffered_rows(set(customers), customer_span,
+                                                   set(terminals), terminal_span))
         return rows, ok
 
-    def _buffered_rows(self, customers: set[int], terminals: set[int], lo_us: int,
-                       hi_us: int) -> StreamRows:
+    def _buffered_rows(self, customers: set[int], customer_span: Span, terminals: set[int],
+                       terminal_span: Span) -> StreamRows:
+        (c_lo, c_hi), (t_lo, t_hi) = customer_span, terminal_span
         with self._lock:
             picked = [tuple(r[i] for i in _FIELDS) for r in self._buffer
-                      if lo_us < r[_TIME] <= hi_us and (r[_FIELDS[2]] in customers
-                                                        or r[_FIELDS[3]] in terminals)]
+                      if (c_lo < r[_TIME] <= c_hi and r[_FIELDS[2]] in customers)
+                      or (t_lo < r[_TIME] <= t_hi and r[_FIELDS[3]] in terminals)]
         return StreamRows.from_tuples(picked)
 
     def record(self, rows: list[tuple]) -> bool:
