@@ -27,10 +27,12 @@ A write is one ``EVALSHA`` of a Lua script: atomic, one round trip per drain.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import pyarrow as pa
 import redis
+from pydantic_core import to_json
 
 from fraudkit.features import US_PER_DAY
 from fraudkit.store import (
@@ -49,22 +51,26 @@ _IDX = {name: i for i, name in enumerate(DECISION_COLUMNS)}
 #: Stream entries read per XREAD/XRANGE call while catching up.
 _CHUNK = 10_000
 
-# KEYS[1] = prefix; ARGV: 4 values per row (id, day, stream row, decision).
+# KEYS[1] = prefix; ARGV[1] = n, the number of distinct days, then n (day, rows) pairs,
+# then 4 values per row (id, day, stream row, decision).
 _WRITE_LUA = """
 local p = KEYS[1]
-for j = 1, #ARGV, 4 do
+local n = tonumber(ARGV[1])
+for j = 2, 2 * n, 2 do
+  redis.call('SADD', p .. ':days', ARGV[j])
+  redis.call('INCRBY', p .. ':w:' .. ARGV[j], ARGV[j+1])
+end
+for j = 2 * n + 2, #ARGV, 4 do
   local id, day, row, rec = ARGV[j], ARGV[j+1], ARGV[j+2], ARGV[j+3]
   local old = redis.call('HGET', p .. ':m', id)
-  if old and old ~= day then
-    redis.call('HDEL', p .. ':d:' .. old, id)
-    redis.call('INCR', p .. ':w:' .. old)
-  end
   if old ~= day then
+    if old then
+      redis.call('HDEL', p .. ':d:' .. old, id)
+      redis.call('INCR', p .. ':w:' .. old)
+    end
     redis.call('HSET', p .. ':m', id, day)
-    redis.call('SADD', p .. ':days', day)
   end
   redis.call('HSET', p .. ':d:' .. day, id, rec)
-  redis.call('INCR', p .. ':w:' .. day)
   redis.call('XADD', p .. ':s', '*', 'r', row)
 end
 return 1
@@ -156,10 +162,12 @@ class RedisStore(OnlineStore):
     def write(self, rows: list[tuple]) -> None:
         if not rows:
             return
-        args: list = []
+        days = Counter(row[_IDX["day"]] for row in rows)
+        args: list = [len(days)]
+        for day, count in days.items():
+            args += [day, count]
         for row in rows:
-            args += [row[0], row[_IDX["day"]], _stream_row(row),
-                     json.dumps(row, separators=(",", ":"))]
+            args += [row[0], row[_IDX["day"]], _stream_row(row), to_json(row)]
         self._call(lambda: self._write(keys=[self.prefix], args=args))
 
     def _tail(self) -> None:
