@@ -25,6 +25,7 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -99,12 +100,18 @@ def concurrent_misses(settings: Settings, redis_url: str, day: str, workers: int
                                           req.terminal_id, req.tx_amount, strict=True)]
     features = lake.read_days(settings.table_uri("transaction_features"), [day]).to_pandas()
     features = features.set_index("transaction_id")
+    # A connection per request, so requests spread over the workers as they would behind
+    # a load balancer (one keep-alive connection stays with one worker).
+    # One client per thread (httpx shares no connection across threads safely).
+    local = threading.local()
     with BentoServer(env, log) as server:
 
         def post(body: dict) -> dict:
-            # A connection per request, so requests spread over the workers as they would
-            # behind a load balancer (one keep-alive connection stays with one worker).
-            return httpx.post(f"{server.url}/score", json=body, timeout=30).json()
+            if not hasattr(local, "client"):
+                local.client = httpx.Client(
+                    base_url=server.url, timeout=30,
+                    limits=httpx.Limits(max_keepalive_connections=0))
+            return local.client.post("/score", json=body).json()
 
         started = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
@@ -124,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=40)
+    parser.add_argument("--skip-size", action="store_true", help="only the concurrency part")
     parser.add_argument("--drain", type=int, default=8, help="transactions per scoring call")
     parser.add_argument("--clients", type=int, default=16)
     args = parser.parse_args(argv)
@@ -135,10 +143,11 @@ def main(argv: list[str] | None = None) -> None:
     (work / "redis").mkdir()
     redis.start()
     try:
-        print(f"1. store size after {len(days)} days of traffic ({days[0]}..{days[-1]}), "
-              f"{args.drain} transactions per drain")
-        store_size(settings, f"sqlite:///{work / 'size.sqlite3'}", days, args.drain)
-        store_size(settings, redis.url.replace("/0", "/1"), days, args.drain)
+        if not args.skip_size:
+            print(f"1. store size after {len(days)} days of traffic ({days[0]}..{days[-1]}), "
+                  f"{args.drain} transactions per drain")
+            store_size(settings, f"sqlite:///{work / 'size.sqlite3'}", days, args.drain)
+            store_size(settings, redis.url.replace("/0", "/1"), days, args.drain)
         print(f"2. concurrent requests, one day ({days[-1]}) on Redis")
         for workers, db in ((1, 2), (2, 3)):
             concurrent_misses(settings, redis.url.replace("/0", f"/{db}"), days[-1], workers,
