@@ -102,11 +102,13 @@ class OnlineFeatureStore:
                                       t_hi - delay_us)
         ok = True
         if self.recent is not None:
-            # One read for the whole call: from the oldest row any window can see to the
-            # newest request (rows outside a request's own windows are ignored by it).
-            lo = int(min(c_lo.min() - CUSTOMER_SPAN_US, t_lo.min() - delay_us - TERMINAL_SPAN_US))
-            stream, ok = self.recent.stream_rows(customers.tolist(), terminals.tolist(), lo,
-                                                 int(c_hi.max()))
+            # One read for the whole call: the customers' rows from the oldest window start
+            # to the newest request, the terminals' rows within their delayed windows (rows
+            # outside a request's own windows are ignored by it).
+            stream, ok = self.recent.stream_rows(
+                customers.tolist(), (int(c_lo.min()) - CUSTOMER_SPAN_US, int(c_hi.max())),
+                terminals.tolist(),
+                (int(t_lo.min()) - delay_us - TERMINAL_SPAN_US, int(t_hi.max()) - delay_us))
         else:
             stream = StreamRows.empty()
         ints, s_amount, n_stream = stream.ints, stream.amount, len(stream)
