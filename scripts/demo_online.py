@@ -9,9 +9,6 @@ also run alone on a filled DATA_DIR: ``.venv/bin/python -m scripts.demo_online``
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,16 +18,10 @@ import httpx
 
 from fraudkit import lake
 from fraudkit.config import Settings
+from scripts.serving import BentoServer
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: Ids of the demo's example requests: far above the simulator's, so they are new.
 EXAMPLE_ID_BASE = 990_000_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ServiceProcess:
@@ -40,51 +31,29 @@ class ServiceProcess:
     def __init__(self, settings: Settings, port: int | None = None, timeout: float = 120,
                  env: dict[str, str] | None = None) -> None:
         self.settings = settings
-        self.port = port or _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.timeout = timeout
-        self.env = {**os.environ, "DATA_DIR": str(settings.data_dir), **(env or {})}
-        self.env.pop("FRAUD_API_KEY", None)
-        self.proc: subprocess.Popen | None = None
+        full_env = {**os.environ, "DATA_DIR": str(settings.data_dir), **(env or {})}
+        full_env.pop("FRAUD_API_KEY", None)
+        # The service's log goes to a file, not a pipe: nobody reads a pipe while the demo
+        # runs, and a full one would block the service.
+        log = Path(tempfile.mkstemp(prefix="fraud-service-", suffix=".log")[1])
+        self.server = BentoServer(full_env, log, port=port)
+        self.url = self.server.url
         self.client = httpx.Client(base_url=self.url, timeout=10)
         self._next_id = EXAMPLE_ID_BASE
 
     def __enter__(self) -> ServiceProcess:
-        started = time.perf_counter()
-        # The service's log goes to a file, not a pipe: nobody reads a pipe while the demo
-        # runs, and a full one would block the service.
-        self.log = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "bentoml"), "serve", "service:FraudService",
-             "--port", str(self.port)], cwd=PROJECT_ROOT / "bento", env=self.env,
-            stdout=subprocess.DEVNULL, stderr=self.log, start_new_session=True)
-        while True:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise SystemExit(f"the service exited:\n{self.log.read()[-3000:]}")
-            try:
-                if self.client.get("/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.perf_counter() - started > self.timeout:
-                self.__exit__(None, None, None)
-                raise SystemExit(f"the service was not ready after {self.timeout:.0f}s")
-            time.sleep(0.3)
-        self.ready_seconds = time.perf_counter() - started
+        try:
+            self.ready_seconds = self.server.start(timeout=self.timeout)
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop the whole process tree (the worker runs in a session of its own)."""
         self.client.close()
-        if self.proc is None:
-            return
-        os.killpg(self.proc.pid, 15)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, 9)
-            self.proc.wait()
-        self.log.close()
+        self.server.stop()
+        self.server.log_path.unlink(missing_ok=True)
 
     def example(self, customer_id: int, terminal_id: int, tx_datetime: str,
                 amount: float) -> dict[str, Any]:
