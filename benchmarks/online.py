@@ -16,7 +16,7 @@ after the other, with real load generators:
   p50/p99 latency target; then ``hey`` flat out with the same body;
 * ``wrk`` with ``benchmarks/replay.lua``: flat out, every request a *different* real
   transaction (the last days of ``raw_transactions`` with fresh ids, the service's store
-  cut off the day before them), so features, the stream of scored requests and the model
+  cut off the day before them), so features, the online store and the model
   see realistic traffic. A repeated body lets the service answer concurrent copies of one
   transaction with one scoring (it treats them as retries), which flatters it; this is the
   honest throughput figure.

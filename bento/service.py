@@ -253,6 +253,7 @@ class Drainer:
         self.pending: list[tuple[list[Row], asyncio.Future, int]] = []
         self.scheduled = False
         self.served_version: str | None = None
+        self.buffered = 0  # last value of fraud_store_buffered_rows this worker reported
 
     async def submit(self, rows: list[Row]) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
@@ -330,7 +331,10 @@ class Drainer:
             FALLBACKS.inc(len(decisions))
         if scored.degraded:
             DEGRADED.inc(len(decisions))
-        STORE_BUFFERED.set(self.scorer.decisions.buffered)
+        buffered = self.scorer.decisions.buffered
+        if buffered != self.buffered:  # one multiprocess-file write only when it moves
+            STORE_BUFFERED.set(buffered)
+            self.buffered = buffered
 
 
 def _json(content: Any, status_code: int = 200) -> Response:

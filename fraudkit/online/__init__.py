@@ -28,8 +28,9 @@ replay of days that the store already holds gives the same numbers as a replay p
 
 Every scored transaction is written to the online store before its answer is sent, so a
 restarted worker (or another one) computes exact windows from its very first request.
-Requests of one customer that are in flight at the same time on two workers may not see
-each other (benchmarks/online.py measures how often).
+Requests of one customer that are in flight at the same time may not see each other, on
+one worker (a later one scored before an earlier one is parsed) or on two
+(benchmarks/online_store.py measures how often).
 """
 
 from fraudkit.online.champion import (

@@ -118,8 +118,8 @@ class RedisStore(OnlineStore):
     @classmethod
     def open(cls, url: str, setting: str = "ONLINE_STORE_URL",
              retention_days: int = 39) -> RedisStore:
-        """Connect, check AOF and one write; ``retention_days`` bounds what a write keeps
-        of a touched customer's or terminal's rows (the windows' reach)."""
+        """Connect, check AOF and one write; ``retention_days`` (the windows' reach) bounds
+        the days this process keeps in its in-memory index of the stream."""
         parts = urlsplit(url)
         query = parse_qs(parts.query)
         prefix = query.pop("prefix", ["fraud"])[0]
