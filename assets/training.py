@@ -119,7 +119,9 @@ def read_training_set(delta: DeltaLakeResource) -> tuple[pd.DataFrame, int, dict
     table = DeltaTable(delta.uri("training_set"), storage_options=delta.storage_options)
     version = table.version()
     commit = next((c for c in table.history(10) if c.get("version") == version), {})
-    return table.to_pandas(), version, json.loads(commit.get(SOURCES_KEY, "{}"))
+    frame = lake.dataset(delta.uri("training_set"), version=version,
+                         storage_options=delta.storage_options).to_table().to_pandas()
+    return frame, version, json.loads(commit.get(SOURCES_KEY, "{}"))
 
 
 def training_data_summary(frame: pd.DataFrame, sources: dict,

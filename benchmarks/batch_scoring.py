@@ -88,10 +88,10 @@ def build_tables(tmp: Path, scale: int, axis: str, small: bool, delay: int) -> t
 
 def build_model(tables: Tables, path: Path, train_rows: int, trees: int) -> dict[str, float]:
     """Train on a sample of the labelled features, export to ONNX; returns thresholds."""
-    from deltalake import DeltaTable
 
-    feats = DeltaTable(tables.features).to_pandas(columns=["transaction_id", *FEATURE_COLUMNS])
-    labels = DeltaTable(tables.raw).to_pandas(columns=["transaction_id", "tx_fraud"])
+    feats = lake.dataset(tables.features).to_table(
+        columns=["transaction_id", *FEATURE_COLUMNS]).to_pandas()
+    labels = lake.dataset(tables.raw).to_table(columns=["transaction_id", "tx_fraud"]).to_pandas()
     frame = feats.merge(labels, on="transaction_id")
     sample = frame.sample(min(train_rows, len(frame)), random_state=0)
     secs, model = timed(lambda: train(sample, TrainingParams(n_estimators=trees)))

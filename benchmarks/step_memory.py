@@ -45,6 +45,7 @@ from common import (
     write_raw_table,
 )
 
+from fraudkit import lake
 from fraudkit.config import DEFAULT_LABEL_DELAY_DAYS
 from fraudkit.simulator import SimulationConfig
 
@@ -143,15 +144,14 @@ def run_child(asset_name: str, data_dir: Path, first: str, last: str) -> dict:
 
 def register_champion(data_dir: Path, trees: int) -> None:
     """Train a small model on the features table and make it champion (set-up)."""
-    from deltalake import DeltaTable
 
     from fraudkit.registry import ModelRegistry
     from fraudkit.training import TrainingParams, choose_thresholds, to_onnx, train
 
     tables = data_dir / "tables"
-    feats = DeltaTable(str(tables / "transaction_features")).to_pandas()
-    labels = DeltaTable(str(tables / "raw_transactions")).to_pandas(
-        columns=["transaction_id", "tx_fraud"])
+    feats = lake.dataset(str(tables / "transaction_features")).to_table().to_pandas()
+    labels = lake.dataset(str(tables / "raw_transactions")).to_table(
+        columns=["transaction_id", "tx_fraud"]).to_pandas()
     frame = feats.merge(labels, on="transaction_id").sample(100_000, random_state=0,
                                                             replace=len(feats) < 100_000)
     model = train(frame, TrainingParams(n_estimators=trees))

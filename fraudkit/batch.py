@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable
 
 from fraudkit import lake
 from fraudkit.features import FEATURE_COLUMNS, feature_matrix, features_frame, lookback_days
@@ -149,9 +148,7 @@ def ids_on_several_days(days: list[str], tables: Tables, raw_version: int,
     others = [d for d in lake.partition_values(tables.raw, tables.storage_options)
               if d not in in_run]
     if others:
-        dataset = DeltaTable(tables.raw, version=raw_version,
-                             storage_options=tables.storage_options).to_pyarrow_dataset(
-            file_pruning_predicate=[(lake.PARTITION, "in", others)])
+        dataset = lake.dataset(tables.raw, others, raw_version, tables.storage_options)
         for batch in dataset.to_batches(columns=["transaction_id", "day"],
                                         filter=pc.field(lake.PARTITION).isin(others)):
             if len(run_ids):

@@ -112,16 +112,15 @@ def run_batch(settings: Settings, instance: dg.DagsterInstance, first: str, last
 
 
 def summary(settings: Settings) -> None:
-    from deltalake import DeltaTable
 
     from fraudkit.registry import ModelRegistry
 
     print("\n==> summary")
     for name in ["raw_transactions", "quarantined_transactions", "transaction_features",
                  "training_set", "batch_predictions"]:
-        table = DeltaTable(settings.table_uri(name))
-        rows = table.to_pyarrow_dataset().count_rows()
-        print(f"    {name:26s} {rows:>10,d} rows  version {table.version():>4d}  "
+        version = lake.table_version(settings.table_uri(name))
+        rows = lake.dataset(settings.table_uri(name), version=version).count_rows()
+        print(f"    {name:26s} {rows:>10,d} rows  version {version:>4d}  "
               f"{settings.table_uri(name)}")
     champion = ModelRegistry(settings.registry_dir).champion()
     m = champion.manifest["metrics"]

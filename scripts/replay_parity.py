@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 import pandas as pd
-from deltalake import DeltaTable
 
 from fraudkit import lake
 from fraudkit.config import Settings
@@ -70,7 +69,7 @@ class ParityReport:
 
 
 def _read(uri: str, days: list[str]) -> pd.DataFrame:
-    return DeltaTable(uri).to_pandas(filters=[("day", "in", days)])
+    return lake.read_days(uri, days).to_pandas()
 
 
 def replay(url: str, first: str, last: str, settings: Settings | None = None,

@@ -18,7 +18,6 @@ import time
 
 import dagster as dg
 import pandas as pd
-from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from assets.common import SETTINGS
@@ -47,8 +46,8 @@ INTERVAL_SECONDS = int(os.environ.get("MONITOR_SENSOR_INTERVAL", "30"))
 
 def _read(delta: DeltaLakeResource, table: str, columns: list[str]) -> pd.DataFrame:
     try:
-        return (DeltaTable(delta.uri(table), storage_options=delta.storage_options)
-                .to_pyarrow_dataset().to_table(columns=columns).to_pandas())
+        return (lake.dataset(delta.uri(table), storage_options=delta.storage_options)
+                .to_table(columns=columns).to_pandas())
     except TableNotFoundError:
         return pd.DataFrame(columns=columns)
 

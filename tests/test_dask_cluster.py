@@ -15,6 +15,7 @@ import pytest
 from deltalake import DeltaTable
 from distributed import Client
 
+from fraudkit import lake
 from scripts.serving import free_port
 from tests.conftest import run_job
 
@@ -60,7 +61,8 @@ def test_features_on_an_existing_cluster(
     data_dir = tmp_path / "data"
     shutil.copytree(small_pipeline, data_dir)
     features = str(data_dir / "tables" / "transaction_features")
-    before = DeltaTable(features).to_pandas().sort_values("transaction_id", ignore_index=True)
+    before = lake.dataset(features).to_table().to_pandas().sort_values("transaction_id",
+                                                                   ignore_index=True)
     version = DeltaTable(features).version()
     result = run_job(data_dir, "ingest_and_features", "2026-05-20", "2026-06-29",
                      extra_env={"DASK_SCHEDULER_ADDRESS": dask_cluster})

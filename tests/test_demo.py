@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from deltalake import DeltaTable
 
+from fraudkit import lake
 from fraudkit.registry import ModelRegistry
 from tests.conftest import ROOT, pipeline_env, run_job
 
@@ -33,8 +33,8 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
     registry = ModelRegistry(data_dir / "registry")
     assert registry.champion().version == "v0002", out[-3000:]
     assert "the running service answers with v0002" in out
-    last = DeltaTable(str(data_dir / "tables" / "batch_predictions")).to_pandas(
-        filters=[("day", "=", "2026-07-24")])
+    last = lake.read_days(str(data_dir / "tables" / "batch_predictions"),
+                          ["2026-07-24"]).to_pandas()
     assert set(last["model_version"]) == {"v0002"}
     seconds = re.search(r"to the online service answering with it (\d+)s", out)
     assert seconds and int(seconds.group(1)) < 180, out[-2000:]
@@ -45,8 +45,8 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
     assert rolled.returncode == 0 and "champion is now v0001" in rolled.stdout, rolled.stderr
     rescored = run_job(data_dir, "score", "2026-07-24", extra_env={"FRAUD_END_DATE": "2026-07-31"})
     assert rescored.returncode == 0, rescored.stderr[-3000:]
-    last = DeltaTable(str(data_dir / "tables" / "batch_predictions")).to_pandas(
-        filters=[("day", "=", "2026-07-24")])
+    last = lake.read_days(str(data_dir / "tables" / "batch_predictions"),
+                          ["2026-07-24"]).to_pandas()
     assert set(last["model_version"]) == {"v0001"}
 
     # A second run starts afresh in the folder it made; a foreign folder is refused.

@@ -80,8 +80,8 @@ def test_bad_rows_are_quarantined_with_reasons(tmp_path: Path) -> None:
             "tx_fraud is not 0 or 1": 1,
         },
     }
-    raw = DeltaTable(t.raw).to_pandas()
-    quarantine = DeltaTable(t.quarantine).to_pandas()
+    raw = lake.dataset(t.raw).to_table().to_pandas()
+    quarantine = lake.dataset(t.quarantine).to_table().to_pandas()
     assert len(raw) + len(quarantine) == 13
     assert set(raw["transaction_id"]) == {1, 8, 9, 10, 103}
     row = quarantine[quarantine["reason"] == "tx_datetime is not a parseable timestamp"].iloc[0]
@@ -113,7 +113,7 @@ def test_rerun_replaces_the_day(tmp_path: Path) -> None:
     t = tables(tmp_path)
     ingest_days([DAY], str(landing), t)
     ingest_days([DAY], str(landing), t)
-    assert len(DeltaTable(t.raw).to_pandas()) == 6
+    assert len(lake.dataset(t.raw).to_table().to_pandas()) == 6
 
 
 def test_a_broken_first_copy_does_not_cost_the_valid_one() -> None:

@@ -11,9 +11,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from deltalake import DeltaTable
 
 import fraudkit.schema as schema
+from fraudkit import lake
 from fraudkit.batch import ingest_days
 from fraudkit.schema import LandingFileError, read_landing_file, validate_raw
 from tests.test_ingest import DAY, tables
@@ -48,8 +48,9 @@ def write_csv(table: pa.Table, path: Path) -> None:
 def ingest(landing: Path, root: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     t = tables(root)
     stats = ingest_days([DAY], str(landing), t)["days"][DAY]
-    raw = DeltaTable(t.raw).to_pandas().sort_values("transaction_id", ignore_index=True)
-    quarantine = DeltaTable(t.quarantine).to_pandas()
+    raw = lake.dataset(t.raw).to_table().to_pandas().sort_values("transaction_id",
+                                                                 ignore_index=True)
+    quarantine = lake.dataset(t.quarantine).to_table().to_pandas()
     assert stats["rows_in"] == len(raw) + len(quarantine) == stats["kept"] + stats["quarantined"]
     return stats, raw, quarantine
 

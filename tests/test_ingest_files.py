@@ -15,9 +15,9 @@ from unittest.mock import Mock
 import dagster as dg
 import pandas as pd
 import pytest
-from deltalake import DeltaTable
 
 import sensors.landing as landing_module
+from fraudkit import lake
 from fraudkit.batch import ingest_days
 from fraudkit.schema import (
     LandingFileError,
@@ -75,7 +75,7 @@ def test_every_spelling_is_read(tmp_path: Path) -> None:
     stats = ingest_days([DAY], str(landing), t)["days"][DAY]
     assert (stats["files"], stats["rows_in"], stats["kept"]) == (5, sum(rows.values()),
                                                                  sum(rows.values()))
-    assert len(DeltaTable(t.raw).to_pandas()) == sum(rows.values())
+    assert len(lake.dataset(t.raw).to_table().to_pandas()) == sum(rows.values())
     assert landed_days(landing) == [DAY]
 
 
@@ -169,8 +169,9 @@ def test_the_asset_warns_and_conserves_rows(tmp_path: Path) -> None:
     assert f"e_{DAY2}" not in warning
     metadata = result.asset_materializations_for_node("raw_transactions")[0].metadata
     assert "notes.csv: no day (YYYY-MM-DD) in its name" in metadata["skipped_files"].value
-    raw = DeltaTable(str(tmp_path / "tables" / "raw_transactions")).to_pandas()
-    quarantine = DeltaTable(str(tmp_path / "tables" / "quarantined_transactions")).to_pandas()
+    raw = lake.dataset(str(tmp_path / "tables" / "raw_transactions")).to_table().to_pandas()
+    quarantine = lake.dataset(
+        str(tmp_path / "tables" / "quarantined_transactions")).to_table().to_pandas()
     assert {2**53 + 1, 2**60 + 1, 2**60 + 2} <= set(raw["transaction_id"])
     assert len(raw) == sum(rows.values()) + 3
     assert sorted(quarantine["reason"]) == ["null transaction_id",

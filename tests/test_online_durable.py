@@ -10,7 +10,6 @@ from pathlib import Path
 import dagster as dg
 import httpx
 import pytest
-from deltalake import DeltaTable
 
 from assets.online import online_predictions
 from fraudkit import lake
@@ -52,7 +51,7 @@ def _move_to_delta(data_dir: Path, url: str, days: list[str]) -> set[int]:
                        "online_store": OnlineStoreResource(url=url)})
         assert result.success
         assert all(c.passed for c in result.get_asset_check_evaluations())
-    table = DeltaTable(str(data_dir / "tables" / "online_predictions")).to_pyarrow_table(
+    table = lake.dataset(str(data_dir / "tables" / "online_predictions")).to_table(
         columns=["transaction_id"])
     return set(table["transaction_id"].to_pylist())
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.compute as pc
-from deltalake import DeltaTable
 
 from assets.online import online_predictions
+from fraudkit import lake
 from fraudkit.store import day_start_us, open_store
 from resources import DeltaLakeResource
 from resources.online import OnlineStoreResource
@@ -37,7 +37,7 @@ def test_a_day_moves_to_delta_once_and_a_retry_is_one_row(tmp_path: Path) -> Non
         assert result.success
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
         assert checks == {"rows_equal_store": True, "one_row_per_transaction": True}
-    table = DeltaTable(str(tmp_path / "tables" / "online_predictions")).to_pyarrow_table()
+    table = lake.dataset(str(tmp_path / "tables" / "online_predictions")).to_table()
     assert table.num_rows == 100
     assert pc.count_distinct(table["transaction_id"]).as_py() == 100
     row5 = table.filter(pc.equal(table["transaction_id"], 5)).to_pylist()[0]

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable
 
 from fraudkit import lake
 from fraudkit.config import Settings
@@ -35,8 +34,7 @@ REPLAY = ["2026-06-21", "2026-06-22"]
 
 
 def _raw(data_dir: Path, days: list[str]):
-    frame = DeltaTable(str(data_dir / "tables" / "raw_transactions")).to_pandas(
-        filters=[("day", "in", days)])
+    frame = lake.read_days(str(data_dir / "tables" / "raw_transactions"), days).to_pandas()
     return frame.sort_values(["tx_datetime", "transaction_id"]).reset_index(drop=True)
 
 
@@ -50,8 +48,8 @@ def _requests(frame) -> Requests:
 
 def _assert_equal_to_batch(got: dict[str, np.ndarray], ids: np.ndarray, data_dir: Path,
                            days: list[str]) -> None:
-    batch = DeltaTable(str(data_dir / "tables" / "transaction_features")).to_pandas(
-        filters=[("day", "in", days)]).set_index("transaction_id").loc[ids]
+    batch = lake.read_days(str(data_dir / "tables" / "transaction_features"),
+                           days).to_pandas().set_index("transaction_id").loc[ids]
     for name in FEATURE_COLUMNS:
         if name in COUNT_COLUMNS:
             np.testing.assert_array_equal(got[name], batch[name].to_numpy(), err_msg=name)

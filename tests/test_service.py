@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fraudkit import lake
 from fraudkit.registry import ModelRegistry
 from scripts.replay_parity import replay
 from tests.conftest import private_copy
@@ -85,9 +86,8 @@ def test_cold_start_customer_and_terminal(server: httpx.Client) -> None:
 
 
 def test_customer_risk_lookup(server: httpx.Client, data_dir: Path) -> None:
-    from deltalake import DeltaTable
 
-    preds = DeltaTable(str(data_dir / "tables" / "batch_predictions")).to_pandas()
+    preds = lake.dataset(str(data_dir / "tables" / "batch_predictions")).to_table().to_pandas()
     latest = preds.sort_values(["tx_datetime", "transaction_id"]).groupby("customer_id").last()
     customer = int(latest.index[3])
     body = server.get(f"/customers/{customer}/risk", headers=HEADERS).json()

@@ -26,12 +26,10 @@ class PredictionIndex:
         version = lake.table_version(uri, storage_options)
         if version is None:
             return cls(np.zeros(0, dtype=np.int64), {}, None)
-        from deltalake import DeltaTable
-
         columns = ["customer_id", "transaction_id", "tx_datetime", "score", "decision",
                    "model_version", "day"]
-        table = (DeltaTable(uri, version=version, storage_options=storage_options)
-                 .to_pyarrow_dataset().to_table(columns=columns))
+        table = lake.dataset(uri, version=version, storage_options=storage_options).to_table(
+            columns=columns)
         # Sort and gather in Arrow (which releases the GIL, so requests keep being served
         # while a new version loads); only the one row per customer becomes Python objects.
         order = pc.sort_indices(table, sort_keys=[("customer_id", "ascending"),
