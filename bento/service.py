@@ -301,20 +301,37 @@ class Drainer:
         started = time.perf_counter()
         req = Requests.from_rows(rows)
         try:
-            scored = self.scorer.score(req, received)
-            answers = scored.rows(req)
+            scored, written = self.scorer.score_submitted(req, received)
         except Exception as exc:  # noqa: BLE001 - answer every waiter, never hang
-            log.exception("scoring failed")
-            for future, _ in waiters:
-                if not future.done():
-                    future.set_exception(exc)
+            self._fail(waiters, exc)
             return
         SCORE_SECONDS.observe(time.perf_counter() - started)
         DRAIN_SIZE.observe(len(req))
+        # The answers go out once the decisions are written (the writer thread commits
+        # while this loop goes on with the next requests).
+        asyncio.wrap_future(written).add_done_callback(
+            lambda done: self._answer(req, scored, done, waiters))
+
+    def _answer(self, req: Requests, scored: Scored, written: asyncio.Future,
+                waiters: list[tuple[asyncio.Future, list[int]]]) -> None:
+        try:
+            if not written.result():
+                scored.degraded = True
+            answers = scored.rows(req)
+        except Exception as exc:  # noqa: BLE001 - answer every waiter, never hang
+            self._fail(waiters, exc)
+            return
         self._count(scored)
         for future, picks in waiters:
             if not future.done():
                 future.set_result([answers[i] for i in picks])
+
+    @staticmethod
+    def _fail(waiters: list[tuple[asyncio.Future, list[int]]], exc: Exception) -> None:
+        log.exception("scoring failed", exc_info=exc)
+        for future, _ in waiters:
+            if not future.done():
+                future.set_exception(exc)
 
     def _count(self, scored: Scored) -> None:
         if scored.model_version != self.served_version:

@@ -152,7 +152,8 @@ def test_decision_log_buffers_while_redis_is_down_and_writes_in_order(tmp_path: 
         assert not dlog.record([decision(2, T0 + 2, 3, 4, 3.0)])  # a retry, later
         assert dlog.degraded and dlog.buffered == 2
         rows, ok = dlog.stream_rows([3], (0, 2**62), [], (0, 2**62))
-        assert not ok and rows.amount.tolist() == [2.0, 3.0]
+        # newest first: the features count a transaction_id once, as its first copy
+        assert not ok and rows.amount.tolist() == [3.0, 2.0]
         assert not dlog.flush()
         server.start()
         assert dlog.flush() and not dlog.degraded and dlog.buffered == 0
@@ -162,3 +163,35 @@ def test_decision_log_buffers_while_redis_is_down_and_writes_in_order(tmp_path: 
         assert by_id[1]["degraded"] is False
         rows, ok = dlog.stream_rows([3], (0, 2**62), [], (0, 2**62))
         assert ok and sorted(rows.amount.tolist()) == [1.0, 3.0]
+
+
+def test_submitted_rows_count_in_reads_until_their_write_is_done(
+        store: OnlineStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decision log writes on its own thread while the service scores the next
+    requests: those must see the rows still being written, and an answer must wait for its
+    write. The store's own write is held back (it still commits to the real store)."""
+    import threading
+
+    from fraudkit.store.log import DecisionLog
+
+    release = threading.Event()
+    write = store.write
+
+    def held_write(rows: list[tuple]) -> None:
+        assert release.wait(10)
+        write(rows)
+
+    monkeypatch.setattr(store, "write", held_write)
+    dlog = DecisionLog(store)
+    first = dlog.submit([decision(1, T0, 5, 6, 1.0)])
+    second = dlog.submit([decision(2, T0 + 1, 5, 6, 2.0), decision(1, T0, 5, 6, 1.5)])
+    rows, ok = dlog.stream_rows([5], (0, 2**62), [], (0, 2**62))
+    assert ok and not first.done() and not second.done()
+    # newest submission first: the retry of transaction 1 (1.5) before its first copy
+    assert rows.amount.tolist() == [2.0, 1.5, 1.0]
+    release.set()
+    assert first.result(10) is True and second.result(10) is True
+    rows, ok = dlog.stream_rows([5], (0, 2**62), [], (0, 2**62))
+    assert ok and sorted(rows.amount.tolist()) == [1.5, 2.0]  # stored: the retry replaced
+    assert {r["transaction_id"]: r["tx_amount"]
+            for r in store.day_decisions(DAY).to_pylist()} == {1: 1.5, 2: 2.0}

@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,7 @@ class OnlineScorer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.decisions.drain(timeout=10)
         self.decisions.flush()
 
     def _run(self) -> None:
@@ -242,6 +244,16 @@ class OnlineScorer:
         returns, so the caller may answer. ``received_us`` is when each request arrived
         (wall clock, microseconds); request ``transaction_id`` values must be distinct.
         """
+        scored, written = self.score_submitted(req, received_us)
+        if not written.result():
+            scored.degraded = True
+        return scored
+
+    def score_submitted(self, req: Requests, received_us: list[int] | None = None,
+                        ) -> tuple[Scored, Future]:
+        """:meth:`score` without waiting for the decision log: the answers may be sent once
+        the returned future is done (its result False: they were buffered, degraded).
+        Later calls already see these requests in their feature windows."""
         feats, read_ok = self.store.features(req)
         scored = self._model_scores(feats)
         scored.degraded = not read_ok
@@ -257,9 +269,7 @@ class OnlineScorer:
             fallback=scored.fallback, shadow=None,
             received_us=received_us if received_us is not None else [now_us] * len(req),
             decided_us=now_us, worker=self.worker, degraded=scored.degraded)
-        if not self.decisions.record(rows):
-            scored.degraded = True
-        return scored
+        return scored, self.decisions.submit(rows)
 
     def _model_scores(self, feats: dict[str, np.ndarray]) -> Scored:
         current = self.watcher.current

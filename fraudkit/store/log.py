@@ -1,7 +1,11 @@
 """The decision log in front of an :class:`~fraudkit.store.OnlineStore`: rows, buffer, degraded.
 
-The service calls :meth:`DecisionLog.record` once per drain, after scoring and *before*
-answering. When the store takes the write, the answers are durable. When it cannot (Redis
+The service calls :meth:`DecisionLog.submit` once per drain, after scoring, and answers
+when the write it returns is done. When the store takes the write, the answers are durable.
+The write runs on one writer thread, in submission order, so the event loop parses and
+scores the next requests while the store commits (sqlite3 and the Redis socket release the
+GIL); until it is committed, a submitted row is *pending* and feature reads see it, so the
+next drain's windows count it exactly as if the write had finished. When it cannot (Redis
 down, disk full), the service must keep answering: the rows stay in this process's buffer,
 the answers say ``"degraded": true``, ``/readyz`` reports not ready (a load balancer drains
 the worker), and the background thread calls :meth:`flush` until the store takes them, in
@@ -20,6 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -91,10 +96,17 @@ def decision_rows(
 class DecisionLog:
     """See the module docstring. Thread-safe: the event loop records, a thread flushes."""
 
-    def __init__(self, store: OnlineStore, max_buffer: int = 1_000_000) -> None:
+    def __init__(self, store: OnlineStore, max_buffer: int = 1_000_000,
+                 max_in_flight: int = 2) -> None:
         self.store = store
         self.max_buffer = max_buffer
+        #: Writes submitted and not yet done, at most; :meth:`submit` waits past it, so a
+        #: store slower than the scoring slows the service down instead of piling up rows.
+        self.max_in_flight = max_in_flight
         self._buffer: list[tuple] = []
+        self._pending: list[list[tuple]] = []  # submitted, not yet written (oldest first)
+        self._writes: list[Future] = []
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-writer")
         self._lock = threading.Lock()
         self.degraded = False
         self.last_error: str | None = None
@@ -110,28 +122,61 @@ class DecisionLog:
                     terminal_span: Span) -> tuple[StreamRows, bool]:
         """Stored (and buffered) rows for the feature windows; False when the store could
         not be read, so the features may be incomplete (the answer is then degraded)."""
-        rows = StreamRows.empty()
+        # Newest first (pending, then buffered, then stored): a transaction_id found twice
+        # counts once, as its first copy, so a retry's latest content wins.
+        with self._lock:
+            unstored = [r for rows in reversed(self._pending) for r in rows]
+            unstored += self._buffer[::-1]
+        rows = self._pick(unstored, set(customers), customer_span, set(terminals),
+                          terminal_span)
         ok = not self.degraded
         if ok:
             try:
-                rows = self.store.stream_rows(customers, customer_span, terminals,
-                                              terminal_span)
+                rows = rows.concat(self.store.stream_rows(customers, customer_span, terminals,
+                                                          terminal_span))
             except StoreUnavailable as exc:
                 self._fail(exc)
                 ok = False
-        if self._buffer:
-            rows = rows.concat(self._buffered_rows(set(customers), customer_span,
-                                                   set(terminals), terminal_span))
         return rows, ok
 
-    def _buffered_rows(self, customers: set[int], customer_span: Span, terminals: set[int],
-                       terminal_span: Span) -> StreamRows:
+    @staticmethod
+    def _pick(rows: list[tuple], customers: set[int], customer_span: Span,
+              terminals: set[int], terminal_span: Span) -> StreamRows:
+        if not rows:
+            return StreamRows.empty()
         (c_lo, c_hi), (t_lo, t_hi) = customer_span, terminal_span
-        with self._lock:
-            picked = [tuple(r[i] for i in _FIELDS) for r in self._buffer
-                      if (c_lo < r[_TIME] <= c_hi and r[_FIELDS[2]] in customers)
-                      or (t_lo < r[_TIME] <= t_hi and r[_FIELDS[3]] in terminals)]
+        picked = [tuple(r[i] for i in _FIELDS) for r in rows
+                  if (c_lo < r[_TIME] <= c_hi and r[_FIELDS[2]] in customers)
+                  or (t_lo < r[_TIME] <= t_hi and r[_FIELDS[3]] in terminals)]
         return StreamRows.from_tuples(picked)
+
+    def submit(self, rows: list[tuple]) -> Future:
+        """Write ``rows`` on the writer thread, after every earlier submission; the future's
+        result is :meth:`record`'s (False: buffered, degraded). Until then reads see them."""
+        with self._lock:
+            self._pending.append(rows)
+            self._writes = [w for w in self._writes if not w.done()]
+            oldest = self._writes[0] if len(self._writes) >= self.max_in_flight else None
+        if oldest is not None:
+            oldest.exception()  # wait for it; its outcome reaches its own caller
+        write = self._writer.submit(self._write_pending, rows)
+        with self._lock:
+            self._writes.append(write)
+        return write
+
+    def _write_pending(self, rows: list[tuple]) -> bool:
+        try:
+            return self.record(rows)
+        finally:
+            with self._lock:
+                self._pending.remove(rows)
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait for every submitted write (at shutdown, before the last flush)."""
+        with self._lock:
+            writes = list(self._writes)
+        for write in writes:
+            write.exception(timeout)
 
     def record(self, rows: list[tuple]) -> bool:
         """Write ``rows`` now; False when they were buffered instead (degraded)."""

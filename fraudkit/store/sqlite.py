@@ -78,7 +78,9 @@ _LATEST = ("seq = (SELECT MAX(seq) FROM decisions AS newer "
 
 
 class SqliteStore(OnlineStore):
-    """See the module docstring. One connection, shared by the process's threads."""
+    """See the module docstring. Two connections, each behind its own lock: one for
+    :meth:`write` (the decision log's writer thread), one for everything else, so a feature
+    read does not wait for a commit (WAL readers never wait for the writer)."""
 
     backend = "sqlite"
 
@@ -91,14 +93,20 @@ class SqliteStore(OnlineStore):
         self.recent = RecentRows(retention_days)
         self._seen = 0  # the last seq tailed into ``recent``
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                   timeout=10.0)
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        self._write_lock = threading.Lock()
+        self._db = self._connect()
+        self._db.executescript(SCHEMA_SQL)
+        self._wdb = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                             timeout=10.0)
+        db.execute("PRAGMA busy_timeout = 10000")
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise sqlite3.DatabaseError(f"cannot switch to WAL mode (journal_mode={mode})")
-        self._db.execute(f"PRAGMA synchronous = {synchronous}")
-        self._db.executescript(SCHEMA_SQL)
+        db.execute(f"PRAGMA synchronous = {self.synchronous}")
+        return db
 
     @classmethod
     def open(cls, url: str, setting: str = "ONLINE_STORE_URL",
@@ -128,14 +136,15 @@ class SqliteStore(OnlineStore):
                              f"fix it or point {setting} at another file") from exc
         return store
 
-    def _run(self, fn):
+    def _run(self, fn, writer: bool = False):
+        db, lock = (self._wdb, self._write_lock) if writer else (self._db, self._lock)
         try:
-            with self._lock:
-                return fn(self._db)
+            with lock:
+                return fn(db)
         except sqlite3.Error as exc:
-            if self._db.in_transaction:
+            if db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
+                    db.execute("ROLLBACK")
             raise StoreUnavailable(f"online store {self.path}: {exc}") from exc
 
     def write(self, rows: list[tuple]) -> None:
@@ -144,7 +153,7 @@ class SqliteStore(OnlineStore):
             db.executemany(_INSERT, rows)
             db.execute("COMMIT")
 
-        self._run(do)
+        self._run(do, writer=True)
 
     def _tail(self, db: sqlite3.Connection) -> None:
         """Add the rows appended since the last tail (by any process) to ``recent``. The
@@ -224,5 +233,7 @@ class SqliteStore(OnlineStore):
         return total
 
     def close(self) -> None:
+        with self._write_lock:
+            self._wdb.close()
         with self._lock:
             self._db.close()
