@@ -31,6 +31,3 @@ def preview(frame: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:
             shown[col] = shown[col].round(4)
     return dg.MetadataValue.md(shown.to_markdown(index=False))
 
-
-def table_link(uri: str) -> dg.MetadataValue:
-    return dg.MetadataValue.path(uri)

@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
 from fraudkit import lake  # noqa: E402
 from fraudkit.config import Settings  # noqa: E402
 from fraudkit.features import FEATURE_COLUMNS  # noqa: E402
-from fraudkit.online import OnlineConfig, OnlineScorer, Requests  # noqa: E402
+from fraudkit.online import OnlineScorer, Requests  # noqa: E402
 from fraudkit.online.history import reach_days  # noqa: E402
 from scripts.serving import BentoServer, RedisServer  # noqa: E402
 
@@ -60,8 +60,8 @@ def _day_requests(settings: Settings, day: str) -> Requests:
 def store_size(settings: Settings, url: str, days: list[str], drain: int) -> None:
     """Score ``days`` in process into the store at ``url``; print its size."""
     cutoff = lake.shift_day(days[0], -1)
-    scorer = OnlineScorer(OnlineConfig(settings=settings, registry_dir=settings.registry_dir,
-                                       cutoff=cutoff, store_url=url))
+    scorer = OnlineScorer(settings.model_copy(update={"online_store_cutoff": cutoff,
+                                                      "online_store_url": url}))
     scorer.load()
     store = scorer.decisions.store
     retention = reach_days(settings.label_delay_days)

@@ -32,7 +32,6 @@ amortizes the per-call cost. Everything runs on the event loop thread in arrival
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import functools
 import gc
@@ -64,10 +63,10 @@ from pydantic import (
 )
 from pydantic_core import to_json
 
+from fraudkit.config import Settings
 from fraudkit.features import FEATURE_COLUMNS
 from fraudkit.online import (
     FALLBACK_VERSION,
-    OnlineConfig,
     OnlineScorer,
     Requests,
     Scored,
@@ -78,9 +77,10 @@ from fraudkit.schema import INT64_MAX, INT64_MIN
 from fraudkit.store import StoreError, open_store
 
 log = logging.getLogger("fraud_service")
-#: The service's settings, read from the environment once per process (the request models
-#: below need the batch limit at import time, and the API key never changes).
-CONFIG = OnlineConfig.from_env()
+#: The service's settings (fraudkit.config, the same model the batch path reads), read from
+#: the environment once per process: the request models below need the batch limit at
+#: import time, and the API key never changes.
+CONFIG = Settings.from_env()
 MAX_BATCH = CONFIG.max_batch
 
 
@@ -90,7 +90,7 @@ def _refuse_a_store_it_cannot_open() -> None:
     A worker failing the same check would be restarted by BentoML forever."""
     if Path(sys.argv[0]).name == "bentoml" and sys.argv[1:2] == ["serve"]:
         try:
-            open_store(CONFIG.store_url).close()
+            open_store(CONFIG.online_store_url).close()
         except StoreError as exc:
             raise SystemExit(f"the fraud service cannot start: {exc}") from None
 
@@ -657,7 +657,7 @@ async def docs_json(_: Request) -> Response:
     name="fraud_service",
     # ONLINE_WORKERS processes share the online store (SQLite file or Redis), so every
     # worker sees the transactions the others scored.
-    workers=CONFIG.workers,
+    workers=CONFIG.online_workers,
     # A request slower than 2 s is far past a card terminal's 100 ms budget. The timeout
     # also bounds BentoML's per-request timers: with 30 s, ~120k of them were pending at
     # 4,000 req/s and garbage-collector passes over them pushed p99 past 100 ms.
@@ -671,14 +671,14 @@ class FraudService:
     """Online fraud scoring: champion model + online feature store, hot-swapped."""
 
     def __init__(self) -> None:
-        config = CONFIG
+        settings = CONFIG
         if (IN_BENTO or os.environ.get("FRAUD_BUNDLED_REGISTRY") == "1") and \
-                not (config.registry_dir / "champion.json").exists() and \
+                not (settings.registry_dir / "champion.json").exists() and \
                 (BUNDLED_REGISTRY / "champion.json").exists():
             log.warning("no registry in %s: serving the champion bundled in the Bento",
-                        config.registry_dir)
-            config = dataclasses.replace(config, registry_dir=BUNDLED_REGISTRY)
-        self.scorer = OnlineScorer(config)
+                        settings.registry_dir)
+            settings = settings.model_copy(update={"registry_dir": BUNDLED_REGISTRY})
+        self.scorer = OnlineScorer(settings)
         self.scorer.load()
         self.scorer.start()
         self.drainer = Drainer(self.scorer)
@@ -705,7 +705,6 @@ FraudService.add_asgi_middleware(ScoringRoutes)
 def bundle_champion(target: Path = BUNDLED_REGISTRY) -> str:
     """Copy the registry's champion (model.onnx, manifest, champion.json) into ``bento/registry``
     so `bentoml build` packs it; returns its version. Run before `bentoml build`."""
-    from fraudkit.config import Settings
     from fraudkit.registry import ModelRegistry
 
     registry = ModelRegistry(Settings.from_env().registry_dir)

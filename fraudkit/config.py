@@ -1,17 +1,22 @@
-"""Where data lives and the few settings both serving paths must agree on.
+"""Where data lives and every setting the parts must agree on: one model, read from the
+environment (pydantic-settings), used by the Dagster code location, the BentoML service and
+the scripts alike.
 
 Everything the pipeline writes goes under ``DATA_DIR`` (default ``data/`` in the checkout):
-landing files, one folder per Delta table (named after its asset), the model registry and
-the drift reports. Both the Dagster code location and the BentoML service read the same
-environment, so pointing ``DATA_DIR`` somewhere else moves both.
+landing files, one folder per Delta table (named after its asset), the model registry, the
+drift reports and the embedded online store. Both serving paths build their view of the
+tables from the same :class:`Settings` (including ``DELTA_STORAGE_OPTIONS``), so pointing
+``DATA_DIR`` somewhere else moves both. The README's "Settings" table lists every variable.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,60 +29,120 @@ DEFAULT_START_DATE = "2026-05-01"
 DEFAULT_END_DATE = "2026-12-31"
 
 
-def _env_date(name: str, default: str) -> str:
-    value = os.environ.get(name, default)
-    try:
-        dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise ValueError(f"{name}={value!r} is not a date; use YYYY-MM-DD") from exc
-    return value
+def _env(name: str) -> Any:
+    """The field reads environment variable ``name``; in code it is set by its own name."""
+    return AliasChoices(name)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Paths and calendar, read from the environment once per process."""
+class Settings(BaseSettings):
+    """Paths, calendar, the online service and the Dask cluster, from the environment.
 
-    data_dir: Path
-    start_date: str
-    end_date: str
-    label_delay_days: int
+    Build it with :meth:`from_env` (errors name the variable) or, in tests and scripts, with
+    keyword arguments by field name (unset fields still come from the environment).
+    An empty variable counts as unset.
+    """
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, populate_by_name=True,
+                                      extra="ignore", validate_default=True)
+
+    # where data lives ---------------------------------------------------------------------
+    data_dir: Path = Field(PROJECT_ROOT / "data", validation_alias=_env("DATA_DIR"),
+                           description="Root of landing files, tables, registry, reports.")
+    landing_dir: Path | None = Field(
+        None, validation_alias=_env("LANDING_DIR"),
+        description="Folder of landing files (default DATA_DIR/landing).")
+    registry_dir: Path | None = Field(
+        None, validation_alias=_env("FRAUD_REGISTRY_DIR"),
+        description="The model registry (default DATA_DIR/registry).")
+    storage_options: dict[str, str] | None = Field(
+        None, validation_alias=_env("DELTA_STORAGE_OPTIONS"),
+        description="delta-rs storage options (JSON object) for tables on an object store; "
+                    "both serving paths pass them to every table they open.")
+    # the calendar -------------------------------------------------------------------------
+    start_date: str = Field(DEFAULT_START_DATE, validation_alias=_env("FRAUD_START_DATE"),
+                            description="First day of the daily partitions (YYYY-MM-DD).")
+    end_date: str = Field(DEFAULT_END_DATE, validation_alias=_env("FRAUD_END_DATE"),
+                          description="Last day of the daily partitions (YYYY-MM-DD).")
+    label_delay_days: int = Field(
+        DEFAULT_LABEL_DELAY_DAYS, ge=1, validation_alias=_env("LABEL_DELAY_DAYS"),
+        description="Days until a transaction's label is known; at least 1, or labels would "
+                    "leak into the terminal risk windows.")
+    # the online service -------------------------------------------------------------------
+    online_store_url: str = Field(
+        "", validation_alias=_env("ONLINE_STORE_URL"),
+        description="sqlite:///path or redis://[:password@]host:port/db (default: SQLite "
+                    "under DATA_DIR/online).")
+    online_workers: int = Field(1, gt=0, validation_alias=_env("ONLINE_WORKERS"),
+                                description="Worker processes of one service on one host.")
+    online_store_cutoff: str | None = Field(
+        None, validation_alias=_env("ONLINE_STORE_CUTOFF"),
+        description="Load the feature history up to this day only (replays of past days).")
+    api_key: str | None = Field(None, repr=False, validation_alias=_env("FRAUD_API_KEY"),
+                                description="When set, requests need X-API-Key.")
+    champion_poll_s: float = Field(0.5, gt=0, validation_alias=_env("ONLINE_CHAMPION_POLL_S"),
+                                   description="Seconds between reads of champion.json.")
+    table_poll_s: float = Field(10.0, gt=0, validation_alias=_env("ONLINE_TABLE_POLL_S"),
+                                description="Seconds between checks for new table versions.")
+    max_batch: int = Field(1000, gt=0, validation_alias=_env("ONLINE_MAX_BATCH"),
+                           description="Most transactions in one POST /score_batch.")
+    # the batch path -----------------------------------------------------------------------
+    dask_scheduler_address: str | None = Field(
+        None, validation_alias=_env("DASK_SCHEDULER_ADDRESS"),
+        description="A running Dask cluster (default: a LocalCluster per step).")
+    dask_n_workers: int = Field(2, gt=0, validation_alias=_env("DASK_N_WORKERS"),
+                                description="Worker processes of the LocalCluster.")
+    # when sensors run -----------------------------------------------------------------------
+    monitor_sensor_interval_s: int = Field(
+        30, gt=0, validation_alias=_env("MONITOR_SENSOR_INTERVAL"),
+        description="Seconds between evaluations of the drift and landing sensors.")
+    run_sweep_interval_s: int = Field(
+        30, gt=0, validation_alias=_env("RUN_SWEEP_INTERVAL"),
+        description="Seconds between sweeps for runs whose process died.")
+
+    @field_validator("start_date", "end_date", "online_store_cutoff")
+    @classmethod
+    def _a_day(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                dt.date.fromisoformat(value)
+            except ValueError as exc:
+                raise ValueError("is not a day; use YYYY-MM-DD") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _derived(self) -> Settings:
+        """Absolute paths, and the folders that default to places under ``DATA_DIR``."""
+        if self.end_date < self.start_date:
+            raise ValueError(f"FRAUD_END_DATE={self.end_date} is before "
+                             f"FRAUD_START_DATE={self.start_date}")
+        self.data_dir = self.data_dir.resolve()
+        self.landing_dir = (self.landing_dir or self.data_dir / "landing").resolve()
+        self.registry_dir = (self.registry_dir or self.data_dir / "registry").resolve()
+        self.online_store_url = (self.online_store_url.strip() or
+                                 f"sqlite:///{self.data_dir / 'online' / 'store.sqlite3'}")
+        return self
 
     @classmethod
-    def from_env(cls) -> Settings:
-        data_dir = Path(os.environ.get("DATA_DIR", PROJECT_ROOT / "data")).resolve()
-        delay = int(os.environ.get("LABEL_DELAY_DAYS", DEFAULT_LABEL_DELAY_DAYS))
-        if delay < 1:
-            raise ValueError(
-                f"LABEL_DELAY_DAYS={delay}: must be at least 1, or labels would leak into "
-                "the terminal risk windows"
-            )
-        start = _env_date("FRAUD_START_DATE", DEFAULT_START_DATE)
-        end = _env_date("FRAUD_END_DATE", DEFAULT_END_DATE)
-        if end < start:
-            raise ValueError(f"FRAUD_END_DATE={end} is before FRAUD_START_DATE={start}")
-        return cls(data_dir=data_dir, start_date=start, end_date=end, label_delay_days=delay)
-
-    @property
-    def landing_dir(self) -> Path:
-        return Path(os.environ.get("LANDING_DIR", self.data_dir / "landing")).resolve()
+    def from_env(cls, **overrides: Any) -> Settings:
+        """The settings of this process; a bad value is a ``ValueError`` that names the
+        variable, the value and what is expected."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                name = str(error["loc"][0]) if error["loc"] else ""
+                shown = f"{name}={error['input']!r}: " if name else ""
+                problems.append(f"{shown}{error['msg'].removeprefix('Value error, ')}")
+            raise ValueError("settings from the environment: " + "; ".join(problems)) from exc
 
     @property
     def tables_dir(self) -> Path:
         return self.data_dir / "tables"
 
     @property
-    def registry_dir(self) -> Path:
-        return self.data_dir / "registry"
-
-    @property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"
-
-    @property
-    def online_store_url(self) -> str:
-        """``ONLINE_STORE_URL``, or the embedded SQLite file under ``DATA_DIR/online``."""
-        return (os.environ.get("ONLINE_STORE_URL", "").strip()
-                or f"sqlite:///{self.data_dir / 'online' / 'store.sqlite3'}")
 
     def table_uri(self, asset_name: str) -> str:
         """Each Delta table is a folder named after the asset that writes it."""

@@ -11,10 +11,6 @@ from fraudkit.config import Settings
 from fraudkit.registry import ModelRegistry
 
 
-def _default_data_dir() -> str:
-    return str(Settings.from_env().data_dir)
-
-
 class DeltaLakeResource(dg.ConfigurableResource):
     """A root under which each asset's Delta table is a folder named after the asset.
 
@@ -63,17 +59,17 @@ class ModelRegistryResource(dg.ConfigurableResource):
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
-    """Resources on the embedded defaults, all derived from the environment."""
+    """Resources built from :class:`~fraudkit.config.Settings`, the one settings model the
+    online service and the scripts read too (so both serving paths see the same tables)."""
     from resources.dask import DaskResource
     from resources.online import OnlineStoreResource
 
     settings = Settings.from_env()
     return {
-        "dask": DaskResource(
-            scheduler_address=os.environ.get("DASK_SCHEDULER_ADDRESS") or None,
-            n_workers=int(os.environ.get("DASK_N_WORKERS", "2")),
-        ),
-        "delta": DeltaLakeResource(root=str(settings.tables_dir)),
+        "dask": DaskResource(scheduler_address=settings.dask_scheduler_address,
+                             n_workers=settings.dask_n_workers),
+        "delta": DeltaLakeResource(root=str(settings.tables_dir),
+                                   storage_options=settings.storage_options),
         "landing": LandingZoneResource(path=str(settings.landing_dir)),
         "registry": ModelRegistryResource(root=str(settings.registry_dir)),
         # EnvVar keeps a Redis password out of the launchpad and the run's config.

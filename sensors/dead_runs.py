@@ -37,6 +37,8 @@ from pathlib import Path
 import dagster as dg
 import psutil
 
+from fraudkit.config import Settings
+
 #: Run tags naming the process that executes a run in-process.
 HOST_TAG = "process/host"
 PID_TAG = "process/pid"
@@ -48,7 +50,7 @@ STARTED_TAG = "process/started_at"
 START_TIME_TOLERANCE_S = 1.0
 
 #: Seconds between sweeps.
-INTERVAL_SECONDS = int(os.environ.get("RUN_SWEEP_INTERVAL", "30"))
+INTERVAL_SECONDS = Settings.from_env().run_sweep_interval_s
 
 
 def pid_space() -> str:

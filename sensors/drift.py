@@ -13,7 +13,6 @@ ran.
 
 
 import json
-import os
 import time
 
 import dagster as dg
@@ -41,7 +40,7 @@ from fraudkit.registry import RegistryError
 from resources import DeltaLakeResource, ModelRegistryResource, MonitoringResource
 
 #: Seconds between evaluations; the daemon's own tick is about 30 s at most.
-INTERVAL_SECONDS = int(os.environ.get("MONITOR_SENSOR_INTERVAL", "30"))
+INTERVAL_SECONDS = SETTINGS.monitor_sensor_interval_s
 
 
 def _read(delta: DeltaLakeResource, table: str, columns: list[str]) -> pd.DataFrame:

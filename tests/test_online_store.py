@@ -19,7 +19,6 @@ from fraudkit.config import Settings
 from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS
 from fraudkit.online import (
     ChampionWatcher,
-    OnlineConfig,
     OnlineFeatureStore,
     OnlineScorer,
     Requests,
@@ -62,9 +61,9 @@ def _scorer_at_cutoff(small_pipeline: Path, tmp_path: Path) -> OnlineScorer:
     """A scorer whose history stops at CUTOFF, logging to a SQLite store in ``tmp_path``."""
     settings = Settings(data_dir=tmp_path / "data", start_date="2026-05-01",
                         end_date="2026-07-31", label_delay_days=7)
-    scorer = OnlineScorer(OnlineConfig(
-        settings=settings, registry_dir=small_pipeline / "registry", cutoff=CUTOFF,
-        store_url=f"sqlite:///{tmp_path / 'store.sqlite3'}"))
+    scorer = OnlineScorer(settings.model_copy(update={
+        "registry_dir": small_pipeline / "registry", "online_store_cutoff": CUTOFF,
+        "online_store_url": f"sqlite:///{tmp_path / 'store.sqlite3'}"}))
     scorer.raw_uri = str(small_pipeline / "tables" / "raw_transactions")
     scorer.refresh_history(force=True)
     return scorer
@@ -179,8 +178,8 @@ def test_background_refresh_swaps_in_a_new_table_version(small_pipeline: Path,
         shutil.copytree(small_pipeline / part, data_dir / part)
     settings = Settings(data_dir=data_dir, start_date="2026-05-01", end_date="2026-07-31",
                         label_delay_days=7)
-    scorer = OnlineScorer(OnlineConfig(settings=settings, registry_dir=data_dir / "registry",
-                                       champion_poll_s=0.05, table_poll_s=0.1))
+    scorer = OnlineScorer(settings.model_copy(update={"champion_poll_s": 0.05,
+                                                      "table_poll_s": 0.1}))
     scorer.load()
     before = scorer.store.snapshot
     raw = str(data_dir / "tables" / "raw_transactions")
@@ -217,7 +216,7 @@ def _scorer(small_pipeline: Path, tmp_path: Path) -> tuple[OnlineScorer, Path]:
         shutil.copytree(small_pipeline / part, data_dir / part)
     settings = Settings(data_dir=data_dir, start_date="2026-05-01", end_date="2026-07-31",
                         label_delay_days=7)
-    scorer = OnlineScorer(OnlineConfig(settings=settings, registry_dir=data_dir / "registry"))
+    scorer = OnlineScorer(settings)
     scorer.load()
     assert scorer.ready and scorer.watcher.current.version == "v0001"
     return scorer, data_dir / "registry"

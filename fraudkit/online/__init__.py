@@ -48,7 +48,7 @@ from fraudkit.online.feature_store import (
 )
 from fraudkit.online.history import MARGIN_DAYS, EntityRows, HistorySnapshot, load_history
 from fraudkit.online.predictions import PredictionIndex
-from fraudkit.online.scorer import OnlineConfig, OnlineScorer, Scored
+from fraudkit.online.scorer import OnlineScorer, Scored
 
 __all__ = [
     "FALLBACK_VERSION",
@@ -58,7 +58,6 @@ __all__ = [
     "EntityRows",
     "HistorySnapshot",
     "LoadedModel",
-    "OnlineConfig",
     "OnlineFeatureStore",
     "OnlineScorer",
     "PredictionIndex",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import socket
@@ -10,7 +9,6 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,61 +25,6 @@ from fraudkit.store import open_store
 from fraudkit.store.log import DecisionLog, decision_rows
 
 log = logging.getLogger("fraudkit.online")
-
-@dataclass(frozen=True)
-class OnlineConfig:
-    """Online settings from the environment (see the README's service section)."""
-
-    settings: Settings
-    registry_dir: Path
-    cutoff: str | None = None
-    champion_poll_s: float = 0.5
-    table_poll_s: float = 10.0
-    max_batch: int = 1000
-    api_key: str | None = None
-    #: ``ONLINE_STORE_URL``: the online store every worker shares (see fraudkit.store).
-    store_url: str = ""
-    #: ``ONLINE_WORKERS``: worker processes of one service on one host.
-    workers: int = 1
-
-    @classmethod
-    def from_env(cls) -> OnlineConfig:
-        cutoff = os.environ.get("ONLINE_STORE_CUTOFF") or None
-        if cutoff is not None:
-            try:
-                dt.date.fromisoformat(cutoff)
-            except ValueError as exc:
-                raise ValueError(f"ONLINE_STORE_CUTOFF={cutoff!r} is not a day; use "
-                                 "YYYY-MM-DD (or unset it to load the newest days)") from exc
-        settings = Settings.from_env()
-        registry = os.environ.get("FRAUD_REGISTRY_DIR")
-        return cls(
-            settings=settings,
-            registry_dir=Path(registry).resolve() if registry else settings.registry_dir,
-            cutoff=cutoff,
-            champion_poll_s=_env_number("ONLINE_CHAMPION_POLL_S", cls.champion_poll_s, float),
-            table_poll_s=_env_number("ONLINE_TABLE_POLL_S", cls.table_poll_s, float),
-            max_batch=_env_number("ONLINE_MAX_BATCH", cls.max_batch, int),
-            api_key=os.environ.get("FRAUD_API_KEY") or None,
-            store_url=settings.online_store_url,
-            workers=_env_number("ONLINE_WORKERS", cls.workers, int),
-        )
-
-
-def _env_number(name: str, default: float, kind: type) -> Any:
-    """A positive number from the environment, with an error that names the variable."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = None
-    if value is None or not value > 0:
-        raise ValueError(f"{name}={raw!r}: expected a positive "
-                         f"{'integer' if kind is int else 'number'} (default {default})")
-    return value
-
 
 @dataclass
 class Scored:
@@ -127,10 +70,11 @@ class OnlineScorer:
 
     Opening the online store is part of construction: a store that cannot be opened is a
     :class:`fraudkit.store.StoreError` naming ``ONLINE_STORE_URL``, so the service refuses
-    to start instead of keeping its state in memory.
+    to start instead of keeping its state in memory. Everything it reads comes from
+    ``settings`` (the same :class:`~fraudkit.config.Settings` as the batch path's).
     """
 
-    config: OnlineConfig
+    settings: Settings
     decisions: DecisionLog = field(init=False)
     store: OnlineFeatureStore = field(init=False)
     watcher: ChampionWatcher = field(init=False)
@@ -138,13 +82,12 @@ class OnlineScorer:
     refresh_errors: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        s = self.config.settings
+        s = self.settings
         retention = reach_days(s.label_delay_days)
-        self.decisions = DecisionLog(open_store(self.config.store_url or s.online_store_url,
-                                                retention_days=retention))
+        self.decisions = DecisionLog(open_store(s.online_store_url, retention_days=retention))
         self.store = OnlineFeatureStore(s.label_delay_days, recent=self.decisions)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self.watcher = ChampionWatcher(self.config.registry_dir)
+        self.watcher = ChampionWatcher(s.registry_dir)
         self.raw_uri = s.table_uri("raw_transactions")
         self.predictions_uri = s.table_uri("batch_predictions")
         self._stop = threading.Event()
@@ -158,11 +101,13 @@ class OnlineScorer:
         self.refresh_predictions(force=True)
 
     def refresh_history(self, force: bool = False) -> bool:
-        version = lake.table_version(self.raw_uri)
+        options = self.settings.storage_options
+        version = lake.table_version(self.raw_uri, options)
         if not force and version == self.store.snapshot.table_version:
             return False
         started = time.perf_counter()
-        snap = load_history(self.raw_uri, self.store.label_delay_days, self.config.cutoff)
+        snap = load_history(self.raw_uri, self.store.label_delay_days,
+                            self.settings.online_store_cutoff, options)
         self.store.swap(snap)
         log.info("feature history: %d rows of %s..%s (raw table version %s) in %.2fs",
                  snap.rows, snap.first_day, snap.last_day, snap.table_version,
@@ -170,11 +115,12 @@ class OnlineScorer:
         return True
 
     def refresh_predictions(self, force: bool = False) -> bool:
-        version = lake.table_version(self.predictions_uri)
+        options = self.settings.storage_options
+        version = lake.table_version(self.predictions_uri, options)
         current = self.predictions.table_version if self.predictions else None
         if not force and version == current:
             return False
-        self.predictions = PredictionIndex.load(self.predictions_uri)
+        self.predictions = PredictionIndex.load(self.predictions_uri, options)
         return True
 
     def start(self) -> None:
@@ -190,13 +136,13 @@ class OnlineScorer:
         self.decisions.flush()
 
     def _run(self) -> None:
-        next_tables = time.monotonic() + self.config.table_poll_s
-        while not self._stop.wait(self.config.champion_poll_s):
+        next_tables = time.monotonic() + self.settings.table_poll_s
+        while not self._stop.wait(self.settings.champion_poll_s):
             try:
                 self.decisions.check()  # flushes the buffer once the store is back
                 self.watcher.poll()
                 if time.monotonic() >= next_tables:
-                    next_tables = time.monotonic() + self.config.table_poll_s
+                    next_tables = time.monotonic() + self.settings.table_poll_s
                     self.refresh_history()
                     self.refresh_predictions()
             except Exception:  # noqa: BLE001 - keep serving the state we have
@@ -231,7 +177,7 @@ class OnlineScorer:
                 "error": self.decisions.last_error,
             },
             "worker": self.worker,
-            "cutoff": self.config.cutoff,
+            "cutoff": self.settings.online_store_cutoff,
             "predictions_table_version": self.predictions.table_version
             if self.predictions else None,
         }
