@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -130,10 +131,12 @@ def wrk(url: str, bodies: Path, duration: int, connections: int) -> dict:
     """One wrk run replaying ``bodies`` (one JSON transaction per line), flat out."""
     threads = 2
     env = {**os.environ, "REPLAY_FILE": str(bodies), "REPLAY_THREADS": str(threads)}
+    before = psutil.cpu_times()
     text = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency",
          "-s", str(REPLAY_LUA), url], capture_output=True, text=True, check=True,
         env=env).stdout
+    after = psutil.cpu_times()
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", text)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", text)
@@ -143,7 +146,16 @@ def wrk(url: str, bodies: Path, duration: int, connections: int) -> dict:
             "p50_ms": _ms(*p50.groups()) if p50 else float("nan"),
             "p99_ms": _ms(*p99.groups()) if p99 else float("nan"),
             "non_200": (int(errors.group(1)) if errors else 0)
-            + (1 if socket_errors else 0)}
+            + (1 if socket_errors else 0),
+            "busy": _busy(before, after)}
+
+
+def _busy(before, after) -> float:
+    """Share (0..1) of all cores' time spent not idle between two ``psutil.cpu_times``: how
+    much of the machine the server, its store and the load generator used together."""
+    total = sum(after) - sum(before)
+    idle = (after.idle + after.iowait) - (before.idle + before.iowait)
+    return 1 - idle / total if total > 0 else float("nan")
 
 
 def replay_bodies(settings, target: Path, days: int = 5) -> tuple[int, str]:
@@ -263,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  round {repeat + 1} {name:7s} hey {args.rate}/s: p50 "
                       f"{f['p50_ms']:.2f} p99 {f['p99_ms']:.2f} ms ({f['rps']:.0f}/s) | hey max "
                       f"{m['rps']:.0f}/s | wrk replay max {r['rps']:.0f}/s (p99 "
-                      f"{r['p99_ms']:.1f} ms) | non-200 "
+                      f"{r['p99_ms']:.1f} ms, cores {r['busy']:.0%} busy) | non-200 "
                       f"{f['non_200'] + m['non_200'] + r['non_200']}", flush=True)
         med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]}
                for k, v in results.items()}
@@ -271,12 +283,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nmedians of {args.repeats} rounds (load generator on the same machine); "
               f"transactions per drain on average: {drains}")
         header = (f"{'':9s}{'p50 ms':>9s}{'p99 ms':>9s}{'rate/s':>9s}{'hey max/s':>11s}"
-                  f"{'replay max/s':>14s}{'replay p99':>12s}")
+                  f"{'replay max/s':>14s}{'replay p99':>12s}{'cores busy':>12s}")
         print(header)
         for name in urls:
             f, m, r = med[(name, "fixed")], med[(name, "max")], med[(name, "replay")]
             print(f"{name:9s}{f['p50_ms']:>9.2f}{f['p99_ms']:>9.2f}{f['rps']:>9.0f}"
-                  f"{m['rps']:>11.0f}{r['rps']:>14.0f}{r['p99_ms']:>10.1f}ms")
+                  f"{m['rps']:>11.0f}{r['rps']:>14.0f}{r['p99_ms']:>10.1f}ms"
+                  f"{r['busy']:>12.0%}")
         bare_replay = med[("bare", "replay")]["rps"]
         failed = []
         for name in ("sqlite", "redis"):
@@ -291,7 +304,10 @@ def main(argv: list[str] | None = None) -> None:
         two = med[("redis-2w", "replay")]["rps"] / med[("redis", "replay")]["rps"]
         print(f"redis, two workers / one worker (replay max): {two:.2f}x (target >= "
               f"{TWO_WORKERS_TARGET}: {'PASS' if two >= TWO_WORKERS_TARGET else 'MISS'}); "
-              f"p99 at {args.rate}/s {med[('redis-2w', 'fixed')]['p99_ms']:.2f} ms")
+              f"p99 at {args.rate}/s {med[('redis-2w', 'fixed')]['p99_ms']:.2f} ms; the "
+              f"cores were {med[('redis', 'replay')]['busy']:.0%} busy with one worker, "
+              f"{med[('redis-2w', 'replay')]['busy']:.0%} with two (a second worker can only "
+              "use what the first leaves idle)")
         for name in ("sqlite", "redis"):
             store = open_store(stores[name])
             rows = sum(store.day_counts().values())
