@@ -40,6 +40,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -248,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
         stderr=subprocess.DEVNULL, start_new_session=True)
     urls = {**{name: server.url for name, server in servers.items()},
             "bare": f"http://127.0.0.1:{bare_port}"}
+    # `kill` of the benchmark stops the servers it started too (the finally block below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         for server in servers.values():
             server.start()
