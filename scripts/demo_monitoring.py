@@ -27,7 +27,7 @@ from fraudkit import lake
 from fraudkit.config import Settings
 from fraudkit.registry import ModelRegistry
 from fraudkit.simulator import SimulationConfig, write_landing
-from scripts.demo import run_job
+from scripts.jobs import run_job
 
 #: Drifted days landed after the normal ones, and the retraining windows that go with them.
 #: Labels mature 7 days after a transaction and the gate's held-out days sit 8 days after
@@ -193,12 +193,13 @@ def run_drift_story(settings: Settings, instance: dg.DagsterInstance, last_norma
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    from scripts.demo import ensure_dagster_home
+    from scripts.jobs import ensure_dagster_home, quiet_beta_warnings
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="the batch demo ran --small")
     args = parser.parse_args(argv)
+    quiet_beta_warnings()
     settings = Settings.from_env()
     ensure_dagster_home()
     base = SimulationConfig.small() if args.small else SimulationConfig()

@@ -13,7 +13,7 @@ import json
 
 import dagster as dg
 
-from scripts.demo import ensure_dagster_home, run_job
+from scripts.jobs import ensure_dagster_home, quiet_beta_warnings, run_job
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if bool(args.first) != bool(args.last):
         parser.error("give both --first and --last, or neither")
+    quiet_beta_warnings()
     ensure_dagster_home()
     days = (args.first, args.last) if args.first else None
     with dg.DagsterInstance.get() as instance:
