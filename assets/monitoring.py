@@ -12,9 +12,11 @@ import json
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
+from pydantic import Field
 
 from assets.common import SETTINGS, daily_partitions, partition_days, single_run
 from assets.training import (
+    HyperparamsConfig,
     TrainingWindowConfig,
     load_labelled,
     training_data_summary,
@@ -33,7 +35,7 @@ from fraudkit.drift import (
 )
 from fraudkit.features import FEATURE_COLUMNS
 from fraudkit.registry import ModelVersion
-from fraudkit.training import TrainingParams, evaluate
+from fraudkit.training import evaluate
 from resources import DeltaLakeResource, ModelRegistryResource, MonitoringResource
 
 DRIFT_TABLE = "drift_metrics"
@@ -277,16 +279,16 @@ def model_performance(
 
 
 # -- retrained_model: challenger vs champion -------------------------------------------------
-class RetrainConfig(dg.Config):
-    """Window of the challenger; unset fields come from the monitoring resource."""
+class RetrainConfig(HyperparamsConfig):
+    """The challenger's window (unset: the monitoring resource's RETRAIN_* settings) and
+    its hyperparameters (the ``model`` asset's)."""
 
-    train_days: int | None = None
-    test_days: int | None = None
-    warmup_days: int | None = None
-    as_of: str | None = None
-    n_estimators: int = 300
-    learning_rate: float = 0.05
-    num_leaves: int = 31
+    train_days: int | None = Field(None, description="Days of training data.")
+    test_days: int | None = Field(None, description="Held-out days both models are judged on.")
+    warmup_days: int | None = Field(None, description="First days skipped: their look-back "
+                                                      "windows are incomplete.")
+    as_of: str | None = Field(None, description="Last day of the window (YYYY-MM-DD; "
+                                                "default: the newest day with features).")
 
 
 TRIGGER_TAG_PREFIX = "monitoring/"
@@ -322,10 +324,8 @@ def retrained_model(
     frame["split"] = frame["day"].isin(test_days).map({True: "test", False: "train"})
     trigger = {k[len(TRIGGER_TAG_PREFIX):]: v for k, v in context.run.tags.items()
                if k.startswith(TRIGGER_TAG_PREFIX)}
-    params = TrainingParams(n_estimators=config.n_estimators,
-                            learning_rate=config.learning_rate, num_leaves=config.num_leaves)
     outcome = retrain_and_gate(
-        frame, registry.registry(), monitoring.gate_config(), params,
+        frame, registry.registry(), monitoring.gate_config(), config.params(),
         training_data=training_data_summary(frame, versions),
         trigger={**trigger, "run_id": context.run.run_id},
     )

@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
+from pydantic import Field
 
 from assets.common import SETTINGS, preview
 from fraudkit import lake
@@ -106,12 +107,34 @@ def training_set(
     )
 
 
-class ModelConfig(dg.Config):
-    n_estimators: int = 300
-    learning_rate: float = 0.05
-    num_leaves: int = 31
-    decline_precision: float = 0.9
-    review_rate: float = 0.01
+_PARAMS = TrainingParams()
+
+
+class HyperparamsConfig(dg.Config):
+    """LightGBM's main knobs and where the decision thresholds go, editable in the
+    launchpad; the defaults are :class:`fraudkit.training.TrainingParams`'s."""
+
+    n_estimators: int = Field(_PARAMS.n_estimators, gt=0, description="Boosting rounds.")
+    learning_rate: float = Field(_PARAMS.learning_rate, gt=0,
+                                 description="Shrinkage of each round.")
+    num_leaves: int = Field(_PARAMS.num_leaves, ge=2, description="Leaves per tree.")
+    decline_precision: float = Field(
+        _PARAMS.decline_precision, gt=0, le=1,
+        description="Decline where precision on the held-out days reaches this.")
+    review_rate: float = Field(
+        _PARAMS.review_rate, ge=0, lt=1,
+        description="Share of all traffic sent to review: the most suspicious below the "
+                    "declines.")
+
+    def params(self) -> TrainingParams:
+        return TrainingParams(n_estimators=self.n_estimators, learning_rate=self.learning_rate,
+                              num_leaves=self.num_leaves,
+                              decline_precision=self.decline_precision,
+                              review_rate=self.review_rate)
+
+
+class ModelConfig(HyperparamsConfig):
+    """Run config of the ``model`` asset."""
 
 
 def read_training_set(delta: DeltaLakeResource) -> tuple[pd.DataFrame, int, dict]:
@@ -173,9 +196,8 @@ def model(
     registry: ModelRegistryResource,
 ) -> dg.MaterializeResult:
     frame, version, sources = read_training_set(delta)
-    params = TrainingParams(n_estimators=config.n_estimators, learning_rate=config.learning_rate,
-                            num_leaves=config.num_leaves)
-    candidate = fit_candidate(frame, params, config.decline_precision, config.review_rate)
+    params = config.params()
+    candidate = fit_candidate(frame, params)
     context.log.info(f"metrics on the held-out window: {json.dumps(candidate.metrics)}; "
                      f"onnx vs native max |diff| {candidate.onnx_max_abs_diff:.2e}")
     reg = registry.registry()

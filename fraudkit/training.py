@@ -19,6 +19,9 @@ from fraudkit.model import Thresholds
 
 @dataclass(frozen=True)
 class TrainingParams:
+    """How a candidate is fit and where its decision thresholds go: the one declaration of
+    these defaults (the ``model`` and ``retrain`` run configs take theirs from here)."""
+
     n_estimators: int = 300
     learning_rate: float = 0.05
     num_leaves: int = 31
@@ -26,6 +29,10 @@ class TrainingParams:
     subsample: float = 0.8
     colsample_bytree: float = 0.8
     seed: int = 7
+    #: Decline where precision on the held-out days reaches this.
+    decline_precision: float = 0.9
+    #: Send this share of all traffic, the most suspicious below the declines, to review.
+    review_rate: float = 0.01
     extra: dict = field(default_factory=dict)
 
 
@@ -198,8 +205,6 @@ class Candidate:
 def fit_candidate(
     training_set: pd.DataFrame,
     params: TrainingParams | None = None,
-    decline_precision: float = 0.9,
-    review_rate: float = 0.01,
     reference_rows: int = 20_000,
 ) -> Candidate:
     """Train on the ``train`` split, export to ONNX, compare onnxruntime with LightGBM on
@@ -224,8 +229,9 @@ def fit_candidate(
         onnx_scores = OnnxModel(path).predict(feature_matrix(test_rows))
     native = predict_native(model, test_rows)
     metrics = evaluate(test_rows, onnx_scores)
+    params = params or TrainingParams()
     thresholds = choose_thresholds(test_rows["tx_fraud"].to_numpy(), onnx_scores,
-                                   decline_precision, review_rate)
+                                   params.decline_precision, params.review_rate)
     sample = train_rows.sample(min(reference_rows, len(train_rows)), random_state=0)
     return Candidate(
         onnx_bytes=onnx_bytes,

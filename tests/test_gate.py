@@ -75,3 +75,26 @@ def test_worse_challenger_rejected_better_promoted_rollback(small_pipeline: Path
 
     assert registry.rollback() == first
     assert registry.champion().version == first
+
+
+def test_a_retrained_challenger_takes_the_threshold_policy_it_is_given(
+        small_pipeline: Path, tmp_path: Path) -> None:
+    """decline_precision and review_rate reach the challenger's thresholds (the retrain
+    job used to drop them and always set the defaults)."""
+    from fraudkit.training import choose_thresholds
+
+    root = tmp_path / "registry"
+    shutil.copytree(small_pipeline / "registry", root)
+    registry = ModelRegistry(root)
+    test_range = tuple(registry.champion().manifest["training_data"]["test_range"])
+    frame = labelled(small_pipeline, ("2026-05-22", "2026-06-07"), test_range)
+    params = TrainingParams(n_estimators=50, decline_precision=0.75, review_rate=0.05)
+    outcome = retrain_and_gate(frame, registry, GateConfig(), params)
+    # fit_candidate scores the test rows in transaction_id order
+    test = frame.sort_values("transaction_id", kind="stable")
+    labels = test.loc[test["split"] == "test", "tx_fraud"].to_numpy()
+    given = choose_thresholds(labels, outcome.candidate.test_scores, 0.75, 0.05)
+    default = choose_thresholds(labels, outcome.candidate.test_scores)
+    assert outcome.candidate.thresholds == given != default
+    manifest = registry.get(outcome.challenger_version).manifest
+    assert manifest["thresholds"] == given.as_dict()
