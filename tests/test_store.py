@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,6 +114,30 @@ def test_corrupt_or_unwritable_sqlite_is_a_named_error(tmp_path: Path) -> None:
         open_store(f"sqlite:///{tmp_path / 'file' / 'store.sqlite3'}")
     with pytest.raises(StoreError, match="unknown scheme"):
         open_store("postgres://x")
+
+
+def test_a_full_disk_is_a_named_error_at_start(tmp_path: Path) -> None:
+    """On a file system with no space left, opening the store (which commits once) fails
+    with an error naming the setting, not later on the first request. The file system is a
+    real 256 KiB tmpfs, filled up (tests and CI run as root, who may mount one)."""
+    import subprocess
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (not root?): {mounted.stderr.strip()}")
+    try:
+        # unbuffered, so ENOSPC ends the loop (the disk is full) and nothing is left to flush
+        with open(mount / "filler", "wb", buffering=0) as filler, \
+                contextlib.suppress(OSError):
+            while True:
+                filler.write(b"x" * 4096)
+        with pytest.raises(StoreError, match="ONLINE_STORE_URL=.*full disk"):
+            open_store(f"sqlite:///{mount / 'store.sqlite3'}")
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_wrong_redis_url_password_or_no_aof_is_a_named_error(tmp_path: Path) -> None:
