@@ -307,10 +307,14 @@ def main(argv: list[str] | None = None) -> None:
         two = med[("redis-2w", "replay")]["rps"] / med[("redis", "replay")]["rps"]
         print(f"redis, two workers / one worker (replay max): {two:.2f}x (target >= "
               f"{TWO_WORKERS_TARGET}: {'PASS' if two >= TWO_WORKERS_TARGET else 'MISS'}); "
-              f"p99 at {args.rate}/s {med[('redis-2w', 'fixed')]['p99_ms']:.2f} ms; the "
-              f"cores were {med[('redis', 'replay')]['busy']:.0%} busy with one worker, "
-              f"{med[('redis-2w', 'replay')]['busy']:.0%} with two (a second worker can only "
-              "use what the first leaves idle)")
+              f"p99 at {args.rate}/s {med[('redis-2w', 'fixed')]['p99_ms']:.2f} ms")
+        cores = os.cpu_count() or 1
+        cost = {n: med[(n, "replay")]["busy"] * cores * 1000 / med[(n, "replay")]["rps"]
+                for n in urls}
+        print(f"cores busy during the replay: one worker {med[('redis', 'replay')]['busy']:.0%},"
+              f" two workers {med[('redis-2w', 'replay')]['busy']:.0%}; CPU per transaction "
+              "(server, store and load generator together): "
+              + ", ".join(f"{n} {cost[n]:.3f}" for n in urls) + " core-ms")
         for name in ("sqlite", "redis"):
             store = open_store(stores[name])
             rows = sum(store.day_counts().values())
