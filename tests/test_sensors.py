@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -256,15 +257,26 @@ def test_an_older_cursor_s_launched_names_still_hold_their_episode() -> None:
                                           "drift-2026-07-01")]
 
 
+#: A fixed modification time (s since the epoch) for the files a landing test writes first.
+BASELINE_MTIME = 1_780_000_000
+
+
+def stamp(paths: Iterable[Path], seconds: int) -> None:
+    """Set the files' modification time explicitly: the landing sensor tells new files by
+    mtime, and a file system with whole-second (or coarser) timestamps gives a file written
+    just after the baseline the same mtime, so a short sleep cannot order them."""
+    for path in paths:
+        os.utime(path, ns=(seconds * 10**9, seconds * 10**9))
+
+
 def test_landing_sensor_scores_each_new_file_once(tmp_path: Path) -> None:
     landing = tmp_path / "landing"
     cfg = SimulationConfig.small(n_days=3)
-    write_landing(cfg, landing, days={cfg.days[0]})
+    stamp(write_landing(cfg, landing, days={cfg.days[0]}), BASELINE_MTIME)
     resources = {"landing": LandingZoneResource(path=str(landing))}
     context = dg.build_sensor_context(resources=resources)
     assert isinstance(landing_sensor(context), dg.SkipReason)  # baseline, history untouched
-    time.sleep(0.01)
-    write_landing(cfg, landing, days={cfg.days[1], cfg.days[2]})
+    stamp(write_landing(cfg, landing, days={cfg.days[1], cfg.days[2]}), BASELINE_MTIME + 60)
     context = dg.build_sensor_context(cursor=context.cursor, resources=resources)
     requests = landing_sensor(context)
     assert sorted(r.partition_key for r in requests) == cfg.days[1:]
@@ -280,20 +292,20 @@ def test_files_wait_for_their_day_then_run_once_per_day(
 
     landing = tmp_path / "landing"
     cfg = SimulationConfig.small(n_days=3)  # 2026-05-01 .. 2026-05-03
-    write_landing(cfg, landing, days={cfg.days[0]})
+    stamp(write_landing(cfg, landing, days={cfg.days[0]}), BASELINE_MTIME)
     resources = {"landing": LandingZoneResource(path=str(landing))}
     day = cfg.days[1]
     clock = dt.datetime.fromisoformat(f"{day}T18:00:00+00:00")  # the day has not ended
     monkeypatch.setattr(landing_module, "now", lambda: clock)
     context = dg.build_sensor_context(resources=resources)
     landing_sensor(context)  # baseline
-    time.sleep(0.01)
     first = write_landing(cfg, landing, days={day})
     extra = landing / f"late_{day}.parquet"  # a second file of the same day
     pd.read_parquet(first[0]).head(3).assign(transaction_id=lambda f: f["transaction_id"]
                                              + 10**9).to_parquet(extra)
     outside = landing / "tx_2030-01-01.parquet"
     pd.read_parquet(extra).to_parquet(outside)
+    stamp([*first, extra, outside], BASELINE_MTIME + 60)
     context = dg.build_sensor_context(cursor=context.cursor, resources=resources)
     skipped = landing_sensor(context)
     assert isinstance(skipped, dg.SkipReason) and "wait for their day" in skipped.skip_message
