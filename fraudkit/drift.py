@@ -57,7 +57,7 @@ DRIFT_METRICS_SCHEMA = pa.schema(
         ("drifted_features", pa.int64()),
         ("monitored_features", pa.int64()),
         ("dataset_drift", pa.bool_()),
-        ("prediction_drift", pa.bool_()),
+        ("prediction_drift", pa.bool_()),  # null: not measured (no score column)
         ("current_rows", pa.int64()),
         ("current_rows_used", pa.int64()),
         ("reference_rows", pa.int64()),
@@ -321,7 +321,8 @@ def summary_rows(summary: DriftSummary, day: str, model_version: str, report_pat
             "drifted_features": summary.drifted_features,
             "monitored_features": summary.monitored_features,
             "dataset_drift": summary.dataset_drift,
-            "prediction_drift": bool(summary.prediction_drift),
+            # None (the report had no score column) stays null: unknown, not "no drift".
+            "prediction_drift": summary.prediction_drift,
             "current_rows": summary.current_rows,
             "current_rows_used": summary.current_rows_used,
             "reference_rows": summary.reference_rows,
