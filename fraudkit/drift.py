@@ -143,7 +143,6 @@ class DriftSummary:
     current_rows: int
     current_rows_used: int
     reference_rows: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -153,9 +152,6 @@ class DriftSummary:
     @property
     def sampled(self) -> bool:
         return self.current_rows_used < self.current_rows
-
-    def table(self) -> pd.DataFrame:
-        return pd.DataFrame([asdict(c) for c in self.columns])
 
 
 def _frame(data: pd.DataFrame, with_score: bool) -> pd.DataFrame:

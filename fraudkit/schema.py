@@ -7,7 +7,6 @@ rule goes to quarantine with a reason, so rows in = rows kept + rows quarantined
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ RAW_COLUMNS: tuple[str, ...] = (
     "tx_amount",
     "tx_fraud",
 )
-#: The online request carries the raw contract without the label.
-REQUEST_COLUMNS: tuple[str, ...] = RAW_COLUMNS[:-1]
 PARTITION_COLUMN = "day"
 
 RAW_SCHEMA = pa.schema(
@@ -454,10 +451,3 @@ def _validate(
 
 def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-
-
-def parse_day(day: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(day)
-    except ValueError as exc:
-        raise ValueError(f"{day!r} is not a day; use YYYY-MM-DD") from exc
