@@ -4,6 +4,7 @@
 import dagster as dg
 
 from assets.common import SETTINGS, daily_partitions, partition_days, preview, single_run
+from assets.ingest import RAW_TRANSACTIONS
 from fraudkit import lake
 from fraudkit.batch import FEATURES_SCHEMA, chunk_days, features_for_days
 from fraudkit.features import lookback_days
@@ -20,7 +21,7 @@ LOOKBACK = lookback_days(SETTINGS.label_delay_days)
     backfill_policy=single_run,
     deps=[
         dg.AssetDep(
-            "raw_transactions",
+            RAW_TRANSACTIONS,
             partition_mapping=dg.TimeWindowPartitionMapping(
                 start_offset=-LOOKBACK, allow_nonexistent_upstream_partitions=True
             ),

@@ -22,12 +22,15 @@ from fraudkit.schema import (
 from resources import DaskResource, DeltaLakeResource, LandingZoneResource
 
 DAYS_PER_TASK = 15
+#: raw_transactions' key, for the assets that read it: naming the multi-asset itself in
+#: their ``deps`` would make them depend on quarantined_transactions as well.
+RAW_TRANSACTIONS = dg.AssetKey("raw_transactions")
 
 
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
-            "raw_transactions",
+            RAW_TRANSACTIONS,
             description="Transactions that satisfy the raw contract, partitioned by day.",
             group_name="batch",
             kinds={"deltalake"},
@@ -43,13 +46,13 @@ DAYS_PER_TASK = 15
     check_specs=[
         dg.AssetCheckSpec(
             "rows_conserved",
-            asset="raw_transactions",
+            asset=RAW_TRANSACTIONS,
             description="Rows read from landing = rows kept + rows quarantined, read back "
             "from both Delta tables.",
         ),
         dg.AssetCheckSpec(
             "ids_unique_across_days",
-            asset="raw_transactions",
+            asset=RAW_TRANSACTIONS,
             blocking=True,
             description="No transaction_id of these days is also on another day (landing "
             "validation quarantines duplicates within a day; this looks across the table). "
@@ -126,7 +129,7 @@ def raw_transactions(
     bad_sample = lake.head_days(tables.quarantine, days,
                                 storage_options=tables.storage_options)
     yield dg.MaterializeResult(
-        asset_key="raw_transactions",
+        asset_key=RAW_TRANSACTIONS,
         metadata={
             "days": dg.MetadataValue.text(f"{days[0]} .. {days[-1]} ({len(days)})"),
             "dagster/row_count": sum(kept.values()),

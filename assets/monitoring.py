@@ -15,6 +15,9 @@ import pyarrow as pa
 from pydantic import Field
 
 from assets.common import SETTINGS, daily_partitions, partition_days, single_run
+from assets.features import transaction_features
+from assets.ingest import RAW_TRANSACTIONS
+from assets.scoring import batch_predictions
 from assets.training import (
     HyperparamsConfig,
     TrainingWindowConfig,
@@ -84,7 +87,7 @@ def _md_table(frame: pd.DataFrame) -> dg.MetadataValue:
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=single_run,
-    deps=["batch_predictions", "transaction_features"],
+    deps=[batch_predictions, transaction_features],
     check_specs=[
         dg.AssetCheckSpec(
             "no_dataset_drift", asset="drift_report",
@@ -199,7 +202,7 @@ def drift_report(
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=single_run,
-    deps=["batch_predictions", "raw_transactions"],
+    deps=[batch_predictions, RAW_TRANSACTIONS],
     check_specs=[
         dg.AssetCheckSpec(
             "performance_above_floor", asset="model_performance",
@@ -295,7 +298,7 @@ TRIGGER_TAG_PREFIX = "monitoring/"
 
 
 @dg.asset(
-    deps=["transaction_features", "raw_transactions"],
+    deps=[transaction_features, RAW_TRANSACTIONS],
     group_name="monitoring",
     kinds={"lightgbm", "onnx"},
     description="A challenger trained on the most recent matured window, scored with the "

@@ -6,6 +6,8 @@ from collections import Counter
 import dagster as dg
 
 from assets.common import daily_partitions, partition_days, preview, single_run
+from assets.features import transaction_features
+from assets.training import model
 from fraudkit import lake
 from fraudkit.batch import PREDICTIONS_SCHEMA, chunk_days, score_days
 from resources import DaskResource, DeltaLakeResource, ModelRegistryResource
@@ -20,7 +22,7 @@ DAYS_PER_TASK = 45
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=single_run,
-    deps=["transaction_features", "model"],
+    deps=[transaction_features, model],
     check_specs=[
         dg.AssetCheckSpec("one_prediction_per_transaction", asset="batch_predictions",
                           description="Each kept transaction of the days has exactly one "

@@ -14,6 +14,8 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from pydantic import Field
 
 from assets.common import SETTINGS, preview
+from assets.features import transaction_features
+from assets.ingest import RAW_TRANSACTIONS
 from fraudkit import lake
 from fraudkit.features import FEATURE_COLUMNS, lookback_days
 from fraudkit.training import Candidate, TrainingParams, fit_candidate, precision_recall_png
@@ -69,7 +71,7 @@ def load_labelled(delta: DeltaLakeResource, days: list[str]) -> tuple[pd.DataFra
 
 
 @dg.asset(
-    deps=["transaction_features", "raw_transactions"],
+    deps=[transaction_features, RAW_TRANSACTIONS],
     group_name="training",
     kinds={"deltalake"},
     description="Feature rows with matured labels, split into a train window and a later, "
@@ -185,7 +187,7 @@ def reference_bytes(candidate: Candidate) -> bytes:
 
 
 @dg.asset(
-    deps=["training_set"],
+    deps=[training_set],
     group_name="training",
     kinds={"lightgbm", "onnx"},
     description="A LightGBM model exported to ONNX, checked against onnxruntime, measured on "
