@@ -21,7 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fraudkit import lake
-from fraudkit.features import FEATURE_COLUMNS, feature_matrix, features_frame, lookback_days
+from fraudkit.features import (
+    COUNT_COLUMNS,
+    FEATURE_COLUMNS,
+    feature_matrix,
+    features_frame,
+    lookback_days,
+)
 from fraudkit.model import OnnxModel, Thresholds, decide
 from fraudkit.schema import (
     LANDING_SUFFIXES,
@@ -41,7 +47,7 @@ FEATURES_SCHEMA = pa.schema(
         ("customer_id", pa.int64()),
         ("terminal_id", pa.int64()),
         *[
-            (c, pa.int64() if "_nb_tx_" in c or c.startswith("tx_during") else pa.float64())
+            (c, pa.int64() if c in COUNT_COLUMNS else pa.float64())
             for c in FEATURE_COLUMNS
         ],
         ("day", pa.string()),

@@ -9,10 +9,10 @@ import numpy as np
 
 from fraudkit.features import US_PER_DAY, Transactions, compute_features
 from fraudkit.online.history import CUSTOMER_SPAN_US, TERMINAL_SPAN_US, HistorySnapshot
+from fraudkit.schema import INT64_MAX
 from fraudkit.store import StreamRows
 from fraudkit.store.log import DecisionLog
 
-INT64_MAX = np.iinfo(np.int64).max
 
 @dataclass(frozen=True)
 class Requests:

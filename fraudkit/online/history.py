@@ -20,6 +20,7 @@ from fraudkit.features import (
     US_PER_DAY,
     lookback_days,
 )
+from fraudkit.schema import LANDING_SCHEMA
 
 #: Extra days of raw history loaded beyond the windows' look-back (DST-free, but cheap
 #: insurance against requests slightly older than the newest stored day).
@@ -34,12 +35,8 @@ def reach_days(label_delay_days: int) -> int:
 
 CUSTOMER_SPAN_US = max(CUSTOMER_WINDOWS_DAYS) * US_PER_DAY
 TERMINAL_SPAN_US = max(TERMINAL_WINDOWS_DAYS) * US_PER_DAY
-RAW_COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount",
-               "tx_fraud"]
-_EMPTY_RAW = pa.schema([("transaction_id", pa.int64()),
-                        ("tx_datetime", pa.timestamp("us", tz="UTC")),
-                        ("customer_id", pa.int64()), ("terminal_id", pa.int64()),
-                        ("tx_amount", pa.float64()), ("tx_fraud", pa.int8())])
+#: The raw contract's columns (the landing files' schema: the raw table without ``day``).
+RAW_COLUMNS = LANDING_SCHEMA.names
 
 
 class EntityRows:
@@ -102,7 +99,7 @@ class HistorySnapshot:
 
     @classmethod
     def empty(cls, version: int | None = None, loaded: bool = False) -> HistorySnapshot:
-        return cls.from_arrow(_EMPTY_RAW.empty_table(), version, None, None, loaded=loaded)
+        return cls.from_arrow(LANDING_SCHEMA.empty_table(), version, None, None, loaded=loaded)
 
     @property
     def rows(self) -> int:
