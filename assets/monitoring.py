@@ -323,8 +323,7 @@ def retrained_model(
     )
     train_days, test_days = training_windows(present[0], present[-1], window,
                                              SETTINGS.label_delay_days)
-    frame, versions = load_labelled(delta, train_days + test_days)
-    frame["split"] = frame["day"].isin(test_days).map({True: "test", False: "train"})
+    frame, versions = load_labelled(delta, train_days, test_days)
     trigger = {k[len(TRIGGER_TAG_PREFIX):]: v for k, v in context.run.tags.items()
                if k.startswith(TRIGGER_TAG_PREFIX)}
     outcome = retrain_and_gate(

@@ -54,8 +54,12 @@ def training_windows(first_day: str, last_day: str, cfg: TrainingWindowConfig,
     return lake.day_range(train_start, train_end), lake.day_range(test_start, matured_end)
 
 
-def load_labelled(delta: DeltaLakeResource, days: list[str]) -> tuple[pd.DataFrame, dict]:
-    """Features of ``days`` joined with their labels; returns the frame and table versions."""
+def load_labelled(delta: DeltaLakeResource, train_days: list[str],
+                  test_days: list[str]) -> tuple[pd.DataFrame, dict]:
+    """Features of the days joined with their labels, each row's ``split`` (``train`` or
+    ``test``) set by its day; returns the frame and the table versions read. The training
+    set and the retrain job both label rows here."""
+    days = train_days + test_days
     tables = delta.tables()
     feats_version = lake.table_version(tables.features, tables.storage_options)
     raw_version = lake.table_version(tables.raw, tables.storage_options)
@@ -67,6 +71,7 @@ def load_labelled(delta: DeltaLakeResource, days: list[str]) -> tuple[pd.DataFra
     # days by raw_transactions' blocking check).
     frame = feats.merge(labels, on=["transaction_id", "day"], how="inner",
                         validate="one_to_one")
+    frame["split"] = frame["day"].isin(test_days).map({True: "test", False: "train"})
     return frame, {"transaction_features": feats_version, "raw_transactions": raw_version}
 
 
@@ -86,8 +91,7 @@ def training_set(
     present = lake.partition_values(tables.features, tables.storage_options)
     train_days, test_days = training_windows(present[0], present[-1], config,
                                              SETTINGS.label_delay_days)
-    frame, versions = load_labelled(delta, train_days + test_days)
-    frame["split"] = frame["day"].isin(test_days).map({True: "test", False: "train"})
+    frame, versions = load_labelled(delta, train_days, test_days)
     uri = delta.uri("training_set")
     # The source versions travel in the commit, so the model's manifest can name them.
     write_deltalake(uri, pa.Table.from_pandas(frame, preserve_index=False), mode="overwrite",
