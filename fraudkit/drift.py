@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from fraudkit import lake
 from fraudkit.features import FEATURE_COLUMNS
 
 SCORE_COLUMN = "score"
@@ -425,18 +426,6 @@ class Event:
         return f"{self.kind}-{self.first_day}"
 
 
-def _runs(days: Sequence[str]) -> list[list[str]]:
-    """Split sorted days into runs of consecutive calendar days."""
-    runs: list[list[str]] = []
-    for day in days:
-        if runs and dt.date.fromisoformat(day) - dt.date.fromisoformat(runs[-1][-1]) == \
-                dt.timedelta(days=1):
-            runs[-1].append(day)
-        else:
-            runs.append([day])
-    return runs
-
-
 def drift_events(per_day: pd.DataFrame, cfg: TriggerConfig) -> list[Event]:
     """Events from a per-day drift frame (``day, drift_share, model_version, drifted_list``)."""
     if per_day.empty:
@@ -444,7 +433,7 @@ def drift_events(per_day: pd.DataFrame, cfg: TriggerConfig) -> list[Event]:
     per_day = per_day.sort_values("day").set_index("day")
     flagged = per_day.index[per_day["drift_share"] >= cfg.drift_share].tolist()
     events = []
-    for run in _runs(flagged):
+    for run in lake.consecutive_runs(flagged):
         part = per_day.loc[run]
         worst = part["drift_share"].idxmax()
         events.append(Event(
@@ -464,7 +453,7 @@ def performance_events(per_day: pd.DataFrame, cfg: TriggerConfig) -> list[Event]
     values = per_day[cfg.performance_metric]
     flagged = per_day.index[values.notna() & (values < cfg.performance_floor)].tolist()
     events = []
-    for run in _runs(flagged):
+    for run in lake.consecutive_runs(flagged):
         part = per_day.loc[run]
         worst = part[cfg.performance_metric].idxmin()
         events.append(Event(

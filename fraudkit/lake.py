@@ -34,6 +34,18 @@ def shift_day(day: str, days: int) -> str:
     return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
 
 
+def consecutive_runs(days: Sequence[str]) -> list[list[str]]:
+    """Sorted days split into runs of consecutive calendar days (a drift episode, a block of
+    days one ranged run processes)."""
+    runs: list[list[str]] = []
+    for day in days:
+        if runs and shift_day(runs[-1][-1], 1) == day:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return runs
+
+
 def days_predicate(days: Sequence[str]) -> str:
     """SQL predicate for a contiguous, sorted run of days."""
     return f"{PARTITION} >= '{days[0]}' AND {PARTITION} <= '{days[-1]}'"

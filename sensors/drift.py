@@ -151,14 +151,7 @@ def performance_sensor(context: dg.SensorEvaluationContext, delta: DeltaLakeReso
     if not todo:
         return dg.SkipReason(f"no newly matured day (labels known up to {matured})")
     # One ranged run per contiguous block of days (the asset back-fills as a single run).
-    requests = []
-    start = 0
-    for i in range(1, len(todo) + 1):
-        if i == len(todo) or lake.shift_day(todo[i - 1], 1) != todo[i]:
-            first, last = todo[start], todo[i - 1]
-            requests.append(dg.RunRequest(
-                run_key=f"performance-{first}-{last}",
-                tags={"dagster/asset_partition_range_start": first,
-                      "dagster/asset_partition_range_end": last}))
-            start = i
-    return requests
+    return [dg.RunRequest(run_key=f"performance-{run[0]}-{run[-1]}",
+                          tags={"dagster/asset_partition_range_start": run[0],
+                                "dagster/asset_partition_range_end": run[-1]})
+            for run in lake.consecutive_runs(todo)]

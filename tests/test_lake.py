@@ -53,3 +53,11 @@ def test_a_preview_leaves_no_read_behind_at_exit(daily_table: tuple[str, list[st
     results = [(p.wait(timeout=120), *p.communicate()) for p in runs]
     assert [(rc, out.strip()) for rc, out, _ in results] == [(0, "5")] * 8, [
         err[-500:] for rc, _, err in results if rc]
+
+
+def test_consecutive_runs_split_at_gaps_and_month_ends() -> None:
+    assert lake.consecutive_runs([]) == []
+    assert lake.consecutive_runs(["2026-06-29", "2026-06-30", "2026-07-01", "2026-07-03",
+                                  "2026-07-05", "2026-07-06"]) == [
+        ["2026-06-29", "2026-06-30", "2026-07-01"], ["2026-07-03"],
+        ["2026-07-05", "2026-07-06"]]
