@@ -327,6 +327,8 @@ def test_daemon_launches_retraining_and_gate_runs(drifted: Path, tmp_path: Path)
     the run trains a challenger and the gate records its verdict in the registry."""
     data_dir = tmp_path / "data"
     shutil.copytree(drifted, data_dir)
+    registry = ModelRegistry(data_dir / "registry")
+    versions_before, events_before = registry.versions(), registry.events()
     env = {**pipeline_env(data_dir), **SMALL_RETRAIN_ENV, "MONITOR_SENSOR_INTERVAL": "5",
            "MONITOR_PERFORMANCE_FLOOR": "none", "EVIDENTLY_WORKSPACE": "none"}
     home = Path(env["DAGSTER_HOME"])
@@ -354,11 +356,16 @@ def test_daemon_launches_retraining_and_gate_runs(drifted: Path, tmp_path: Path)
         assert len(runs) == 1, "the daemon launched no retrain run in time"
         assert runs[0].status == dg.DagsterRunStatus.SUCCESS
         assert runs[0].tags["monitoring/trigger"] == "drift"
-        # The verdict this run recorded (the copied registry already ends with a promotion,
-        # so the last event alone proves nothing): found by the run id in its trigger.
-        verdicts = [e for e in ModelRegistry(data_dir / "registry").events()
-                    if e.get("trigger", {}).get("run_id") == runs[0].run_id]
-        assert [e["event"] for e in verdicts] in (["promoted"], ["gate_rejected"]), verdicts
+        # The copied registry already ends with a promotion, so its last event proves
+        # nothing: the run must have added exactly one version and, after its registration,
+        # the verdict on that version, carrying this run's id in its trigger.
+        [challenger] = sorted(set(registry.versions()) - set(versions_before))
+        added = registry.events()[len(events_before):]
+        assert [(e["event"], e["version"]) for e in added] in (
+            [("registered", challenger), ("promoted", challenger)],
+            [("registered", challenger), ("gate_rejected", challenger)],
+        ), added
+        assert added[-1]["trigger"]["run_id"] == runs[0].run_id, added[-1]
     finally:
         if old is None:
             os.environ.pop("DAGSTER_HOME", None)
