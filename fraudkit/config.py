@@ -6,7 +6,7 @@ Everything the pipeline writes goes under ``DATA_DIR`` (default ``data/`` in the
 landing files, one folder per Delta table (named after its asset), the model registry, the
 drift reports and the embedded online store. Both serving paths build their view of the
 tables from the same :class:`Settings` (including ``DELTA_STORAGE_OPTIONS``), so pointing
-``DATA_DIR`` somewhere else moves both. The README's "Settings" table lists every variable.
+``DATA_DIR`` somewhere else moves both. The README's "Configuration" table lists every variable.
 """
 
 from __future__ import annotations

@@ -139,9 +139,9 @@ def read_days(
     daily partitions then costs a few milliseconds to open instead of a quarter second.
     """
     days = list(days)
-    if not days:
-        return dataset(uri, None, version, storage_options).schema.empty_table().select(
-            columns or slice(None))
+    if not days:  # no rows; pyarrow refuses an empty value set in ``isin``
+        empty = dataset(uri, None, version, storage_options).schema.empty_table()
+        return empty.select(columns) if columns else empty
     return dataset(uri, days, version, storage_options).to_table(
         columns=columns, filter=pc.field(PARTITION).isin(days))
 

@@ -61,3 +61,10 @@ def test_consecutive_runs_split_at_gaps_and_month_ends() -> None:
                                   "2026-07-05", "2026-07-06"]) == [
         ["2026-06-29", "2026-06-30", "2026-07-01"], ["2026-07-03"],
         ["2026-07-05", "2026-07-06"]]
+
+
+def test_reading_no_days_gives_the_table_s_empty_columns(
+        daily_table: tuple[str, list[str]]) -> None:
+    uri, _ = daily_table
+    assert lake.read_days(uri, []).schema.names == ["transaction_id", "payload", "day"]
+    assert lake.read_days(uri, [], ["transaction_id"]).num_rows == 0

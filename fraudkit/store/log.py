@@ -128,7 +128,7 @@ class DecisionLog:
             unstored = [r for rows in reversed(self._pending) for r in rows]
             unstored += self._buffer[::-1]
         rows = self._pick(unstored, set(customers), customer_span, set(terminals),
-                          terminal_span)
+                          terminal_span) if unstored else StreamRows.empty()
         ok = not self.degraded
         if ok:
             try:
