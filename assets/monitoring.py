@@ -26,17 +26,15 @@ from assets.training import (
     training_windows,
 )
 from fraudkit import lake
-from fraudkit.drift import (
+from fraudkit.features import FEATURE_COLUMNS
+from fraudkit.monitoring.drift import (
     DRIFT_METRICS_SCHEMA,
-    PERFORMANCE_SCHEMA,
     add_to_workspace,
     build_report,
-    matured_until,
-    retrain_and_gate,
-    score_version,
     summary_rows,
 )
-from fraudkit.features import FEATURE_COLUMNS
+from fraudkit.monitoring.gate import retrain_and_gate, score_version
+from fraudkit.monitoring.performance import PERFORMANCE_SCHEMA, matured_until
 from fraudkit.registry import ModelVersion
 from fraudkit.training import evaluate
 from resources import DeltaLakeResource, ModelRegistryResource, MonitoringResource

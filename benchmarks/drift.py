@@ -22,8 +22,8 @@ from common import verdict
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
 
-from fraudkit.drift import CATEGORICAL_FEATURES, DriftConfig, build_report
 from fraudkit.features import FEATURE_COLUMNS
+from fraudkit.monitoring.drift import CATEGORICAL_FEATURES, DriftConfig, build_report
 
 #: Issue 4: the report at no more than 3x the direct computation.
 TARGET_VS_SCIPY = 3.0

@@ -7,8 +7,10 @@ import dagster as dg
 from pydantic import ValidationError
 
 from fraudkit.config import Settings
-from fraudkit.drift import DriftConfig, GateConfig, TriggerConfig
 from fraudkit.features import lookback_days
+from fraudkit.monitoring.drift import DriftConfig
+from fraudkit.monitoring.gate import GateConfig
+from fraudkit.monitoring.trigger import TriggerConfig
 
 _DEFAULT_WARMUP = lookback_days(Settings.from_env().label_delay_days)
 

@@ -4,11 +4,11 @@ retraining once per event.
 An *event* is a run of consecutive days whose drift share reaches the threshold (or whose
 realized metric falls below the floor), named after its first day. Re-reported days can move
 that first day or split the event, so the cursor remembers each launched *episode* by its
-days and champion (:class:`fraudkit.drift.Launched`): an event that overlaps or touches one
-is that episode and launches nothing. The run key ``retrain-<kind>-<first day>-<champion>``
-keeps Dagster from launching the same event twice should the cursor be lost. The cursor also
-keeps the last launch time for the cool-down, so skip reasons can say exactly why nothing
-ran.
+days and champion (:class:`fraudkit.monitoring.trigger.Launched`): an event that overlaps
+or touches one is that episode and launches nothing. The run key
+``retrain-<kind>-<first day>-<champion>`` keeps Dagster from launching the same event twice
+should the cursor be lost. The cursor also keeps the last launch time for the cool-down, so
+skip reasons can say exactly why nothing ran.
 """
 
 
@@ -28,12 +28,12 @@ from assets.monitoring import (
     retrain_job,
 )
 from fraudkit import lake
-from fraudkit.drift import (
+from fraudkit.monitoring.performance import matured_until
+from fraudkit.monitoring.trigger import (
     Launched,
     about_champion,
     decide_trigger,
     drift_events,
-    matured_until,
     performance_events,
 )
 from fraudkit.registry import RegistryError

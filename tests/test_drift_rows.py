@@ -9,8 +9,13 @@ from pathlib import Path
 import pytest
 
 from fraudkit import lake
-from fraudkit.drift import DRIFT_METRICS_SCHEMA, ColumnDrift, DriftSummary, summary_rows
 from fraudkit.features import FEATURE_COLUMNS
+from fraudkit.monitoring.drift import (
+    DRIFT_METRICS_SCHEMA,
+    ColumnDrift,
+    DriftSummary,
+    summary_rows,
+)
 
 AT = dt.datetime(2026, 7, 2, tzinfo=dt.UTC)
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from fraudkit import lake
-from fraudkit.drift import GateConfig, gate, retrain_and_gate
 from fraudkit.features import FEATURE_COLUMNS
+from fraudkit.monitoring.gate import GateConfig, gate, retrain_and_gate
 from fraudkit.registry import ModelRegistry
 from fraudkit.training import TrainingParams
 

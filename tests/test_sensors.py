@@ -22,15 +22,15 @@ import pytest
 
 from assets.monitoring import DRIFT_TABLE
 from fraudkit import lake
-from fraudkit.drift import (
-    DRIFT_METRICS_SCHEMA,
+from fraudkit.model import Thresholds
+from fraudkit.monitoring.drift import DRIFT_METRICS_SCHEMA
+from fraudkit.monitoring.trigger import (
     Event,
     Launched,
     TriggerConfig,
     about_champion,
     decide_trigger,
 )
-from fraudkit.model import Thresholds
 from fraudkit.registry import ModelRegistry
 from fraudkit.simulator import SimulationConfig, write_landing
 from resources import (

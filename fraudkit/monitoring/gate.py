@@ -1,0 +1,149 @@
+"""The champion/challenger gate and the retraining it judges: a challenger is trained on a
+recent window, scored with the champion on the same held-out days, always registered, and
+promoted only when the gate passes. Both metric sets and the verdict go to the registry's
+event log, so a person can see why a model is (still) champion.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fraudkit.monitoring.performance import GATE_METRICS
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Promote the challenger when ``challenger >= champion - tolerance`` on ``metric``,
+    both scored on the same held-out days."""
+
+    metric: str = "average_precision"
+    tolerance: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.metric not in GATE_METRICS:
+            raise ValueError(f"gate metric {self.metric!r} is not one of {GATE_METRICS}")
+        if self.tolerance < 0:
+            raise ValueError(f"gate tolerance {self.tolerance} must be >= 0")
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    metric: str
+    challenger: float
+    champion: float
+    tolerance: float
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def gate(challenger: dict[str, float], champion: dict[str, float],
+         cfg: GateConfig | None = None) -> GateDecision:
+    """Decide promotion from two metric dicts measured on the same rows. A challenger whose
+    metric is not a number (e.g. a test window without frauds) is never promoted."""
+    cfg = cfg or GateConfig()
+    new, old = float(challenger.get(cfg.metric, math.nan)), float(champion.get(cfg.metric,
+                                                                               math.nan))
+    if not math.isfinite(new):
+        return GateDecision(False, cfg.metric, new, old, cfg.tolerance,
+                            f"challenger {cfg.metric} is not a number; champion kept")
+    if not math.isfinite(old):
+        return GateDecision(True, cfg.metric, new, old, cfg.tolerance,
+                            f"champion {cfg.metric} is not a number on these days; challenger "
+                            "promoted")
+    if new >= old - cfg.tolerance:
+        return GateDecision(True, cfg.metric, new, old, cfg.tolerance,
+                            f"challenger {cfg.metric} {new:.4f} >= champion {old:.4f} - "
+                            f"tolerance {cfg.tolerance}")
+    return GateDecision(False, cfg.metric, new, old, cfg.tolerance,
+                        f"challenger {cfg.metric} {new:.4f} < champion {old:.4f} - tolerance "
+                        f"{cfg.tolerance}; champion kept")
+
+
+# -- retraining: challenger vs champion on the same held-out rows -----------------------------
+@dataclass
+class GateOutcome:
+    challenger_version: str
+    champion_version: str
+    decision: GateDecision
+    challenger_metrics: dict[str, float]
+    champion_metrics: dict[str, float]
+    new_champion: str
+    test_days: tuple[str, str]
+    candidate: Any = field(repr=False, default=None)
+
+
+def score_version(model_path: Path, frame: pd.DataFrame) -> np.ndarray:
+    """Scores of a registered ONNX model on feature rows (what serving would produce)."""
+    from fraudkit.features import feature_matrix
+    from fraudkit.model import OnnxModel
+
+    return OnnxModel(model_path).predict(feature_matrix(frame))
+
+
+def retrain_and_gate(
+    frame: pd.DataFrame,
+    registry: Any,
+    gate_cfg: GateConfig | None = None,
+    params: Any = None,
+    *,
+    training_data: dict[str, Any] | None = None,
+    trigger: dict[str, Any] | None = None,
+) -> GateOutcome:
+    """Train a challenger on ``frame``'s ``train`` rows, score it and the current champion
+    on the same ``test`` rows, register the challenger (every version is kept) and promote
+    it only if the gate says so. The verdict, both metric sets and the trigger are written
+    to the registry's event log either way, so a person can see why a model is champion."""
+    from fraudkit.training import evaluate, fit_candidate
+
+    gate_cfg = gate_cfg or GateConfig()
+    champion = registry.champion()
+    champion.verify()
+    test_rows = frame[frame["split"] == "test"]
+    candidate = fit_candidate(frame, params)
+    champion_metrics = evaluate(test_rows, score_version(champion.model_path, test_rows))
+    decision = gate(candidate.metrics, champion_metrics, gate_cfg)
+    test_days = (str(test_rows["day"].min()), str(test_rows["day"].max()))
+    buf = io.BytesIO()
+    candidate.reference.to_parquet(buf, index=False)
+    details = {
+        "gate": decision.as_dict(),
+        "challenger_metrics": candidate.metrics,
+        "champion_metrics": champion_metrics,
+        "champion": champion.version,
+        "test_days": list(test_days),
+        "trigger": trigger or {},
+    }
+    registered = registry.register(
+        candidate.onnx_bytes,
+        training_data=training_data or {},
+        metrics={**candidate.metrics, "onnx_max_abs_diff": candidate.onnx_max_abs_diff},
+        thresholds=candidate.thresholds,
+        extra_files={"reference.parquet": buf.getvalue()},
+        notes={"role": "challenger", **details},
+    )
+    if decision.promote:
+        registry.promote(registered.version, reason=f"gate: {decision.reason}",
+                         details={"challenger": registered.version, **details})
+    else:
+        registry.record("gate_rejected", version=registered.version, reason=decision.reason,
+                        **details)
+    return GateOutcome(
+        challenger_version=registered.version,
+        champion_version=champion.version,
+        decision=decision,
+        challenger_metrics=candidate.metrics,
+        champion_metrics=champion_metrics,
+        new_champion=registry.champion().version,
+        test_days=test_days,
+        candidate=candidate,
+    )
