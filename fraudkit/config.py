@@ -18,6 +18,8 @@ from typing import Any
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fraudkit.features import lookback_days
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: The label (``tx_fraud``) of a transaction becomes known this many days after it.
@@ -27,6 +29,20 @@ DEFAULT_LABEL_DELAY_DAYS = 7
 #: Dagster offers no partition for a day that has not ended yet.
 DEFAULT_START_DATE = "2026-05-01"
 DEFAULT_END_DATE = "2026-12-31"
+
+
+def _build(cls: type[BaseSettings], what: str, overrides: dict[str, Any]) -> Any:
+    """``cls(**overrides)``, its validation errors as one ``ValueError`` that names each
+    variable, the value given and what is expected."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else ""
+            shown = f"{name}={error['input']!r}: " if name else ""
+            problems.append(f"{shown}{error['msg'].removeprefix('Value error, ')}")
+        raise ValueError(f"{what}: " + "; ".join(problems)) from exc
 
 
 def _env(name: str) -> Any:
@@ -126,15 +142,7 @@ class Settings(BaseSettings):
     def from_env(cls, **overrides: Any) -> Settings:
         """The settings of this process; a bad value is a ``ValueError`` that names the
         variable, the value and what is expected."""
-        try:
-            return cls(**overrides)
-        except ValidationError as exc:
-            problems = []
-            for error in exc.errors():
-                name = str(error["loc"][0]) if error["loc"] else ""
-                shown = f"{name}={error['input']!r}: " if name else ""
-                problems.append(f"{shown}{error['msg'].removeprefix('Value error, ')}")
-            raise ValueError("settings from the environment: " + "; ".join(problems)) from exc
+        return _build(cls, "settings from the environment", overrides)
 
     @property
     def tables_dir(self) -> Path:
@@ -147,3 +155,90 @@ class Settings(BaseSettings):
     def table_uri(self, asset_name: str) -> str:
         """Each Delta table is a folder named after the asset that writes it."""
         return str(self.tables_dir / asset_name)
+
+
+#: Environment values that switch an optional monitoring setting off (e.g. the floor).
+_OFF = frozenset({"none", "off"})
+
+
+class MonitoringSettings(BaseSettings):
+    """The monitoring loop's thresholds, shared by its assets and sensors (so what a report
+    calls "drifted" is exactly what the sensor acts on). The one declaration of each:
+    its variable, default and meaning; :class:`resources.MonitoringResource` takes its fields
+    from here. The defaults suit the full simulation (thousands of transactions a day)."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, populate_by_name=True,
+                                      extra="ignore", validate_default=True)
+
+    feature_threshold: float = Field(
+        0.2, gt=0, validation_alias=_env("MONITOR_FEATURE_THRESHOLD"),
+        description="A feature drifts when its distance (normed Wasserstein, Jensen-Shannon) "
+                    "reaches this.")
+    drift_share: float = Field(
+        0.2, validation_alias=_env("MONITOR_DRIFT_SHARE"),
+        description="A day is drifted when this share of monitored features drifts; a "
+                    "drifted day triggers retraining.")
+    performance_metric: str = Field(
+        "average_precision", validation_alias=_env("MONITOR_PERFORMANCE_METRIC"),
+        description="The realized metric compared with the floor.")
+    performance_floor: float | None = Field(
+        0.5, validation_alias=_env("MONITOR_PERFORMANCE_FLOOR"),
+        description="Retrain when a matured day's realized metric falls below this "
+                    "(none: never).")
+    cooldown_seconds: float = Field(
+        3600.0, ge=0, validation_alias=_env("MONITOR_COOLDOWN_SECONDS"),
+        description="After a retraining launch, no other launch for this long.")
+    gate_metric: str = Field(
+        "average_precision", validation_alias=_env("GATE_METRIC"),
+        description="The metric the champion/challenger gate compares.")
+    gate_tolerance: float = Field(
+        0.0, validation_alias=_env("GATE_TOLERANCE"),
+        description="Promote when challenger >= champion - tolerance on gate_metric (same "
+                    "held-out days).")
+    reference: str = Field(
+        "holdout", validation_alias=_env("MONITOR_REFERENCE"),
+        description="'holdout': the features of the champion's held-out days; 'stored': "
+                    "its reference.parquet.")
+    reference_rows: int = Field(20_000, gt=0, validation_alias=_env("MONITOR_REFERENCE_ROWS"),
+                                description="Reference rows sampled for a drift report.")
+    max_current_rows: int = Field(
+        200_000, gt=0, validation_alias=_env("MONITOR_MAX_CURRENT_ROWS"),
+        description="A day's rows sampled for its drift report, at most.")
+    retrain_train_days: int = Field(90, gt=0, validation_alias=_env("RETRAIN_TRAIN_DAYS"),
+                                    description="Days a challenger trains on.")
+    retrain_test_days: int = Field(14, gt=0, validation_alias=_env("RETRAIN_TEST_DAYS"),
+                                   description="Held-out days the gate compares on.")
+    retrain_warmup_days: int | None = Field(
+        None, gt=0, validation_alias=_env("RETRAIN_WARMUP_DAYS"),
+        description="Days before the training window whose rows only warm the feature "
+                    "windows (default: the windows' look-back for LABEL_DELAY_DAYS).")
+    workspace: str | None = Field(
+        None, validation_alias=_env("EVIDENTLY_WORKSPACE"),
+        description="Evidently workspace folder (default DATA_DIR/evidently); 'none' "
+                    "disables it.")
+    evidently_ui_port: int = Field(8000, gt=0, validation_alias=_env("EVIDENTLY_UI_PORT"),
+                                   description="Port of `evidently ui` in the links the drift "
+                                               "report's metadata shows.")
+
+    @field_validator("performance_floor", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in _OFF else value
+
+    @model_validator(mode="after")
+    def _derived(self) -> MonitoringSettings:
+        if self.retrain_warmup_days is None:
+            self.retrain_warmup_days = lookback_days(Settings.from_env().label_delay_days)
+        return self
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> MonitoringSettings:
+        """The monitoring settings of this process; a bad value is a ``ValueError`` that
+        names the variable and the value."""
+        return _build(cls, "monitoring settings from the environment", overrides)
+
+    @classmethod
+    def variable(cls, field: str) -> str:
+        """The environment variable of ``field`` (for messages)."""
+        alias = cls.model_fields[field].validation_alias
+        return alias.choices[0] if isinstance(alias, AliasChoices) else field.upper()

@@ -1,92 +1,72 @@
-"""Thresholds of the monitoring loop, shared by its assets and sensors."""
+"""The monitoring loop's thresholds as a Dagster resource, shared by its assets and sensors.
+
+Each field, its default, its environment variable and its meaning are declared once, in
+:class:`fraudkit.config.MonitoringSettings`; this resource takes them from there, so the
+Dagster UI shows the same descriptions and a deployment changes a value through its
+variable (README, "Configuration").
+"""
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
-from pydantic import ValidationError
+from pydantic import Field
 
-from fraudkit.config import Settings
+from fraudkit.config import MonitoringSettings, Settings
 from fraudkit.features import lookback_days
 from fraudkit.monitoring.drift import DriftConfig
 from fraudkit.monitoring.gate import GateConfig
 from fraudkit.monitoring.trigger import TriggerConfig
 
-_DEFAULT_WARMUP = lookback_days(Settings.from_env().label_delay_days)
 
-
-#: The environment variable of each setting (README, "The monitoring loop").
-ENV_VARS = {
-    "feature_threshold": "MONITOR_FEATURE_THRESHOLD",
-    "drift_share": "MONITOR_DRIFT_SHARE",
-    "performance_metric": "MONITOR_PERFORMANCE_METRIC",
-    "performance_floor": "MONITOR_PERFORMANCE_FLOOR",
-    "cooldown_seconds": "MONITOR_COOLDOWN_SECONDS",
-    "gate_metric": "GATE_METRIC",
-    "gate_tolerance": "GATE_TOLERANCE",
-    "reference": "MONITOR_REFERENCE",
-    "retrain_train_days": "RETRAIN_TRAIN_DAYS",
-    "retrain_test_days": "RETRAIN_TEST_DAYS",
-    "retrain_warmup_days": "RETRAIN_WARMUP_DAYS",
-    "workspace": "EVIDENTLY_WORKSPACE",
-    "evidently_ui_port": "EVIDENTLY_UI_PORT",
-}
+def _setting(name: str) -> Any:
+    """The resource field for ``name``: the settings model's default and description."""
+    declared = MonitoringSettings.model_fields[name]
+    return Field(default=declared.default, description=declared.description)
 
 
 class MonitoringResource(dg.ConfigurableResource):
-    """Thresholds of the monitoring loop (README, "Monitoring loop"). Each has an
-    environment variable so a deployment changes it without code; the defaults suit the
-    full simulation (thousands of transactions a day)."""
+    """Thresholds of the monitoring loop (README, "The monitoring loop"); build it with
+    :meth:`from_settings`. Fields: see :class:`fraudkit.config.MonitoringSettings`."""
 
-    feature_threshold: float = 0.2
-    """A feature drifts when its distance (normed Wasserstein, Jensen-Shannon) reaches this."""
-    drift_share: float = 0.2
-    """A day is drifted when this share of monitored features drifts: triggers retraining."""
-    performance_metric: str = "average_precision"
-    performance_floor: float | None = 0.5
-    """Retrain when a matured day's realized metric falls below this (None: never)."""
-    cooldown_seconds: float = 3600.0
-    """After a retraining launch, no other launch for this long."""
-    gate_metric: str = "average_precision"
-    gate_tolerance: float = 0.0
-    """Promote when challenger >= champion - tolerance on gate_metric (same held-out days)."""
-    reference: str = "holdout"
-    """'holdout': the features of the champion's held-out days; 'stored': reference.parquet."""
-    reference_rows: int = 20_000
-    max_current_rows: int = 200_000
-    retrain_train_days: int = 90
-    retrain_test_days: int = 14
-    retrain_warmup_days: int = _DEFAULT_WARMUP
-    workspace: str | None = None
-    """Evidently workspace folder (default DATA_DIR/evidently); 'none' disables it."""
-    evidently_ui_port: int = 8000
-    """Port of `evidently ui` in the links the drift report's metadata shows."""
+    feature_threshold: float = _setting("feature_threshold")
+    drift_share: float = _setting("drift_share")
+    performance_metric: str = _setting("performance_metric")
+    performance_floor: float | None = _setting("performance_floor")
+    cooldown_seconds: float = _setting("cooldown_seconds")
+    gate_metric: str = _setting("gate_metric")
+    gate_tolerance: float = _setting("gate_tolerance")
+    reference: str = _setting("reference")
+    reference_rows: int = _setting("reference_rows")
+    max_current_rows: int = _setting("max_current_rows")
+    retrain_train_days: int = _setting("retrain_train_days")
+    retrain_test_days: int = _setting("retrain_test_days")
+    retrain_warmup_days: int | None = _setting("retrain_warmup_days")
+    workspace: str | None = _setting("workspace")
+    evidently_ui_port: int = _setting("evidently_ui_port")
 
     @classmethod
-    def from_env(cls) -> "MonitoringResource":
-        """The defaults above, overridden by the environment variables of :data:`ENV_VARS`
-        that are set (``none`` unsets an optional one, e.g. the performance floor)."""
-        values: dict[str, object] = {}
-        for field, name in ENV_VARS.items():
-            raw = os.environ.get(name, "").strip()
-            if raw:
-                # The workspace keeps its literal 'none' (it disables the workspace).
-                unset = raw.lower() == "none" and field != "workspace"
-                values[field] = None if unset else raw
-        try:
-            resource = cls(**values)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{ENV_VARS[str(e['loc'][0])]}={values[str(e['loc'][0])]!r}: {e['msg']}"
-                for e in exc.errors())
-            raise ValueError(f"monitoring settings from the environment: {problems}") from exc
+    def from_settings(cls, settings: MonitoringSettings | None = None) -> "MonitoringResource":
+        """The resource of ``settings`` (default: this process's environment); a value that
+        breaks a rule between values is a ``ValueError`` naming the variables set."""
+        settings = settings or MonitoringSettings.from_env()
+        resource = cls(**settings.model_dump())
         try:  # the rules between values, which the domain configs check
             resource.drift_config(), resource.trigger_config(), resource.gate_config()
         except ValueError as exc:
-            given = ", ".join(f"{ENV_VARS[f]}={v!r}" for f, v in values.items())
+            variables = [MonitoringSettings.variable(f) for f in MonitoringSettings.model_fields]
+            given = ", ".join(f"{v}={os.environ[v]!r}" for v in variables
+                              if os.environ.get(v, "").strip())
             raise ValueError(f"monitoring settings from the environment: {exc} "
                              f"(set: {given or 'none'})") from exc
         return resource
+
+    def warmup_days(self) -> int:
+        """Warm-up days before a retraining window (default: the windows' look-back)."""
+        if self.retrain_warmup_days is not None:
+            return self.retrain_warmup_days
+        return lookback_days(Settings.from_env().label_delay_days)
 
     def drift_config(self) -> DriftConfig:
         return DriftConfig(threshold=self.feature_threshold, drift_share=self.drift_share,

@@ -62,6 +62,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources built from :class:`~fraudkit.config.Settings`, the one settings model the
     online service and the scripts read too (so both serving paths see the same tables)."""
     from resources.dask import DaskResource
+    from resources.monitoring import MonitoringResource
     from resources.online import OnlineStoreResource
 
     settings = Settings.from_env()
@@ -76,4 +77,5 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "online_store": OnlineStoreResource(
             url=dg.EnvVar("ONLINE_STORE_URL") if os.environ.get("ONLINE_STORE_URL")
             else settings.online_store_url),
+        "monitoring": MonitoringResource.from_settings(),
     }

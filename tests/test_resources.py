@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fraudkit.config import MonitoringSettings
 from resources import MonitoringResource
 
 
@@ -11,12 +12,12 @@ def test_environment_overrides_and_none(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("MONITOR_DRIFT_SHARE", "0.3")
     monkeypatch.setenv("MONITOR_PERFORMANCE_FLOOR", "none")  # turns the floor off
     monkeypatch.setenv("EVIDENTLY_WORKSPACE", "none")  # turns the workspace off
-    resource = MonitoringResource.from_env()
+    resource = MonitoringResource.from_settings()
     assert resource.drift_share == 0.3 and resource.trigger_config().drift_share == 0.3
     assert resource.performance_floor is None
     assert resource.workspace_dir() is None
     monkeypatch.setenv("EVIDENTLY_WORKSPACE", str(tmp_path / "ws"))
-    assert MonitoringResource.from_env().workspace_dir() == tmp_path / "ws"
+    assert MonitoringResource.from_settings().workspace_dir() == tmp_path / "ws"
 
 
 @pytest.mark.parametrize(
@@ -30,5 +31,29 @@ def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: s
                                         value: str, message: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match="monitoring settings from the environment") as info:
-        MonitoringResource.from_env()
+        MonitoringResource.from_settings()
     assert message in str(info.value) and f"{name}={value!r}" in str(info.value)
+
+
+def test_the_resource_takes_every_field_from_the_settings_model() -> None:
+    """One declaration: the resource's fields, defaults and descriptions (what the Dagster
+    UI shows) are the settings model's, and every field has a variable of its own."""
+    resource_fields = MonitoringResource.model_fields
+    settings_fields = MonitoringSettings.model_fields
+    assert list(resource_fields) == list(settings_fields)
+    for name, declared in settings_fields.items():
+        assert resource_fields[name].default == declared.default, name
+        assert resource_fields[name].description == declared.description, name
+        assert declared.description, name
+    variables = [MonitoringSettings.variable(name) for name in settings_fields]
+    assert len(set(variables)) == len(variables)
+
+
+def test_off_unsets_the_floor_and_the_warm_up_follows_the_label_delay(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MONITOR_PERFORMANCE_FLOOR", "off")
+    monkeypatch.setenv("LABEL_DELAY_DAYS", "3")
+    resource = MonitoringResource.from_settings()
+    assert resource.performance_floor is None
+    assert resource.warmup_days() == resource.retrain_warmup_days == 33  # 30 + 3
+    assert MonitoringResource().warmup_days() == 33
