@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.drift import drift_report, drift_report_job, micro_batch_job
 from assets.features import transaction_features
 from assets.ingest import raw_transactions
-from assets.monitoring import (
-    drift_report,
-    drift_report_job,
-    micro_batch_job,
-    model_performance,
-    performance_job,
-    retrain_job,
-    retrained_model,
-)
 from assets.online import online_predictions
+from assets.performance import model_performance, performance_job
+from assets.retraining import retrain_job, retrained_model
 from assets.scoring import batch_predictions
 from assets.training import model, training_set
 from resources import MonitoringResource

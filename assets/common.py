@@ -31,3 +31,10 @@ def preview(frame: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:
             shown[col] = shown[col].round(4)
     return dg.MetadataValue.md(shown.to_markdown(index=False))
 
+
+
+def md_table(frame: pd.DataFrame) -> dg.MetadataValue:
+    """A whole frame as a Markdown table of metadata, floats at 3 decimals: the per-day and
+    per-model tables the monitoring assets show in the Dagster UI (unlike :func:`preview`,
+    every row, since these frames are small summaries)."""
+    return dg.MetadataValue.md(frame.to_markdown(index=False, floatfmt=".3f"))

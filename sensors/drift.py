@@ -20,13 +20,9 @@ import pandas as pd
 from deltalake.exceptions import TableNotFoundError
 
 from assets.common import SETTINGS
-from assets.monitoring import (
-    DRIFT_TABLE,
-    PERFORMANCE_TABLE,
-    TRIGGER_TAG_PREFIX,
-    performance_job,
-    retrain_job,
-)
+from assets.drift import DRIFT_TABLE
+from assets.performance import PERFORMANCE_TABLE, performance_job
+from assets.retraining import TRIGGER_TAG_PREFIX, retrain_job
 from fraudkit import lake
 from fraudkit.monitoring.performance import matured_until
 from fraudkit.monitoring.trigger import (

@@ -22,7 +22,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.common import SETTINGS, daily_partitions
-from assets.monitoring import micro_batch_job
+from assets.drift import micro_batch_job
 from fraudkit.schema import day_of_file, is_landing_file, skip_reason
 from resources import LandingZoneResource
 

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from assets.monitoring import DRIFT_TABLE
+from assets.drift import DRIFT_TABLE
 from fraudkit import lake
 from fraudkit.model import Thresholds
 from fraudkit.monitoring.drift import DRIFT_METRICS_SCHEMA

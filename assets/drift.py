@@ -1,0 +1,198 @@
+"""The drift_report asset: each day's features and scores against the scoring model's
+reference in an Evidently report (HTML, a row per column in the ``drift_metrics`` table, the
+Evidently workspace), its ``monitor_drift`` job, and ``micro_batch``, the landing sensor's
+job, whose runs end with this report.
+
+The thresholds come from :class:`resources.MonitoringResource`, which the drift sensor
+reads too, so what a report calls "drifted" is exactly what the sensor acts on. The logic
+itself is plain Python in :mod:`fraudkit.monitoring.drift`.
+"""
+
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+
+from assets.common import SETTINGS, daily_partitions, md_table, partition_days, single_run
+from assets.features import transaction_features
+from assets.scoring import batch_predictions
+from fraudkit import lake
+from fraudkit.features import FEATURE_COLUMNS
+from fraudkit.monitoring.drift import (
+    DRIFT_METRICS_SCHEMA,
+    add_to_workspace,
+    build_report,
+    summary_rows,
+)
+from fraudkit.monitoring.gate import score_version
+from fraudkit.registry import ModelVersion
+from resources import DeltaLakeResource, ModelRegistryResource, MonitoringResource
+
+DRIFT_TABLE = "drift_metrics"
+
+
+def reference_frame(version: ModelVersion, delta: DeltaLakeResource, how: str,
+                    rows: int) -> tuple[pd.DataFrame, str]:
+    """The champion's reference sample with its own scores, and a line saying what it is.
+
+    ``holdout`` (default) reads the features of the days the model was evaluated on (its
+    manifest's ``test_range``): the latest matured data it was judged on, with complete
+    look-back windows. The stored ``reference.parquet`` is sampled from the training window,
+    whose first days can lack a full 30-day look-back (the small scale warms up 7 days only)
+    and which at the start of the data predates the steady state of compromised terminals;
+    compared with it, every normal day looks drifted. Falls back to the stored sample when
+    the held-out days are no longer in the features table.
+    """
+    if how == "holdout":
+        first, last = version.manifest["training_data"].get("test_range", [None, None])
+        tables = delta.tables()
+        if first and lake.table_version(tables.features, tables.storage_options) is not None:
+            days = lake.day_range(first, last)
+            feats = lake.read_days(tables.features, days, [*FEATURE_COLUMNS, "day"],
+                                   storage_options=tables.storage_options).to_pandas()
+            if len(feats):
+                feats = feats.sample(min(rows, len(feats)), random_state=0)
+                feats["score"] = score_version(version.model_path, feats)
+                return feats.reset_index(drop=True), (
+                    f"{len(feats)} rows of {version.version}'s held-out days {first}..{last}")
+    elif how != "stored":
+        raise dg.Failure(f"reference={how!r}: use 'holdout' or 'stored'")
+    path = version.path / "reference.parquet"
+    if not path.exists():
+        raise dg.Failure(f"{version.version} has no reference sample at {path}")
+    ref = pd.read_parquet(path)
+    ref["score"] = score_version(version.model_path, ref)
+    return ref, f"{len(ref)} rows of {version.version}'s stored reference.parquet"
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+    deps=[batch_predictions, transaction_features],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_dataset_drift", asset="drift_report",
+            description="No day's drift share reaches the monitoring threshold (a warning: "
+            "the drift sensor decides what to do about it).",
+        )
+    ],
+    group_name="monitoring",
+    kinds={"evidently", "deltalake"},
+    description="Evidently report of each day's features and scores against the scoring "
+    "model's reference: drift per feature, prediction drift, data quality. HTML per day, a "
+    "summary row per column in the drift_metrics Delta table, and the Evidently workspace.",
+)
+def drift_report(
+    context: dg.AssetExecutionContext,
+    delta: DeltaLakeResource,
+    registry: ModelRegistryResource,
+    monitoring: MonitoringResource,
+) -> dg.MaterializeResult:
+    days = partition_days(context)
+    tables = delta.tables()
+    if lake.table_version(tables.predictions, tables.storage_options) is None:
+        raise dg.Failure(f"no batch_predictions table at {tables.predictions}: score first")
+    reg = registry.registry()
+    cfg = monitoring.drift_config()
+    out_dir = SETTINGS.reports_dir / "drift"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workspace = monitoring.workspace_dir()
+    references: dict[str, tuple[pd.DataFrame, str]] = {}
+    rows, lines = [], []
+    for day in days:
+        preds = lake.read_days(tables.predictions, [day], ["transaction_id", "score",
+                                                           "model_version"],
+                               storage_options=tables.storage_options).to_pandas()
+        if preds.empty:
+            raise dg.Failure(f"no batch_predictions for {day}: run the `score` job for it")
+        feats = lake.read_days(tables.features, [day], ["transaction_id", *FEATURE_COLUMNS],
+                               storage_options=tables.storage_options).to_pandas()
+        current = feats.merge(preds, on="transaction_id", how="inner", validate="one_to_one")
+        version = preds["model_version"].mode().iat[0]
+        if version not in references:
+            references[version] = reference_frame(reg.get(version), delta,
+                                                  monitoring.reference, monitoring.reference_rows)
+        reference, reference_note = references[version]
+        snapshot, summary = build_report(
+            current, reference, cfg, name=f"drift {day} ({version})",
+            metadata={"day": day, "model_version": version, "reference": reference_note},
+            tags=["drift", day, version], timestamp=dt.datetime.fromisoformat(day),
+        )
+        html = out_dir / f"drift_{day}.html"
+        snapshot.save_html(str(html))
+        if workspace is not None:
+            ui_path = add_to_workspace(snapshot, workspace)
+        rows.append(summary_rows(summary, day, version, str(html)))
+        prediction = next(c for c in summary.columns if c.kind == "prediction")
+        lines.append({
+            "day": day, "rows": summary.current_rows,
+            "rows_used": summary.current_rows_used,
+            "drift_share": summary.drift_share, "dataset_drift": summary.dataset_drift,
+            "score_drift": prediction.drift_score,
+            "drifted": ", ".join(summary.drifted_columns) or "-",
+            "model": version, "report": f"[html](file://{html})",
+            **({"evidently": f"[ui](http://localhost:{monitoring.evidently_ui_port}{ui_path})"}
+               if workspace is not None else {}),
+        })
+        context.log.info(f"{day}: drift share {summary.drift_share:.2f} "
+                         f"({', '.join(summary.drifted_columns) or 'no feature'}), score drift "
+                         f"{prediction.drift_score:.3f}; report {html}")
+    uri = delta.uri(DRIFT_TABLE)
+    lake.ensure_table(uri, DRIFT_METRICS_SCHEMA, tables.storage_options)
+    version = lake.replace_days(uri, pa.concat_tables(rows), days, tables.storage_options)
+    per_day = pd.DataFrame(lines)
+    drifted_days = per_day.loc[per_day["dataset_drift"], "day"].tolist()
+    last_html = out_dir / f"drift_{lines[-1]['day']}.html"
+    metadata: dict = {
+        "days": dg.MetadataValue.text(f"{days[0]} .. {days[-1]} ({len(days)})"),
+        "drift_share": round(float(per_day["drift_share"].max()), 4),
+        "dataset_drift_days": dg.MetadataValue.text(", ".join(drifted_days) or "none"),
+        "per_day": md_table(per_day),
+        "report": dg.MetadataValue.path(str(last_html)),
+        "report_url": dg.MetadataValue.url(f"file://{last_html}"),
+        "reference": dg.MetadataValue.text("; ".join(note for _, note in references.values())),
+        "thresholds": dg.MetadataValue.json({"feature_threshold": cfg.threshold,
+                                             "drift_share": cfg.drift_share,
+                                             "methods": {"numerical": cfg.num_method,
+                                                         "flags": cfg.cat_method},
+                                             "not_in_share": list(cfg.ignore_in_share)}),
+        "table_uri": dg.MetadataValue.path(uri),
+        "table_version": version,
+    }
+    if workspace is not None:
+        metadata["evidently_ui"] = dg.MetadataValue.text(
+            f"evidently ui --workspace {workspace} --port {monitoring.evidently_ui_port}")
+        metadata["evidently_report"] = dg.MetadataValue.url(
+            f"http://localhost:{monitoring.evidently_ui_port}{ui_path}")
+    if len(days) == 1:
+        metadata["per_feature"] = md_table(
+            pd.concat([r.to_pandas() for r in rows])[["column", "method", "drift_score",
+                                                      "threshold", "drifted"]])
+    return dg.MaterializeResult(
+        metadata=metadata,
+        check_results=[dg.AssetCheckResult(
+            check_name="no_dataset_drift", passed=not drifted_days,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"drifted_days": dg.MetadataValue.text(", ".join(drifted_days) or "none"),
+                      "max_drift_share": round(float(per_day["drift_share"].max()), 4)},
+        )],
+    )
+
+
+drift_report_job = dg.define_asset_job(
+    "monitor_drift", selection=dg.AssetSelection.assets(drift_report),
+    description="drift_report for the chosen days (HTML, drift_metrics, Evidently workspace).",
+)
+
+#: A landed day end to end, launched by ``sensors/landing.py``. It lives here, beside
+#: drift_report, because its runs end with the day's drift report: drift_report is the last
+#: asset of its selection (the others are the batch path's, named by key).
+micro_batch_job = dg.define_asset_job(
+    "micro_batch",
+    selection=dg.AssetSelection.assets("raw_transactions", "quarantined_transactions",
+                                       "transaction_features", "batch_predictions",
+                                       drift_report),
+    description="One landed day end to end: ingest, features, scoring, drift report.",
+)
