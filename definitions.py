@@ -12,7 +12,6 @@ from assets.performance import model_performance, performance_job
 from assets.retraining import retrain_job, retrained_model
 from assets.scoring import batch_predictions
 from assets.training import model, training_set
-from resources import MonitoringResource
 from resources.storage import default_resources
 from sensors import dead_run_sweep, drift_sensor, landing_sensor, performance_sensor
 
@@ -41,5 +40,5 @@ defs = dg.Definitions(
     jobs=[ingest_job, training_job, scoring_job, drift_report_job, performance_job, retrain_job,
           micro_batch_job, online_log_job],
     sensors=[drift_sensor, performance_sensor, landing_sensor, dead_run_sweep],
-    resources={**default_resources(), "monitoring": MonitoringResource.from_env()},
+    resources=default_resources(),
 )

@@ -67,7 +67,7 @@ def retrained_model(
         train_days=config.train_days or monitoring.retrain_train_days,
         test_days=config.test_days or monitoring.retrain_test_days,
         warmup_days=(config.warmup_days if config.warmup_days is not None
-                     else monitoring.retrain_warmup_days),
+                     else monitoring.warmup_days()),
         as_of=config.as_of,
     )
     train_days, test_days = training_windows(present[0], present[-1], window,
