@@ -10,7 +10,7 @@ import numpy as np
 from fraudkit.features import US_PER_DAY, Transactions, compute_features
 from fraudkit.online.history import CUSTOMER_SPAN_US, TERMINAL_SPAN_US, HistorySnapshot
 from fraudkit.schema import INT64_MAX
-from fraudkit.store import StreamRows
+from fraudkit.store import StreamRow, StreamRows
 from fraudkit.store.log import DecisionLog
 
 
@@ -25,8 +25,9 @@ class Requests:
     tx_amount: np.ndarray
 
     @classmethod
-    def from_rows(cls, rows: list[tuple[int, int, int, int, float]]) -> Requests:
-        """From ``(transaction_id, tx_time_us, customer_id, terminal_id, tx_amount)``."""
+    def from_rows(cls, rows: list[StreamRow]) -> Requests:
+        """From plain tuples (:data:`fraudkit.store.StreamRow`, in ``STREAM_FIELDS`` order):
+        the service keeps each request as one, which is cheaper per request than arrays."""
         ints = np.array([r[:4] for r in rows], dtype=np.int64).reshape(-1, 4)
         return cls(ints[:, 0], ints[:, 1], ints[:, 2], ints[:, 3],
                    np.array([r[4] for r in rows], dtype=np.float64))

@@ -71,8 +71,15 @@ TIME_COLUMNS = frozenset({"tx_datetime", "received_at"})
 #: ``(lo, hi)``: times (microseconds) with ``lo < time <= hi``.
 Span = tuple[int, int]
 
-#: A stream row: what the feature windows need of a scored transaction.
+#: The field order of a :data:`StreamRow`.
 STREAM_FIELDS = ("transaction_id", "tx_time_us", "customer_id", "terminal_id", "tx_amount")
+#: A stream row: what the feature windows need of one transaction, as a plain tuple in
+#: :data:`STREAM_FIELDS` order (the time in microseconds since the epoch). Declared once,
+#: here: the service keeps each request as one (``bento``), ``Requests.from_rows``
+#: (fraudkit.online) takes them, and the stores keep them and read them back. A tuple, not a
+#: NamedTuple or dataclass, on purpose: the service builds and compares one per request on
+#: its hot path, and a plain tuple is the cheapest to build.
+StreamRow = tuple[int, int, int, int, float]
 
 _EPOCH = dt.date(1970, 1, 1)
 
@@ -101,7 +108,7 @@ class StoreUnavailable(StoreError):
 
 
 class StreamRows:
-    """Column arrays of stored stream rows (see :data:`STREAM_FIELDS`)."""
+    """Column arrays of stored stream rows (see :data:`StreamRow`)."""
 
     __slots__ = ("ints", "amount")
 
@@ -110,7 +117,8 @@ class StreamRows:
         self.amount = amount  # [N] float64
 
     @classmethod
-    def from_tuples(cls, rows: list[tuple[int, int, int, int, float]]) -> StreamRows:
+    def from_tuples(cls, rows: list[StreamRow]) -> StreamRows:
+        """Columns of :data:`StreamRow` tuples (the stores read their rows back as these)."""
         if not rows:
             return cls.empty()
         ints = np.array([r[:4] for r in rows], dtype=np.int64)

@@ -15,9 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from fraudkit.features import US_PER_DAY
-from fraudkit.store import Span, StreamRows
+from fraudkit.store import Span, StreamRow, StreamRows
 
-StreamRow = tuple[int, int, int, int, float]  # id, time_us, customer, terminal, amount
 #: by customer, by terminal (entity -> {id: row}), and by id
 _Bucket = tuple[dict[int, dict[int, StreamRow]], dict[int, dict[int, StreamRow]],
                 dict[int, StreamRow]]
