@@ -49,7 +49,7 @@ serve: install
 
 # A Bento with the service code and the registry's current champion (bento/registry/).
 bento: install
-	$(BIN)/python bento/service.py bundle-champion
+	$(BIN)/python bento/bundle.py bundle-champion
 	$(BIN)/bentoml build -f bento/bentofile.yaml .
 
 # Servers the tests start on free ports (the Redis online store): Debian's packages, installed

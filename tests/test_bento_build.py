@@ -28,7 +28,7 @@ def test_built_bento_serves_the_bundled_champion(small_pipeline: Path, tmp_path:
                     ignore=shutil.ignore_patterns("__pycache__"))
     bin_dir = Path(sys.executable).parent
     env = {**pipeline_env(small_pipeline), "BENTOML_HOME": str(tmp_path / "bentoml")}
-    bundled = subprocess.run([sys.executable, "bento/service.py", "bundle-champion"],
+    bundled = subprocess.run([sys.executable, "bento/bundle.py", "bundle-champion"],
                              cwd=context, env=env, capture_output=True, text=True, timeout=120)
     assert bundled.returncode == 0, bundled.stderr[-2000:]
     champion = ModelRegistry(small_pipeline / "registry").champion().version
