@@ -1,6 +1,6 @@
 """The online path: features, the champion model, the decision log, the latest batch
 predictions. Plain Python (no BentoML, no Dagster), so it can be tested and benchmarked on
-its own; ``bento/service.py`` only wires it to HTTP.
+its own; ``bento/`` only wires it to HTTP (routes in ``bento/api.py``).
 
 One module per concern:
 

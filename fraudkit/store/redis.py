@@ -41,6 +41,7 @@ from fraudkit.store import (
     Span,
     StoreError,
     StoreUnavailable,
+    StreamRow,
     StreamRows,
     day_start_us,
     rows_to_table,
@@ -92,7 +93,7 @@ def _stream_row(row: tuple) -> str:
             f"{row[_IDX['terminal_id']]} {float(row[_IDX['tx_amount']])!r}")
 
 
-def _parse(entries: list) -> list[tuple[int, int, int, int, float]]:
+def _parse(entries: list) -> list[StreamRow]:
     rows = []
     for _, fields in entries:
         i, t, c, term, amount = fields["r"].split(" ")
