@@ -58,14 +58,16 @@ class ModelRegistryResource(dg.ConfigurableResource):
         return ModelRegistry(self.root)
 
 
-def default_resources() -> dict[str, dg.ConfigurableResource]:
-    """Resources built from :class:`~fraudkit.config.Settings`, the one settings model the
-    online service and the scripts read too (so both serving paths see the same tables)."""
+def default_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
+    """Resources built from :class:`~fraudkit.config.Settings` (default: this process's
+    environment), the one settings model the online service and the scripts read too (so
+    both serving paths see the same tables); tests pass settings of a temporary DATA_DIR."""
     from resources.dask import DaskResource
     from resources.monitoring import MonitoringResource
     from resources.online import OnlineStoreResource
 
-    settings = Settings.from_env()
+    from_env = settings is None
+    settings = settings or Settings.from_env()
     return {
         "dask": DaskResource(scheduler_address=settings.dask_scheduler_address,
                              n_workers=settings.dask_n_workers),
@@ -75,7 +77,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "registry": ModelRegistryResource(root=str(settings.registry_dir)),
         # EnvVar keeps a Redis password out of the launchpad and the run's config.
         "online_store": OnlineStoreResource(
-            url=dg.EnvVar("ONLINE_STORE_URL") if os.environ.get("ONLINE_STORE_URL")
+            url=dg.EnvVar("ONLINE_STORE_URL") if from_env and os.environ.get("ONLINE_STORE_URL")
             else settings.online_store_url),
         "monitoring": MonitoringResource.from_settings(),
     }

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The small simulation spans 2026-05-01 .. 2026-06-29.
@@ -30,17 +31,31 @@ def pipeline_env(data_dir: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def small_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """DATA_DIR after `scripts.demo --small --batch-only`: landing files, every Delta
-    table, a registered champion. Treat it as read-only; copy it to change it."""
-    data_dir = tmp_path_factory.mktemp("pipeline") / "data"
-    data_dir.mkdir()
-    (data_dir / "dagster_home").mkdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "scripts.demo", "--small", "--batch-only"],
-        cwd=ROOT, env=pipeline_env(data_dir), capture_output=True, text=True, timeout=600,
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"small pipeline failed:\n{result.stdout[-4000:]}\n"
-                             f"{result.stderr[-6000:]}")
+    table, a registered champion. Treat it as read-only; copy it to change it.
+
+    Built once per test session: under pytest-xdist (``make test`` runs two workers) the
+    first worker to ask builds it in the session's shared temporary folder, holding a file
+    lock, and the others wait for it and reuse it."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the folder every worker's own temporary folder is in
+    folder = shared / "small_pipeline"
+    data_dir = folder / "data"
+    built = folder / "built"  # beside DATA_DIR, so copies of it do not carry the marker
+    with FileLock(str(shared / "small_pipeline.lock")):
+        if not built.exists():
+            if folder.exists():  # a build that failed half-way: start again
+                shutil.rmtree(folder)
+            (data_dir / "dagster_home").mkdir(parents=True)
+            result = subprocess.run(
+                [sys.executable, "-m", "scripts.demo", "--small", "--batch-only"],
+                cwd=ROOT, env=pipeline_env(data_dir), capture_output=True, text=True,
+                timeout=600,
+            )
+            if result.returncode != 0:
+                raise AssertionError(f"small pipeline failed:\n{result.stdout[-4000:]}\n"
+                                     f"{result.stderr[-6000:]}")
+            built.write_text("done\n")
     return data_dir
 
 

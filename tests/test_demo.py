@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from fraudkit import lake
+from fraudkit.config import Settings
 from fraudkit.registry import ModelRegistry
+from scripts.demo import DEMO_MARKER, prepare_data_dir
 from tests.conftest import ROOT, pipeline_env, run_job
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     (data_dir / "dagster_home").mkdir(parents=True)
@@ -49,15 +50,36 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
                           ["2026-07-24"]).to_pandas()
     assert set(last["model_version"]) == {"v0001"}
 
-    # A second run starts afresh in the folder it made; a foreign folder is refused.
+    # The folder is marked as the demo's, so the next `make demo` may replace it
+    # (test_a_second_demo_starts_afresh_and_a_foreign_folder_is_refused).
+    assert (data_dir / DEMO_MARKER).exists()
+
+
+def test_a_second_demo_starts_afresh_and_a_foreign_folder_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """`prepare_data_dir`, the demo's first step, in process: an earlier demo's data goes
+    (the Dagster home inside DATA_DIR stays, so the UI keeps every run), anything else is
+    refused with what to do."""
+    data_dir = tmp_path / "data"
+    home = data_dir / "dagster_home"
+    (home / "storage").mkdir(parents=True)
+    (data_dir / "tables" / "raw_transactions").mkdir(parents=True)
+    (data_dir / "registry").mkdir()
+    (data_dir / "registry" / "champion.json").write_text("{}")
+    (data_dir / DEMO_MARKER).write_text("")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.delenv("LANDING_DIR", raising=False)
+    prepare_data_dir(Settings(data_dir=data_dir))
+    assert "starting afresh" in capsys.readouterr().out
+    assert sorted(p.name for p in data_dir.iterdir()) == [DEMO_MARKER, "dagster_home"]
+    assert (home / "storage").is_dir()
+
     foreign = tmp_path / "foreign"
     (foreign / "tables").mkdir(parents=True)
-    refused = subprocess.run([sys.executable, "-m", "scripts.demo", "--small", "--batch-only"],
-                             cwd=ROOT, env={**env, "DATA_DIR": str(foreign)},
-                             capture_output=True, text=True, timeout=120)
-    assert refused.returncode != 0 and "did not write" in refused.stderr
-    again = subprocess.run([sys.executable, "-m", "scripts.demo", "--small", "--batch-only"],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "starting afresh" in again.stdout
-    assert ModelRegistry(data_dir / "registry").champion().version == "v0001"
+    with pytest.raises(SystemExit, match="did not write"):
+        prepare_data_dir(Settings(data_dir=foreign))
+    assert (foreign / "tables").is_dir()  # nothing removed
+
+    monkeypatch.setenv("LANDING_DIR", str(tmp_path / "mine"))
+    with pytest.raises(SystemExit, match="unset LANDING_DIR"):
+        prepare_data_dir(Settings(data_dir=tmp_path / "empty"))

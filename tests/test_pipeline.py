@@ -14,7 +14,7 @@ from deltalake import DeltaTable
 from fraudkit import lake
 from fraudkit.features import FEATURE_COLUMNS, features_frame
 from fraudkit.registry import ModelRegistry
-from tests.conftest import run_job
+from tests.inprocess import failure_messages, run_in_process
 
 TABLES = ["raw_transactions", "quarantined_transactions", "transaction_features",
           "batch_predictions"]
@@ -68,9 +68,11 @@ def test_rerunning_partitions_changes_nothing(small_pipeline: Path, tmp_path: Pa
     shutil.copytree(small_pipeline, data_dir)
     before = {name: table(data_dir, name) for name in TABLES}
     versions = {name: DeltaTable(str(data_dir / "tables" / name)).version() for name in TABLES}
+    # Three days in the middle: their features read the days before them, and the days after
+    # them read theirs; the run goes through the same jobs as a back-fill, in this process.
     for job in ["ingest_and_features", "score"]:
-        result = run_job(data_dir, job, "2026-06-01", "2026-06-12")
-        assert result.returncode == 0, result.stderr[-3000:]
+        result = run_in_process(data_dir, job, "2026-06-10", "2026-06-12")
+        assert result.success, failure_messages(result)[-3000:]
     for name in TABLES:
         after = table(data_dir, name)
         pd.testing.assert_frame_equal(after, before[name], check_exact=True, obj=name)
@@ -105,9 +107,9 @@ def test_a_bad_landing_day_fails_the_run_and_writes_nothing(
     breaks(data_dir / "landing", "2026-06-25")
     raw = str(data_dir / "tables" / "raw_transactions")
     before, version = table(data_dir, "raw_transactions"), DeltaTable(raw).version()
-    result = run_job(data_dir, "ingest_and_features", "2026-06-01", "2026-06-25")
-    assert result.returncode != 0
-    assert message in result.stdout + result.stderr
+    result = run_in_process(data_dir, "ingest_and_features", "2026-06-01", "2026-06-25")
+    assert not result.success
+    assert message in failure_messages(result)
     assert DeltaTable(raw).version() == version
     pd.testing.assert_frame_equal(table(data_dir, "raw_transactions"), before)
 
@@ -123,9 +125,9 @@ def test_an_id_on_two_days_fails_the_blocking_check(small_pipeline: Path,
     second.to_parquet(path)
     features = str(data_dir / "tables" / "transaction_features")
     version = DeltaTable(features).version()
-    result = run_job(data_dir, "ingest_and_features", "2026-06-01", "2026-06-02")
-    assert result.returncode != 0
-    out = result.stdout + result.stderr
+    result = run_in_process(data_dir, "ingest_and_features", "2026-06-01", "2026-06-02")
+    assert not result.success
+    out = failure_messages(result)
     assert "ids_unique_across_days" in out
     assert f"{taken}: ['2026-06-01', '2026-06-02']" in out
     assert DeltaTable(features).version() == version  # blocked: no features from it

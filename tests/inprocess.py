@@ -1,0 +1,57 @@
+"""The in-process test layer: Dagster jobs run in the test's own process, on temporary
+resources built from :class:`~fraudkit.config.Settings` for a test's DATA_DIR.
+
+Why: a headless run in a subprocess (``tests.conftest.run_job``) pays a fresh interpreter
+and the import of Dagster and the code location (seconds of CPU) before its first step; an
+in-process run pays it once per test session. The runs are the same jobs, assets, checks
+and resources as the code location's (``definitions.defs``); only where the data lives
+changes. The end-to-end tests (the demo, the daemon, the served Bento) keep starting the
+real processes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from fraudkit.config import Settings
+from scripts.jobs import RANGE_END, RANGE_START, quiet_beta_warnings
+
+
+def definitions_for(data_dir: Path) -> dg.Definitions:
+    """The code location's assets, checks and jobs with resources for ``data_dir``."""
+    from definitions import defs
+    from resources.storage import default_resources
+
+    quiet_beta_warnings()
+    return dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs,
+                          resources=default_resources(Settings(data_dir=data_dir)))
+
+
+def run_in_process(data_dir: Path, job: str, first: str | None = None,
+                   last: str | None = None,
+                   run_config: dict[str, Any] | None = None) -> dg.ExecuteInProcessResult:
+    """Run ``job`` over the days ``first..last`` as one run (like ``scripts.run_job``), in
+    this process, on an ephemeral instance; a failed run is returned, not raised."""
+    tags = {RANGE_START: first, RANGE_END: last or first} if first else {}
+    job_def = definitions_for(data_dir).resolve_job_def(job)
+    with dg.DagsterInstance.ephemeral() as instance:
+        return job_def.execute_in_process(instance=instance, tags=tags,
+                                          run_config=run_config or {}, raise_on_error=False)
+
+
+def failure_messages(result: dg.ExecuteInProcessResult) -> str:
+    """Every failure event's message and error text of a run, for assertions."""
+    parts = []
+    for event in result.all_events:
+        if event.is_failure or event.event_type_value == "ASSET_CHECK_EVALUATION":
+            parts.append(event.message or "")
+            data = event.event_specific_data
+            error = getattr(data, "error", None)
+            if error is not None:
+                parts.append(error.to_string())
+            metadata = getattr(data, "metadata", None) or {}
+            parts += [str(getattr(v, "value", v)) for v in metadata.values()]
+    return "\n".join(parts)
