@@ -15,7 +15,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from assets.common import SETTINGS, daily_partitions, md_table, partition_days, single_run
+from assets.common import daily_partitions, md_table, partition_days, single_run
 from assets.features import transaction_features
 from assets.scoring import batch_predictions
 from fraudkit import lake
@@ -28,7 +28,12 @@ from fraudkit.monitoring.drift import (
 )
 from fraudkit.monitoring.gate import score_version
 from fraudkit.registry import ModelVersion
-from resources import DeltaLakeResource, ModelRegistryResource, MonitoringResource
+from resources import (
+    DeltaLakeResource,
+    ModelRegistryResource,
+    MonitoringResource,
+    ReportsResource,
+)
 
 DRIFT_TABLE = "drift_metrics"
 
@@ -89,6 +94,7 @@ def drift_report(
     delta: DeltaLakeResource,
     registry: ModelRegistryResource,
     monitoring: MonitoringResource,
+    reports: ReportsResource,
 ) -> dg.MaterializeResult:
     days = partition_days(context)
     tables = delta.tables()
@@ -96,8 +102,7 @@ def drift_report(
         raise dg.Failure(f"no batch_predictions table at {tables.predictions}: score first")
     reg = registry.registry()
     cfg = monitoring.drift_config()
-    out_dir = SETTINGS.reports_dir / "drift"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = reports.folder("drift")
     workspace = monitoring.workspace_dir()
     references: dict[str, tuple[pd.DataFrame, str]] = {}
     rows, lines = [], []

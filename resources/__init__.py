@@ -1,11 +1,17 @@
-"""How the pipeline reaches its infrastructure: Dask, the Delta tables, landing files and
-the model registry. Each is a Dagster ``ConfigurableResource`` whose defaults are the
-embedded, no-setup versions (a ``LocalCluster``, folders under ``DATA_DIR``)."""
+"""How the pipeline reaches its infrastructure: Dask, the Delta tables, landing files, the
+model registry, the reports folder, the monitoring thresholds and the online store. Each is
+a Dagster ``ConfigurableResource`` whose defaults are the embedded, no-setup versions (a
+``LocalCluster``, folders under ``DATA_DIR``)."""
 
 from resources.dask import DaskResource
 from resources.monitoring import MonitoringResource
 from resources.online import OnlineStoreResource
-from resources.storage import DeltaLakeResource, LandingZoneResource, ModelRegistryResource
+from resources.storage import (
+    DeltaLakeResource,
+    LandingZoneResource,
+    ModelRegistryResource,
+    ReportsResource,
+)
 
 __all__ = [
     "DaskResource",
@@ -14,4 +20,5 @@ __all__ = [
     "ModelRegistryResource",
     "MonitoringResource",
     "OnlineStoreResource",
+    "ReportsResource",
 ]

@@ -47,11 +47,16 @@ class MonitoringResource(dg.ConfigurableResource):
     evidently_ui_port: int = _setting("evidently_ui_port")
 
     @classmethod
-    def from_settings(cls, settings: MonitoringSettings | None = None) -> "MonitoringResource":
-        """The resource of ``settings`` (default: this process's environment); a value that
-        breaks a rule between values is a ``ValueError`` naming the variables set."""
+    def from_settings(cls, settings: MonitoringSettings | None = None,
+                      data_dir: Path | None = None) -> "MonitoringResource":
+        """The resource of ``settings`` (default: this process's environment), its Evidently
+        workspace defaulting to ``data_dir/evidently``; a value that breaks a rule between
+        values is a ``ValueError`` naming the variables set."""
         settings = settings or MonitoringSettings.from_env()
-        resource = cls(**settings.model_dump())
+        values = settings.model_dump()
+        if values["workspace"] is None and data_dir is not None:
+            values["workspace"] = str(Path(data_dir) / "evidently")
+        resource = cls(**values)
         try:  # the rules between values, which the domain configs check
             resource.drift_config(), resource.trigger_config(), resource.gate_config()
         except ValueError as exc:

@@ -51,6 +51,19 @@ class LandingZoneResource(dg.ConfigurableResource):
         return path
 
 
+class ReportsResource(dg.ConfigurableResource):
+    """The folder of the HTML reports the monitoring assets write (``DATA_DIR/reports``),
+    one sub-folder per kind (``drift/``), so a report's path follows DATA_DIR like every
+    table instead of the environment the code location was imported with."""
+
+    root: str
+
+    def folder(self, kind: str) -> Path:
+        path = Path(self.root) / kind
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
 class ModelRegistryResource(dg.ConfigurableResource):
     root: str
 
@@ -75,9 +88,10 @@ def default_resources(settings: Settings | None = None) -> dict[str, dg.Configur
                                    storage_options=settings.storage_options),
         "landing": LandingZoneResource(path=str(settings.landing_dir)),
         "registry": ModelRegistryResource(root=str(settings.registry_dir)),
+        "reports": ReportsResource(root=str(settings.reports_dir)),
         # EnvVar keeps a Redis password out of the launchpad and the run's config.
         "online_store": OnlineStoreResource(
             url=dg.EnvVar("ONLINE_STORE_URL") if from_env and os.environ.get("ONLINE_STORE_URL")
             else settings.online_store_url),
-        "monitoring": MonitoringResource.from_settings(),
+        "monitoring": MonitoringResource.from_settings(data_dir=settings.data_dir),
     }

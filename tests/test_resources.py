@@ -57,3 +57,16 @@ def test_off_unsets_the_floor_and_the_warm_up_follows_the_label_delay(
     assert resource.performance_floor is None
     assert resource.warmup_days() == resource.retrain_warmup_days == 33  # 30 + 3
     assert MonitoringResource().warmup_days() == 33
+
+
+def test_reports_and_the_workspace_follow_the_data_dir_given(tmp_path) -> None:
+    """Resources built for another DATA_DIR (a deployment's, a test's) write their reports
+    there, not where the environment of the importing process points."""
+    from fraudkit.config import Settings
+    from resources.storage import default_resources
+
+    built = default_resources(Settings(data_dir=tmp_path / "data"))
+    assert built["reports"].folder("drift") == tmp_path / "data" / "reports" / "drift"
+    assert (tmp_path / "data" / "reports" / "drift").is_dir()
+    assert built["monitoring"].workspace_dir() == tmp_path / "data" / "evidently"
+    assert built["delta"].root == str(tmp_path / "data" / "tables")

@@ -41,7 +41,8 @@ from resources import (
 )
 from sensors.drift import drift_sensor
 from sensors.landing import landing_sensor, read_cursor
-from tests.conftest import ROOT, pipeline_env, run_job
+from tests.conftest import ROOT, pipeline_env
+from tests.inprocess import failure_messages, run_in_process
 
 NEW_DAYS = ("2026-06-30", "2026-07-04")  # 5 days after the small simulation's last day
 END_DATE = "2026-07-31"
@@ -51,14 +52,14 @@ SMALL_RETRAIN_ENV = {"RETRAIN_TRAIN_DAYS": "21", "RETRAIN_TEST_DAYS": "7",
 
 def land_and_process(small_pipeline: Path, target: Path, drift_from: str | None) -> Path:
     """Copy the pipeline, land 5 more days (drifted or not), run them through micro_batch
-    (ingest, features, score, drift_report) as one Dagster run."""
+    (ingest, features, score, drift_report) as one Dagster run, in this process."""
     data_dir = target / "data"
     shutil.copytree(small_pipeline, data_dir)
     cfg = replace(SimulationConfig.small(), n_days=65, drift_from=drift_from)
     days = {d for d in cfg.days if d >= NEW_DAYS[0]}
     write_landing(cfg, data_dir / "landing", days=days)
-    result = run_job(data_dir, "micro_batch", *NEW_DAYS, extra_env=SMALL_RETRAIN_ENV)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_in_process(data_dir, "micro_batch", *NEW_DAYS)
+    assert result.success, failure_messages(result)[-3000:]
     return data_dir
 
 
@@ -69,7 +70,12 @@ def drifted(small_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 @pytest.fixture(scope="module")
 def normal(small_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return land_and_process(small_pipeline, tmp_path_factory.mktemp("normal"), None)
+    """The small pipeline's last five days (no drift was simulated), with drift reports."""
+    data_dir = tmp_path_factory.mktemp("normal") / "data"
+    shutil.copytree(small_pipeline, data_dir)
+    result = run_in_process(data_dir, "monitor_drift", "2026-06-25", "2026-06-29")
+    assert result.success, failure_messages(result)[-3000:]
+    return data_dir
 
 
 def evaluate(data_dir: Path, ticks: int = 3) -> tuple[list[dg.RunRequest], list[str]]:
