@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +15,13 @@ from fraudkit.training import card_precision_at_k, choose_thresholds, fit_candid
 
 
 def small_training_set() -> pd.DataFrame:
+    """A fresh copy of the small simulation's training set (built once: each test may
+    change its copy)."""
+    return _small_training_set().copy()
+
+
+@functools.cache
+def _small_training_set() -> pd.DataFrame:
     raw = pd.concat([f.assign(day=d) for d, f in simulate(SimulationConfig.small())],
                     ignore_index=True)
     feats = features_frame(raw, 7)
