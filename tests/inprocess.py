@@ -11,6 +11,7 @@ real processes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,32 +21,48 @@ from fraudkit.config import Settings
 from scripts.jobs import RANGE_END, RANGE_START, quiet_beta_warnings
 
 
-def definitions_for(data_dir: Path) -> dg.Definitions:
-    """The code location's assets, checks and jobs with resources for ``data_dir``."""
+def definitions_for(data_dir: Path, **settings: Any) -> dg.Definitions:
+    """The code location's assets, checks and jobs with resources for ``data_dir`` (and
+    any other :class:`~fraudkit.config.Settings` fields given, e.g. a Dask scheduler)."""
     from definitions import defs
     from resources.storage import default_resources
 
     quiet_beta_warnings()
     return dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs,
-                          resources=default_resources(Settings(data_dir=data_dir)))
+                          resources=default_resources(Settings(data_dir=data_dir, **settings)))
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished in-process run: Dagster's result and its log as the UI shows it."""
+
+    result: dg.ExecuteInProcessResult
+    #: Every message of the run's log, ``context.log`` lines included, one per line.
+    log: str
+
+    @property
+    def success(self) -> bool:
+        return self.result.success
 
 
 def run_in_process(data_dir: Path, job: str, first: str | None = None,
                    last: str | None = None,
-                   run_config: dict[str, Any] | None = None) -> dg.ExecuteInProcessResult:
+                   run_config: dict[str, Any] | None = None, **settings: Any) -> Run:
     """Run ``job`` over the days ``first..last`` as one run (like ``scripts.run_job``), in
     this process, on an ephemeral instance; a failed run is returned, not raised."""
     tags = {RANGE_START: first, RANGE_END: last or first} if first else {}
-    job_def = definitions_for(data_dir).resolve_job_def(job)
+    job_def = definitions_for(data_dir, **settings).resolve_job_def(job)
     with dg.DagsterInstance.ephemeral() as instance:
-        return job_def.execute_in_process(instance=instance, tags=tags,
-                                          run_config=run_config or {}, raise_on_error=False)
+        result = job_def.execute_in_process(instance=instance, tags=tags,
+                                            run_config=run_config or {}, raise_on_error=False)
+        log = "\n".join(entry.user_message for entry in instance.all_logs(result.run_id))
+    return Run(result, log)
 
 
-def failure_messages(result: dg.ExecuteInProcessResult) -> str:
-    """Every failure event's message and error text of a run, for assertions."""
+def failure_messages(run: Run) -> str:
+    """Every failure's and check's message, error text and metadata, for assertions."""
     parts = []
-    for event in result.all_events:
+    for event in run.result.all_events:
         if event.is_failure or event.event_type_value == "ASSET_CHECK_EVALUATION":
             parts.append(event.message or "")
             data = event.event_specific_data

@@ -17,7 +17,7 @@ from distributed import Client
 
 from fraudkit import lake
 from scripts.serving import free_port
-from tests.conftest import run_job
+from tests.inprocess import failure_messages, run_in_process
 
 BIN = Path(sys.executable).parent
 
@@ -64,10 +64,10 @@ def test_features_on_an_existing_cluster(
     before = lake.dataset(features).to_table().to_pandas().sort_values("transaction_id",
                                                                    ignore_index=True)
     version = DeltaTable(features).version()
-    result = run_job(data_dir, "ingest_and_features", "2026-05-20", "2026-06-29",
-                     extra_env={"DASK_SCHEDULER_ADDRESS": dask_cluster})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert dask_cluster in result.stdout + result.stderr  # the run reports where it ran
+    result = run_in_process(data_dir, "ingest_and_features", "2026-05-20", "2026-06-29",
+                            dask_scheduler_address=dask_cluster)
+    assert result.success, failure_messages(result)[-3000:]
+    assert dask_cluster in result.log  # the run reports where it ran
     table = DeltaTable(features)
     assert table.version() > version
     after = table.to_pandas().sort_values("transaction_id", ignore_index=True)
