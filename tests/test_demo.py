@@ -14,7 +14,8 @@ from fraudkit import lake
 from fraudkit.config import Settings
 from fraudkit.registry import ModelRegistry
 from scripts.demo import DEMO_MARKER, prepare_data_dir
-from tests.conftest import ROOT, pipeline_env, run_job
+from tests.conftest import ROOT, pipeline_env
+from tests.inprocess import failure_messages, run_in_process
 
 
 @pytest.mark.slow
@@ -44,8 +45,8 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
     rolled = subprocess.run([sys.executable, "-m", "fraudkit.registry", "rollback"], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=60)
     assert rolled.returncode == 0 and "champion is now v0001" in rolled.stdout, rolled.stderr
-    rescored = run_job(data_dir, "score", "2026-07-24", extra_env={"FRAUD_END_DATE": "2026-07-31"})
-    assert rescored.returncode == 0, rescored.stderr[-3000:]
+    rescored = run_in_process(data_dir, "score", "2026-07-24")
+    assert rescored.success, failure_messages(rescored)[-3000:]
     last = lake.read_days(str(data_dir / "tables" / "batch_predictions"),
                           ["2026-07-24"]).to_pandas()
     assert set(last["model_version"]) == {"v0001"}
