@@ -66,13 +66,3 @@ def private_copy(small_pipeline: Path, folder: Path) -> Path:
     shutil.copytree(small_pipeline, target,
                     ignore=shutil.ignore_patterns("dagster_home", "online"))
     return target
-
-
-def run_job(data_dir: Path, job: str, first: str | None = None, last: str | None = None,
-            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run a Dagster job headless against ``data_dir`` (see scripts/run_job.py)."""
-    cmd = [sys.executable, "-m", "scripts.run_job", job]
-    if first:
-        cmd += ["--first", first, "--last", last or first]
-    env = {**pipeline_env(data_dir), **(extra_env or {})}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

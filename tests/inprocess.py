@@ -1,7 +1,7 @@
 """The in-process test layer: Dagster jobs run in the test's own process, on temporary
 resources built from :class:`~fraudkit.config.Settings` for a test's DATA_DIR.
 
-Why: a headless run in a subprocess (``tests.conftest.run_job``) pays a fresh interpreter
+Why: a headless run in a subprocess (``python -m scripts.run_job``) pays a fresh interpreter
 and the import of Dagster and the code location (seconds of CPU) before its first step; an
 in-process run pays it once per test session. The runs are the same jobs, assets, checks
 and resources as the code location's (``definitions.defs``); only where the data lives
