@@ -11,10 +11,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    create_model,
+    field_validator,
+)
 
 from bento.settings import MAX_BATCH
-from fraudkit.features import FEATURE_COLUMNS
+from fraudkit.features import FEATURES
 from fraudkit.online import FALLBACK_VERSION, check_not_future, to_time_us
 from fraudkit.schema import INT64_MAX, INT64_MIN
 from fraudkit.store import StreamRow
@@ -67,6 +75,14 @@ class ScoreBatch(BaseModel):
     transactions: list[Transaction] = Field(min_length=1, max_length=MAX_BATCH)
 
 
+#: The features of an answer, one documented field each, derived from
+#: :data:`fraudkit.features.FEATURES` (counts and flags are whole numbers sent as numbers).
+Features = create_model(
+    "Features", __doc__="The online features the model scored (equal to the batch ones).",
+    **{f.name: (float, Field(description=f.description)) for f in FEATURES},
+)
+
+
 class ScoreResult(BaseModel):
     """Answer for one transaction (documentation of the response)."""
 
@@ -79,7 +95,7 @@ class ScoreResult(BaseModel):
     degraded: bool = Field(description="true when the online store could not be read or "
                            "written: the customer windows may miss recent transactions and "
                            "the decision waits in the worker's memory until the store is back")
-    features: dict[str, float] = Field(description=", ".join(FEATURE_COLUMNS))
+    features: Features
 
 
 class ScoreBatchResult(BaseModel):

@@ -36,26 +36,49 @@ NIGHT_LAST_HOUR = 6  # 00:00 to 06:59:59 UTC counts as night
 #: Block length of the window sums (see ``_WindowSums``): the longest customer window.
 SUM_BLOCK_US = max(CUSTOMER_WINDOWS_DAYS) * US_PER_DAY
 
-FEATURE_COLUMNS: tuple[str, ...] = (
-    "tx_amount",
-    "tx_during_weekend",
-    "tx_during_night",
-    "customer_nb_tx_1d",
-    "customer_avg_amount_1d",
-    "customer_nb_tx_7d",
-    "customer_avg_amount_7d",
-    "customer_nb_tx_30d",
-    "customer_avg_amount_30d",
-    "terminal_nb_tx_1d",
-    "terminal_risk_1d",
-    "terminal_nb_tx_7d",
-    "terminal_risk_7d",
-    "terminal_nb_tx_30d",
-    "terminal_risk_30d",
-)
-COUNT_COLUMNS: frozenset[str] = frozenset(
-    c for c in FEATURE_COLUMNS if "_nb_tx_" in c or c.startswith("tx_during")
-)
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One model feature: the single declaration from which the feature names and their
+    order (the model's input), the integer columns (exact int64 in the Delta tables and the
+    decision log), the Arrow schemas and the API's documented response are derived."""
+
+    name: str
+    #: A count or a 0/1 flag: stored as int64, so the two paths compare it exactly.
+    integer: bool
+    description: str
+
+
+def _feature_specs() -> tuple[FeatureSpec, ...]:
+    specs = [
+        FeatureSpec("tx_amount", False, "The transaction's amount."),
+        FeatureSpec("tx_during_weekend", True, "1 on a Saturday or Sunday (UTC), else 0."),
+        FeatureSpec("tx_during_night", True,
+                    f"1 when the hour is {NIGHT_LAST_HOUR} or earlier (UTC), else 0."),
+    ]
+    for days in CUSTOMER_WINDOWS_DAYS:
+        specs += [
+            FeatureSpec(f"customer_nb_tx_{days}d", True,
+                        f"The customer's transactions in the {days} day(s) up to this one, "
+                        "itself included."),
+            FeatureSpec(f"customer_avg_amount_{days}d", False,
+                        f"Their mean amount (the {days}-day window of customer_nb_tx)."),
+        ]
+    for days in TERMINAL_WINDOWS_DAYS:
+        specs += [
+            FeatureSpec(f"terminal_nb_tx_{days}d", True,
+                        f"The terminal's transactions in the {days} day(s) ending one label "
+                        "delay before this one."),
+            FeatureSpec(f"terminal_risk_{days}d", False,
+                        "The share of those that were fraud (0 when there were none)."),
+        ]
+    return tuple(specs)
+
+
+#: Every model feature, in the model's input order (see :class:`FeatureSpec`).
+FEATURES: tuple[FeatureSpec, ...] = _feature_specs()
+FEATURE_COLUMNS: tuple[str, ...] = tuple(f.name for f in FEATURES)
+COUNT_COLUMNS: frozenset[str] = frozenset(f.name for f in FEATURES if f.integer)
 
 
 def lookback_days(label_delay_days: int) -> int:

@@ -185,3 +185,22 @@ def test_repeated_query_rows_are_refused() -> None:
     tx = Transactions.from_frame(random_raw(1, n=20))
     with pytest.raises(ValueError, match="repeated"):
         compute_features(tx, 7, query=np.array([1, 1]))
+
+
+def test_the_feature_spec_fixes_names_order_and_integer_columns() -> None:
+    """The model contract (docs/contracts.md): every registered model takes its input in
+    this order, so a change to the spec that reorders or renames them must fail here."""
+    from fraudkit.batch import FEATURES_SCHEMA
+    from fraudkit.features import FEATURES
+
+    assert FEATURE_COLUMNS == (
+        "tx_amount", "tx_during_weekend", "tx_during_night",
+        "customer_nb_tx_1d", "customer_avg_amount_1d", "customer_nb_tx_7d",
+        "customer_avg_amount_7d", "customer_nb_tx_30d", "customer_avg_amount_30d",
+        "terminal_nb_tx_1d", "terminal_risk_1d", "terminal_nb_tx_7d", "terminal_risk_7d",
+        "terminal_nb_tx_30d", "terminal_risk_30d")
+    assert {n for n in FEATURE_COLUMNS if "_nb_tx_" in n or "during" in n} == COUNT_COLUMNS
+    assert all(f.description for f in FEATURES)
+    for name in FEATURE_COLUMNS:  # the features table's types come from the same spec
+        expected = "int64" if name in COUNT_COLUMNS else "double"
+        assert str(FEATURES_SCHEMA.field(name).type) == expected, name
