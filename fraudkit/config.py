@@ -18,8 +18,6 @@ from typing import Any
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fraudkit.features import lookback_days
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: The label (``tx_fraud``) of a transaction becomes known this many days after it.
@@ -224,12 +222,6 @@ class MonitoringSettings(BaseSettings):
     @classmethod
     def _off(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip().lower() in _OFF else value
-
-    @model_validator(mode="after")
-    def _derived(self) -> MonitoringSettings:
-        if self.retrain_warmup_days is None:
-            self.retrain_warmup_days = lookback_days(Settings.from_env().label_delay_days)
-        return self
 
     @classmethod
     def from_env(cls, **overrides: Any) -> MonitoringSettings:

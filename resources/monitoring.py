@@ -48,14 +48,19 @@ class MonitoringResource(dg.ConfigurableResource):
 
     @classmethod
     def from_settings(cls, settings: MonitoringSettings | None = None,
-                      data_dir: Path | None = None) -> "MonitoringResource":
-        """The resource of ``settings`` (default: this process's environment), its Evidently
-        workspace defaulting to ``data_dir/evidently``; a value that breaks a rule between
-        values is a ``ValueError`` naming the variables set."""
+                      project: Settings | None = None) -> "MonitoringResource":
+        """The resource of ``settings`` (default: this process's environment). What they
+        leave unset follows ``project`` (default: the environment's): the Evidently
+        workspace is its ``DATA_DIR/evidently`` and the retraining warm-up the windows'
+        look-back for its label delay. A value that breaks a rule between values is a
+        ``ValueError`` naming the variables set."""
         settings = settings or MonitoringSettings.from_env()
+        project = project or Settings.from_env()
         values = settings.model_dump()
-        if values["workspace"] is None and data_dir is not None:
-            values["workspace"] = str(Path(data_dir) / "evidently")
+        if values["workspace"] is None:
+            values["workspace"] = str(project.data_dir / "evidently")
+        if values["retrain_warmup_days"] is None:
+            values["retrain_warmup_days"] = lookback_days(project.label_delay_days)
         resource = cls(**values)
         try:  # the rules between values, which the domain configs check
             resource.drift_config(), resource.trigger_config(), resource.gate_config()

@@ -93,5 +93,5 @@ def default_resources(settings: Settings | None = None) -> dict[str, dg.Configur
         "online_store": OnlineStoreResource(
             url=dg.EnvVar("ONLINE_STORE_URL") if from_env and os.environ.get("ONLINE_STORE_URL")
             else settings.online_store_url),
-        "monitoring": MonitoringResource.from_settings(data_dir=settings.data_dir),
+        "monitoring": MonitoringResource.from_settings(project=settings),
     }

@@ -59,14 +59,16 @@ def test_off_unsets_the_floor_and_the_warm_up_follows_the_label_delay(
     assert MonitoringResource().warmup_days() == 33
 
 
-def test_reports_and_the_workspace_follow_the_data_dir_given(tmp_path) -> None:
+def test_reports_and_the_workspace_follow_the_data_dir_given(tmp_path, monkeypatch) -> None:
     """Resources built for another DATA_DIR (a deployment's, a test's) write their reports
     there, not where the environment of the importing process points."""
     from fraudkit.config import Settings
     from resources.storage import default_resources
 
-    built = default_resources(Settings(data_dir=tmp_path / "data"))
+    monkeypatch.delenv("LABEL_DELAY_DAYS", raising=False)  # the environment says 7
+    built = default_resources(Settings(data_dir=tmp_path / "data", label_delay_days=3))
     assert built["reports"].folder("drift") == tmp_path / "data" / "reports" / "drift"
     assert (tmp_path / "data" / "reports" / "drift").is_dir()
     assert built["monitoring"].workspace_dir() == tmp_path / "data" / "evidently"
     assert built["delta"].root == str(tmp_path / "data" / "tables")
+    assert built["monitoring"].warmup_days() == 33  # the look-back for these settings' delay
