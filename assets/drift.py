@@ -22,7 +22,7 @@ from fraudkit import lake
 from fraudkit.features import FEATURE_COLUMNS
 from fraudkit.monitoring.drift import (
     DRIFT_METRICS_SCHEMA,
-    add_to_workspace,
+    DriftWorkspace,
     build_report,
     summary_rows,
 )
@@ -103,7 +103,8 @@ def drift_report(
     reg = registry.registry()
     cfg = monitoring.drift_config()
     out_dir = reports.folder("drift")
-    workspace = monitoring.workspace_dir()
+    workspace_dir = monitoring.workspace_dir()
+    workspace = DriftWorkspace(workspace_dir) if workspace_dir is not None else None
     references: dict[str, tuple[pd.DataFrame, str]] = {}
     rows, lines = [], []
     for day in days:
@@ -128,7 +129,7 @@ def drift_report(
         html = out_dir / f"drift_{day}.html"
         snapshot.save_html(str(html))
         if workspace is not None:
-            ui_path = add_to_workspace(snapshot, workspace)
+            ui_path = workspace.add(snapshot)
         rows.append(summary_rows(summary, day, version, str(html)))
         prediction = next(c for c in summary.columns if c.kind == "prediction")
         lines.append({
@@ -168,7 +169,7 @@ def drift_report(
     }
     if workspace is not None:
         metadata["evidently_ui"] = dg.MetadataValue.text(
-            f"evidently ui --workspace {workspace} --port {monitoring.evidently_ui_port}")
+            f"evidently ui --workspace {workspace_dir} --port {monitoring.evidently_ui_port}")
         metadata["evidently_report"] = dg.MetadataValue.url(
             f"http://localhost:{monitoring.evidently_ui_port}{ui_path}")
     if len(days) == 1:

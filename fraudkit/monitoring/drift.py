@@ -313,23 +313,31 @@ def summary_rows(summary: DriftSummary, day: str, model_version: str, report_pat
     return pa.Table.from_pylist(rows, schema=DRIFT_METRICS_SCHEMA)
 
 
-def add_to_workspace(snapshot: Any, workspace_dir: Path, project_name: str = "fraud monitoring",
-                     description: str = "Daily drift of the fraud model's features and scores"
-                     ) -> str:
-    """Add a report to the local Evidently workspace (``evidently ui --workspace DIR``)
-    and return its path in the UI, ``/projects/<project>/reports/<report>``. The project
-    is created on first use, with a dashboard that plots, per day, the drift share of the
-    monitored features, the prediction drift and the row count; it is found by name after."""
-    from evidently.sdk.models import PanelMetric
-    from evidently.sdk.panels import line_plot_panel
-    from evidently.ui.workspace import Workspace
+class DriftWorkspace:
+    """The project of the drift reports in a local Evidently workspace (``evidently ui
+    --workspace DIR``), opened once for all the reports of a run.
 
-    workspace = Workspace.create(str(workspace_dir))
-    projects = workspace.search_project(project_name)
-    if projects:
-        project = projects[0]
-    else:
-        project = workspace.create_project(project_name, description=description)
+    Why once: opening a local workspace reads every snapshot already in it, so opening it
+    for each report made a back-fill of N days read O(N^2) snapshot files. The project is
+    created on first use, with a dashboard that plots, per day, the drift share of the
+    monitored features, the prediction drift and the row count; it is found by name after.
+    """
+
+    def __init__(self, workspace_dir: Path, project_name: str = "fraud monitoring",
+                 description: str = "Daily drift of the fraud model's features and scores"
+                 ) -> None:
+        from evidently.ui.workspace import Workspace
+
+        self.workspace = Workspace.create(str(workspace_dir))
+        projects = self.workspace.search_project(project_name)
+        self.project = projects[0] if projects else self._create_project(project_name,
+                                                                        description)
+
+    def _create_project(self, name: str, description: str) -> Any:
+        from evidently.sdk.models import PanelMetric
+        from evidently.sdk.panels import line_plot_panel
+
+        project = self.workspace.create_project(name, description=description)
         project.dashboard.add_panel(line_plot_panel(
             title="Drift share of the monitored features",
             description="drift of the day's features against the scoring model's reference",
@@ -346,5 +354,9 @@ def add_to_workspace(snapshot: Any, workspace_dir: Path, project_name: str = "fr
             title="Transactions per day", values=[PanelMetric(metric="RowCount",
                                                               legend="rows")],
             size="full"))
-    ref = workspace.add_run(project.id, snapshot)
-    return f"/projects/{project.id}/reports/{ref.id}"
+        return project
+
+    def add(self, snapshot: Any) -> str:
+        """Add a report; its path in the UI, ``/projects/<project>/reports/<report>``."""
+        ref = self.workspace.add_run(self.project.id, snapshot)
+        return f"/projects/{self.project.id}/reports/{ref.id}"
