@@ -1,20 +1,25 @@
 """Training, ONNX export and evaluation of the gradient-boosted fraud model (batch only).
 
 Kept apart from :mod:`fraudkit.model` so the online service never imports LightGBM.
+LightGBM and scikit-learn (with SciPy, about 2 s of CPU) are imported by the functions
+that use them: every Dagster process loads the code location, which imports this module,
+and most of those processes (the daemon, the code server, a scoring step) never train.
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from fraudkit.features import FEATURE_COLUMNS, feature_matrix
 from fraudkit.model import Thresholds
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ def train(train_frame: pd.DataFrame, params: TrainingParams | None = None) -> lg
     Training on float32 values keeps the native model and its ONNX export on the same side
     of every split threshold.
     """
+    import lightgbm as lgb
+
     params = params or TrainingParams()
     labels = train_frame["tx_fraud"].to_numpy()
     if len(np.unique(labels)) < 2:
@@ -78,6 +85,7 @@ def float32_safe_thresholds(booster: lgb.Booster) -> lgb.Booster:
     changes no native prediction on float32 inputs and makes the ONNX export take the same
     branch everywhere (otherwise a threshold rounded *up* sends some rows the other way).
     """
+    import lightgbm as lgb
 
     def fix(line: str) -> str:
         values = np.array(line[len("threshold="):].split(), dtype=np.float64)
@@ -137,6 +145,8 @@ def card_precision_at_k(frame: pd.DataFrame, scores: np.ndarray, k: int = 100) -
 
 def evaluate(frame: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
     """AUC-ROC, average precision and card precision@100 of ``scores`` on labelled rows."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     labels = frame["tx_fraud"].to_numpy()
     if len(np.unique(labels)) < 2:
         return {"auc_roc": float("nan"), "average_precision": float("nan"),
@@ -157,6 +167,8 @@ def choose_thresholds(
     """Decline where precision reaches ``decline_precision``; send the next most suspicious
     transactions, ``review_rate`` of all traffic, to review (the band below the declines,
     so it stays open however many transactions are declined)."""
+    from sklearn.metrics import precision_recall_curve
+
     precision, _, cut = precision_recall_curve(labels, scores)
     ok = np.flatnonzero(precision[:-1] >= decline_precision)
     decline = float(cut[ok[0]]) if len(ok) else 1.0
@@ -173,6 +185,7 @@ def precision_recall_png(labels: np.ndarray, scores: np.ndarray, title: str) -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve
 
     precision, recall, _ = precision_recall_curve(labels, scores)
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=90)
