@@ -3,6 +3,7 @@ LocalCluster, Delta tables and the registry in a temporary DATA_DIR."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -73,6 +74,10 @@ def test_rerunning_partitions_changes_nothing(small_pipeline: Path, tmp_path: Pa
     for job in ["ingest_and_features", "score"]:
         result = run_in_process(data_dir, job, "2026-06-10", "2026-06-12")
         assert result.success, failure_messages(result)[-3000:]
+        if job == "ingest_and_features":  # both steps on the one cluster the run started
+            clusters = set(re.findall(r"on the Dask cluster at (\S+)", result.log))
+            assert len(clusters) == 1 and result.log.count("on the Dask cluster at") == 2, \
+                clusters
     for name in TABLES:
         after = table(data_dir, name)
         pd.testing.assert_frame_equal(after, before[name], check_exact=True, obj=name)
