@@ -10,6 +10,10 @@
 Every step is a real Dagster run recorded in the project's instance (``DAGSTER_HOME``), so
 `make dev` afterwards shows the same runs, materializations and checks in the UI. The demo
 owns its DATA_DIR: it starts afresh there each time (and refuses a folder it did not make).
+
+``--batch-only`` stops after step 1; ``--skip-batch`` then runs steps 2 and 3 on that
+DATA_DIR as it is (the tests build the small batch path once and tell the rest of the story
+on copies of it).
 """
 
 from __future__ import annotations
@@ -113,6 +117,17 @@ def prepare_data_dir(settings: Settings) -> None:
                                     "contents on its next run.\n")
 
 
+def require_batch_path(settings: Settings) -> None:
+    """``--skip-batch`` continues an earlier ``--batch-only`` demo: refuse a DATA_DIR
+    without one, saying what to run first."""
+    data = settings.data_dir
+    champion = settings.registry_dir / "champion.json"
+    if not (data / DEMO_MARKER).exists() or not champion.exists():
+        raise SystemExit(f"DATA_DIR={data} holds no batch path of the demo (no "
+                         f"{DEMO_MARKER} or no {champion}): run `python -m scripts.demo "
+                         "[--small] --batch-only` first, or the whole `make demo`")
+
+
 def show_decision_log(settings: Settings, instance: dg.DagsterInstance) -> None:
     """Move the service's logged decisions into Delta (online_predictions) and show one."""
     from fraudkit.store import open_store
@@ -175,11 +190,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="test scale (about 25k transactions over 60 days)")
     parser.add_argument("--batch-only", action="store_true",
                         help="stop after the batch path (no online or monitoring steps)")
+    parser.add_argument("--skip-batch", action="store_true",
+                        help="continue a --batch-only demo on DATA_DIR as it is: only the "
+                             "online service and the monitoring loop")
     args = parser.parse_args(argv)
+    if args.batch_only and args.skip_batch:
+        parser.error("--batch-only and --skip-batch together leave nothing to run")
     quiet_beta_warnings()
     settings = Settings.from_env()
     ensure_dagster_home()
-    prepare_data_dir(settings)
+    if args.skip_batch:
+        require_batch_path(settings)
+    else:
+        prepare_data_dir(settings)
     total = time.perf_counter()
     base = SimulationConfig.small() if args.small else SimulationConfig()
     cfg = replace(base, start_date=settings.start_date)
@@ -188,12 +211,13 @@ def main(argv: list[str] | None = None) -> None:
             f"the simulation ends {cfg.days[-1]}, after FRAUD_END_DATE={settings.end_date}; "
             "raise FRAUD_END_DATE so every simulated day is a partition"
         )
-    simulate(settings, cfg)
     first, last = cfg.days[0], cfg.days[-1]
     with dg.DagsterInstance.get() as instance:
-        run_batch(settings, instance, first, last, SMALL_TRAINING if args.small else None)
-        summary(settings)
-        print(f"\nbatch path done in {time.perf_counter() - total:.0f}s")
+        if not args.skip_batch:
+            simulate(settings, cfg)
+            run_batch(settings, instance, first, last, SMALL_TRAINING if args.small else None)
+            summary(settings)
+            print(f"\nbatch path done in {time.perf_counter() - total:.0f}s")
         if not args.batch_only:
             online_and_monitoring(settings, instance, last, args.small)
     print(f"\ndemo finished in {time.perf_counter() - total:.0f}s; `make dev` opens the Dagster "

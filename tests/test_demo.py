@@ -1,5 +1,9 @@
 """`make demo`'s whole story at the small scale, as a user runs it: batch back-fill, the
-online service, drift → sensor → retraining → gate → both serving paths on the champion."""
+online service, drift → sensor → retraining → gate → both serving paths on the champion.
+
+The batch half is `conftest.small_pipeline` (``scripts.demo --small --batch-only``), built
+once per test session; the test runs the other half on a copy of it with ``--skip-batch``,
+the same code `make demo` runs after its batch path."""
 
 from __future__ import annotations
 
@@ -13,18 +17,18 @@ import pytest
 from fraudkit import lake
 from fraudkit.config import Settings
 from fraudkit.registry import ModelRegistry
-from scripts.demo import DEMO_MARKER, prepare_data_dir
-from tests.conftest import ROOT, pipeline_env
+from scripts.demo import DEMO_MARKER, prepare_data_dir, require_batch_path
+from tests.conftest import ROOT, pipeline_env, private_copy
 from tests.inprocess import failure_messages, run_in_process
 
 
 @pytest.mark.slow
-def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    (data_dir / "dagster_home").mkdir(parents=True)
+def test_demo_tells_the_whole_story(small_pipeline: Path, tmp_path: Path) -> None:
+    data_dir = private_copy(small_pipeline, tmp_path)
+    (data_dir / "dagster_home").mkdir()
     env = {**pipeline_env(data_dir), "FRAUD_END_DATE": "2026-07-31"}
-    result = subprocess.run([sys.executable, "-m", "scripts.demo", "--small"], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run([sys.executable, "-m", "scripts.demo", "--small", "--skip-batch"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     out = result.stdout
     assert result.returncode == 0, out[-4000:] + result.stderr[-4000:]
     # Normal days report no drift, drifted days do, and the sensor asks for one retraining.
@@ -84,3 +88,13 @@ def test_a_second_demo_starts_afresh_and_a_foreign_folder_is_refused(
     monkeypatch.setenv("LANDING_DIR", str(tmp_path / "mine"))
     with pytest.raises(SystemExit, match="unset LANDING_DIR"):
         prepare_data_dir(Settings(data_dir=tmp_path / "empty"))
+
+
+def test_skip_batch_needs_a_batch_only_demo_first(tmp_path: Path) -> None:
+    """``--skip-batch`` on a folder without the demo's batch path says what to run first."""
+    with pytest.raises(SystemExit, match="run `python -m scripts.demo"):
+        require_batch_path(Settings(data_dir=tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / DEMO_MARKER).write_text("")
+    with pytest.raises(SystemExit, match="champion.json"):
+        require_batch_path(Settings(data_dir=tmp_path / "data"))
