@@ -19,3 +19,14 @@ def redis_server(folder: Path, password: str | None = None,
         yield server
     finally:
         server.stop()
+
+
+def create_dagster_storage(home: Path) -> None:
+    """Create the SQLite storage of a fresh DAGSTER_HOME in this process, before a daemon and
+    runs open it: processes that create it at the same moment race in its schema migration
+    (alembic: "Version table 'alembic_version' has more than one head present")."""
+    import dagster as dg
+
+    # local_temp: the instance of the dagster.yaml in a given folder (temporary or not).
+    with dg.DagsterInstance.local_temp(tempdir=str(home)):
+        pass

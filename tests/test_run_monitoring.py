@@ -23,6 +23,7 @@ import pytest
 
 from fraudkit.simulator import SimulationConfig, write_landing
 from tests.conftest import ROOT, pipeline_env
+from tests.servers import create_dagster_storage
 
 #: The three simulated days of the runs below; their ingest keeps a run STARTED ~20 s.
 FIRST, LAST = "2026-05-01", "2026-05-03"
@@ -86,6 +87,7 @@ def test_daemon_fails_killed_runs_and_launches_the_queued_one(tmp_path: Path) ->
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(f"load_from:\n  - python_module:\n      module_name: definitions\n"
                          f"      working_directory: {ROOT}\n")
+    create_dagster_storage(home)
     old = os.environ.get("DAGSTER_HOME")
     os.environ["DAGSTER_HOME"] = str(home)
     # The daemon starts first, so that it loads while the runs start.

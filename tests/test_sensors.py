@@ -43,6 +43,7 @@ from sensors.drift import drift_sensor
 from sensors.landing import landing_sensor, read_cursor
 from tests.conftest import ROOT, pipeline_env
 from tests.inprocess import failure_messages, run_in_process
+from tests.servers import create_dagster_storage
 
 NEW_DAYS = ("2026-06-30", "2026-07-04")  # 5 days after the small simulation's last day
 END_DATE = "2026-07-31"
@@ -106,6 +107,17 @@ def test_drift_launches_exactly_one_retraining(drifted: Path) -> None:
     assert float(request.tags["monitoring/value"]) >= MonitoringResource().drift_share
     assert all("already handled" in s for s in skips), skips
     assert (drifted / "reports" / "drift" / "drift_2026-07-04.html").stat().st_size > 10_000
+
+
+def test_every_report_of_a_run_reaches_one_evidently_project(drifted: Path) -> None:
+    """The 5 days reported in one run are 5 runs of the one "fraud monitoring" project
+    (the workspace is opened once per run, not once per day)."""
+    from evidently.ui.workspace import Workspace
+
+    workspace = Workspace.create(str(drifted / "evidently"))
+    [project] = workspace.list_projects()
+    assert project.name == "fraud monitoring"
+    assert len(workspace.list_runs(project.id)) == 5
 
 
 def test_normal_days_launch_nothing(normal: Path) -> None:
@@ -339,6 +351,7 @@ def test_daemon_launches_retraining_and_gate_runs(drifted: Path, tmp_path: Path)
            "MONITOR_PERFORMANCE_FLOOR": "none", "EVIDENTLY_WORKSPACE": "none"}
     home = Path(env["DAGSTER_HOME"])
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    create_dagster_storage(home)
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(f"load_from:\n  - python_module:\n      module_name: definitions\n"
                          f"      working_directory: {ROOT}\n")

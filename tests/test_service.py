@@ -228,5 +228,6 @@ def test_hot_swap_and_rollback(server: httpx.Client, data_dir: Path) -> None:
         thread.join()
     assert not errors, errors[:3]
     assert versions.count(new.version) > 0
-    metrics = server.get("/metrics").text
-    assert f'fraud_model_info{{model_version="{old.version}"' in metrics
+    info = [line for line in server.get("/metrics").text.splitlines()
+            if line.startswith("fraud_model_info")]
+    assert f'fraud_model_info{{model_version="{old.version}"}} 1.0' in info, info
