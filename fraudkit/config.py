@@ -102,8 +102,7 @@ class Settings(BaseSettings):
     # the batch path -----------------------------------------------------------------------
     dask_scheduler_address: str | None = Field(
         None, validation_alias=_env("DASK_SCHEDULER_ADDRESS"),
-        description="A running Dask cluster (default: a LocalCluster per run, or per "
-                    "step process under the multiprocess executor).")
+        description="A running Dask cluster (default: a LocalCluster per run).")
     dask_n_workers: int = Field(2, gt=0, validation_alias=_env("DASK_N_WORKERS"),
                                 description="Worker processes of the LocalCluster.")
     # when sensors run -----------------------------------------------------------------------

@@ -23,13 +23,13 @@ class DaskResource(dg.ConfigurableResource):
     With ``scheduler_address`` unset, the first step that asks for a client starts a
     ``LocalCluster`` of ``n_workers`` single-threaded worker processes (spawned, never
     forked: deltalake's runtime does not survive a fork), and it is closed when Dagster
-    tears the resource down: after the run under the in-process executor (headless runs,
-    ``make demo``), after each step in its own process under the multiprocess one (runs the
-    daemon launches). Why: starting a cluster costs seconds of CPU (each worker imports
-    pandas, pyarrow and deltalake), once per run rather than once per step of ingest,
-    features and scoring. Used outside a Dagster run, each :meth:`client` block starts and
-    closes its own cluster. Set ``scheduler_address`` (env ``DASK_SCHEDULER_ADDRESS``) to
-    use a running cluster whose workers have this project installed.
+    tears the resource down: after the run, as the code location's jobs use the in-process
+    executor (under a multiprocess executor, after each step). Why: starting a cluster costs
+    seconds of CPU (each worker imports pandas, pyarrow and deltalake), once per run rather
+    than once per step of ingest, features and scoring. Used outside a Dagster run, each
+    :meth:`client` block starts and closes its own cluster. Set ``scheduler_address`` (env
+    ``DASK_SCHEDULER_ADDRESS``) to use a running cluster whose workers have this project
+    installed.
     """
 
     scheduler_address: str | None = None
