@@ -32,14 +32,19 @@ def free_port() -> int:
 
 
 class BentoServer:
-    """``bentoml serve service:FraudService`` on a localhost port, its log in a file."""
+    """``bentoml serve service:FraudService`` on a localhost port, its log in a file.
+
+    Each server gets a ``BENTOML_HOME`` of its own (beside its log) unless ``env`` names
+    one: BentoML empties ``$BENTOML_HOME/prometheus_multiproc_dir`` whenever a server starts,
+    so a second server sharing the folder would wipe the first one's /metrics samples.
+    """
 
     def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None,
                  target: str = "service:FraudService",
                  cwd: Path = PROJECT_ROOT / "bento") -> None:
-        self.env = env
-        self.log_path = log_path
         self.port = port or free_port()
+        self.env = {"BENTOML_HOME": str(log_path.parent / f"bentoml_home_{self.port}"), **env}
+        self.log_path = log_path
         self.url = f"http://127.0.0.1:{self.port}"
         self.target, self.cwd = target, cwd
         self.proc: subprocess.Popen | None = None

@@ -231,3 +231,18 @@ def test_hot_swap_and_rollback(server: httpx.Client, data_dir: Path) -> None:
     info = [line for line in server.get("/metrics").text.splitlines()
             if line.startswith("fraud_model_info")]
     assert f'fraud_model_info{{model_version="{old.version}"}} 1.0' in info, info
+
+
+def test_another_server_starting_leaves_this_one_s_metrics(server: httpx.Client,
+                                                           data_dir: Path,
+                                                           tmp_path: Path) -> None:
+    """BentoML empties ``$BENTOML_HOME/prometheus_multiproc_dir`` when a server starts; each
+    server that scripts.serving starts has a BENTOML_HOME of its own, so starting another
+    one leaves this one's /metrics whole (a shared folder lost them, intermittently, while
+    the tests ran two servers at once)."""
+    server.post("/score", json={**GOOD, "transaction_id": 10_000_004}, headers=HEADERS)
+    other_store = f"sqlite:///{tmp_path / 'other.sqlite3'}"
+    with running_service(data_dir, {"ONLINE_STORE_URL": other_store}, ready=False):
+        pass
+    metrics = server.get("/metrics").text
+    assert "fraud_scored_transactions_total" in metrics and "fraud_model_info{" in metrics
