@@ -212,6 +212,13 @@ def main(argv: list[str] | None = None) -> None:
             "raise FRAUD_END_DATE so every simulated day is a partition"
         )
     first, last = cfg.days[0], cfg.days[-1]
+    if args.skip_batch:
+        days = lake.partition_values(settings.table_uri("raw_transactions"),
+                                     settings.storage_options)
+        if days[-1:] != [last]:
+            raise SystemExit(f"raw_transactions ends {days[-1] if days else 'nowhere'}, not "
+                             f"{last}: run --skip-batch at the scale of the --batch-only run "
+                             "(with --small, or without, as it was)")
     with dg.DagsterInstance.get() as instance:
         if not args.skip_batch:
             simulate(settings, cfg)

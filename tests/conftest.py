@@ -22,21 +22,21 @@ SMALL_END_DATE = "2026-06-29"
 #: need ``small_pipeline`` run on one worker while the first file builds it on the other.
 #: Seconds on 2 busy cores (2026-11-28) in the comments; files not listed follow, by name.
 FILE_ORDER = (
-    "test_sensors.py",  # 200: builds small_pipeline (~60), drift loop, dagster-daemon
-    "test_run_monitoring.py",  # 40, dagster-daemon; the next four need no small_pipeline
-    "test_lake.py",  # 15
-    "test_training.py",  # 11
+    "test_sensors.py",  # 170-180: builds small_pipeline (~50), drift loop, the daemon
+    "test_run_monitoring.py",  # 35-40, dagster-daemon; the next four need no small_pipeline
+    "test_lake.py",  # 10
+    "test_training.py",  # 16-23
     "test_ingest_files.py",  # 7
     "test_simulator.py",  # 3
-    "test_demo.py",  # 110
-    "test_online_durable.py",  # 100
-    "test_pipeline.py",  # 27
-    "test_dask_cluster.py",  # 27
-    "test_service.py",  # 25
-    "test_service_contract.py",  # 23
+    "test_demo.py",  # 110-130
+    "test_online_durable.py",  # 75-80
+    "test_pipeline.py",  # 24-30
+    "test_dask_cluster.py",  # 24
+    "test_service.py",  # 18-25
+    "test_service_contract.py",  # 15
     "test_bento_build.py",  # 20
-    "test_service_fallback.py",  # 11
-    "test_gate.py",  # 8
+    "test_service_fallback.py",  # 9
+    "test_gate.py",  # 3-8
 )
 
 

@@ -17,7 +17,7 @@ import pytest
 from fraudkit import lake
 from fraudkit.config import Settings
 from fraudkit.registry import ModelRegistry
-from scripts.demo import DEMO_MARKER, prepare_data_dir, require_batch_path
+from scripts.demo import DEMO_MARKER, main, prepare_data_dir, require_batch_path
 from tests.conftest import ROOT, pipeline_env, private_copy
 from tests.inprocess import failure_messages, run_in_process
 
@@ -98,3 +98,14 @@ def test_skip_batch_needs_a_batch_only_demo_first(tmp_path: Path) -> None:
     (tmp_path / "data" / DEMO_MARKER).write_text("")
     with pytest.raises(SystemExit, match="champion.json"):
         require_batch_path(Settings(data_dir=tmp_path / "data"))
+
+
+def test_skip_batch_refuses_another_scale(small_pipeline: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--skip-batch`` without ``--small`` on the small batch path: the simulated days
+    would not be the table's, so it stops and says to match the scale."""
+    data_dir = private_copy(small_pipeline, tmp_path)
+    for name, value in {**pipeline_env(data_dir), "FRAUD_END_DATE": "2026-12-31"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit, match="raw_transactions ends 2026-06-29, not 2026-10-27"):
+        main(["--skip-batch"])
