@@ -24,8 +24,9 @@ after the other, with real load generators:
 Rounds alternate the servers, so machine noise hits all of them; the script prints the
 medians of ``--repeats`` rounds and the ratios. The load generator (wrk: 2 threads; hey: one
 process) shares the machine's cores with the servers: on 2 cores, two workers and the load
-generator compete for the same two cores. At the end it prints the bytes each store holds
-per stored transaction.
+generator compete for the same two cores. Each replay's CPU is also split by process (the
+server's tree, redis-server, wrk) into core-ms per transaction, which shows where a worker's
+time goes. At the end it prints the bytes each store holds per stored transaction.
 
     DATA_DIR=... .venv/bin/python benchmarks/online.py [--rate 500] [--duration 10]
 
@@ -39,6 +40,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -128,16 +130,37 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, bodies: Path, duration: int, connections: int) -> dict:
-    """One wrk run replaying ``bodies`` (one JSON transaction per line), flat out."""
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User + system CPU seconds the live ones of ``processes`` have used so far."""
+    total = 0.0
+    for proc in processes:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:  # gone since it was listed
+            continue
+        total += times.user + times.system
+    return total
+
+
+def wrk(url: str, bodies: Path, duration: int, connections: int,
+        parts: dict[str, list[psutil.Process]] | None = None) -> dict:
+    """One wrk run replaying ``bodies`` (one JSON transaction per line), flat out. With
+    ``parts`` (a name for each group of processes: the server's tree, redis-server), also
+    the CPU seconds each group and wrk itself used during the run."""
     threads = 2
     env = {**os.environ, "REPLAY_FILE": str(bodies), "REPLAY_THREADS": str(threads)}
+    parts = parts or {}
     before = psutil.cpu_times()
+    part_before = {name: _cpu_seconds(procs) for name, procs in parts.items()}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     text = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency",
          "-s", str(REPLAY_LUA), url], capture_output=True, text=True, check=True,
         env=env).stdout
     after = psutil.cpu_times()
+    waited = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = {name: _cpu_seconds(procs) - part_before[name] for name, procs in parts.items()}
+    cpu["wrk"] = (waited.ru_utime + waited.ru_stime) - (children.ru_utime + children.ru_stime)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", text)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", text)
@@ -148,7 +171,7 @@ def wrk(url: str, bodies: Path, duration: int, connections: int) -> dict:
             "p99_ms": _ms(*p99.groups()) if p99 else float("nan"),
             "non_200": (int(errors.group(1)) if errors else 0)
             + (1 if socket_errors else 0),
-            "busy": _busy(before, after)}
+            "busy": _busy(before, after), "cpu": cpu}
 
 
 def _busy(before, after) -> float:
@@ -251,6 +274,12 @@ def main(argv: list[str] | None = None) -> None:
             "bare": f"http://127.0.0.1:{bare_port}"}
     # `kill` of the benchmark stops the servers it started too (the finally block below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    def cpu_parts(name: str) -> dict[str, list[psutil.Process]]:
+        """The processes whose CPU a replay of ``name`` is split into."""
+        tree = servers[name].tree() if name in servers else [
+            psutil.Process(bare.pid), *psutil.Process(bare.pid).children(recursive=True)]
+        return {"server": tree, "redis": [psutil.Process(redis.proc.pid)]}
+
     try:
         for server in servers.values():
             server.start()
@@ -269,7 +298,8 @@ def main(argv: list[str] | None = None) -> None:
                                  max(1, args.rate // 50)),
                     "max": hey(urls[name] + "/score", body, args.duration, None,
                                args.concurrency),
-                    "replay": wrk(urls[name], bodies, args.duration, args.concurrency),
+                    "replay": wrk(urls[name], bodies, args.duration, args.concurrency,
+                                  parts=cpu_parts(name)),
                 }
                 for kind, run in runs.items():
                     results.setdefault((name, kind), []).append(run)
@@ -278,9 +308,10 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  round {repeat + 1} {name:7s} hey {args.rate}/s: p50 "
                       f"{f['p50_ms']:.2f} p99 {f['p99_ms']:.2f} ms ({f['rps']:.0f}/s) | hey max "
                       f"{m['rps']:.0f}/s | wrk replay max {r['rps']:.0f}/s (p99 "
-                      f"{r['p99_ms']:.1f} ms, cores {r['busy']:.0%} busy) | non-200 "
+                      f"{r['p99_ms']:.1f} ms, cores {r['busy']:.0%} busy; CPU s: "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu"].items()) + ") | non-200 "
                       f"{f['non_200'] + m['non_200'] + r['non_200']}", flush=True)
-        med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]}
+        med = {k: {m: statistics.median(r[m] for r in v) for m in v[0] if m != "cpu"}
                for k, v in results.items()}
         drains = ", ".join(f"{n} {drain_sizes(urls[n])}" for n in SERVICES)
         print(f"\nmedians of {args.repeats} rounds (load generator on the same machine); "
@@ -315,6 +346,17 @@ def main(argv: list[str] | None = None) -> None:
               f" two workers {med[('redis-2w', 'replay')]['busy']:.0%}; CPU per transaction "
               "(server, store and load generator together): "
               + ", ".join(f"{n} {cost[n]:.3f}" for n in urls) + " core-ms")
+        print("CPU per transaction during the replay, by process (core-ms; medians of the "
+              "rounds; 'other' is the rest of the machine, this script included):")
+        for name in urls:
+            runs = results[(name, "replay")]
+            per_tx = {part: statistics.median(r["cpu"][part] * 1000 / (r["rps"] * args.duration)
+                                              for r in runs)
+                      for part in ("server", "redis", "wrk")}
+            total = cost[name]
+            print(f"  {name:9s} server {per_tx['server']:.3f}, redis-server "
+                  f"{per_tx['redis']:.3f}, wrk {per_tx['wrk']:.3f}, other "
+                  f"{total - sum(per_tx.values()):.3f} (all {total:.3f})")
         for name in ("sqlite", "redis"):
             store = open_store(stores[name])
             rows = sum(store.day_counts().values())
