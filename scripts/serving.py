@@ -34,16 +34,19 @@ def free_port() -> int:
 class BentoServer:
     """``bentoml serve service:FraudService`` on a localhost port, its log in a file.
 
-    Each server gets a ``BENTOML_HOME`` of its own (beside its log) unless ``env`` names
-    one: BentoML empties ``$BENTOML_HOME/prometheus_multiproc_dir`` whenever a server starts,
-    so a second server sharing the folder would wipe the first one's /metrics samples.
+    Each server gets a ``BENTOML_HOME`` of its own (beside its log, removed by :meth:`stop`)
+    unless ``env`` names one: BentoML empties ``$BENTOML_HOME/prometheus_multiproc_dir``
+    whenever a server starts, so a second server sharing the folder would wipe the first
+    one's /metrics samples.
     """
 
     def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None,
                  target: str = "service:FraudService",
                  cwd: Path = PROJECT_ROOT / "bento") -> None:
         self.port = port or free_port()
-        self.env = {"BENTOML_HOME": str(log_path.parent / f"bentoml_home_{self.port}"), **env}
+        self.own_home = (None if "BENTOML_HOME" in env
+                         else log_path.parent / f"bentoml_home_{self.port}")
+        self.env = {**env, **({"BENTOML_HOME": str(self.own_home)} if self.own_home else {})}
         self.log_path = log_path
         self.url = f"http://127.0.0.1:{self.port}"
         self.target, self.cwd = target, cwd
@@ -106,8 +109,11 @@ class BentoServer:
                 os.kill(self.proc.pid, signal.SIGKILL)
 
     def stop(self) -> None:
-        """A graceful stop (SIGTERM to the tree), a kill after 20 s."""
+        """A graceful stop (SIGTERM to the tree), a kill after 20 s; then the BENTOML_HOME
+        made for this server goes (a :meth:`kill` keeps it, for a restart)."""
         self.kill(signal.SIGTERM)
+        if self.own_home is not None:
+            shutil.rmtree(self.own_home, ignore_errors=True)
 
     def __enter__(self) -> BentoServer:
         self.start()

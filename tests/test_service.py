@@ -242,7 +242,9 @@ def test_another_server_starting_leaves_this_one_s_metrics(server: httpx.Client,
     the tests ran two servers at once)."""
     server.post("/score", json={**GOOD, "transaction_id": 10_000_004}, headers=HEADERS)
     other_store = f"sqlite:///{tmp_path / 'other.sqlite3'}"
-    with running_service(data_dir, {"ONLINE_STORE_URL": other_store}, ready=False):
-        pass
+    with running_service(data_dir, {"ONLINE_STORE_URL": other_store}, ready=False) as url:
+        home = data_dir.parent / f"bentoml_home_{url.rsplit(':', 1)[1]}"
+        assert (home / "prometheus_multiproc_dir").is_dir()
+    assert not home.exists()  # stopping the server removed the home made for it
     metrics = server.get("/metrics").text
     assert "fraud_scored_transactions_total" in metrics and "fraud_model_info{" in metrics
