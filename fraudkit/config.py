@@ -183,6 +183,10 @@ class MonitoringSettings(BaseSettings):
         0.5, validation_alias=_env("MONITOR_PERFORMANCE_FLOOR"),
         description="Retrain when a matured day's realized metric falls below this "
                     "(none: never).")
+    consistency_floor: float = Field(
+        1.0, ge=0, le=1, validation_alias=_env("MONITOR_CONSISTENCY_FLOOR"),
+        description="online_consistency's check fails on a day whose share of online "
+                    "decisions matching the batch features (and score) is below this.")
     cooldown_seconds: float = Field(
         3600.0, ge=0, validation_alias=_env("MONITOR_COOLDOWN_SECONDS"),
         description="After a retraining launch, no other launch for this long.")

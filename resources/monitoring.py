@@ -34,6 +34,7 @@ class MonitoringResource(dg.ConfigurableResource):
     drift_share: float = _setting("drift_share")
     performance_metric: str = _setting("performance_metric")
     performance_floor: float | None = _setting("performance_floor")
+    consistency_floor: float = _setting("consistency_floor")
     cooldown_seconds: float = _setting("cooldown_seconds")
     gate_metric: str = _setting("gate_metric")
     gate_tolerance: float = _setting("gate_tolerance")
