@@ -22,7 +22,6 @@ before it, and every answered transaction must be in the online store's decision
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import signal
 import time
@@ -36,11 +35,9 @@ import pandas as pd
 from fraudkit import lake
 from fraudkit.config import Settings
 from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS
+from fraudkit.monitoring.consistency import feature_matches, score_matches
 from fraudkit.store import open_store
 from scripts.serving import BentoServer
-
-FEATURE_TOLERANCE = 1e-9
-SCORE_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -137,19 +134,16 @@ def replay(url: str, first: str, last: str, settings: Settings | None = None,
         expected = features.loc[tx_id]
         for name in FEATURE_COLUMNS:
             got, want = answer["features"][name], expected[name]
-            if name in COUNT_COLUMNS:
-                diff = abs(int(got) - int(want))
-                bad = diff != 0 or not isinstance(got, int)
-            else:
-                diff = abs(float(got) - float(want))
-                bad = not diff <= FEATURE_TOLERANCE
+            diff = abs(float(got) - float(want))
+            bad = not feature_matches(name, got, want) or (
+                name in COUNT_COLUMNS and not isinstance(got, int))  # JSON counts are ints
             report.max_feature_diff = max(report.max_feature_diff, float(diff))
             if bad:
                 ok = False
                 report.mismatches.append(f"{tx_id} {name}: online {got} batch {want}")
         score_diff = abs(answer["score"] - float(scores.loc[tx_id, "score"]))
         report.max_score_diff = max(report.max_score_diff, score_diff)
-        if not score_diff <= SCORE_TOLERANCE or math.isnan(score_diff):
+        if not score_matches(answer["score"], float(scores.loc[tx_id, "score"])):
             ok = False
             report.mismatches.append(f"{tx_id} score: online {answer['score']} batch "
                                      f"{scores.loc[tx_id, 'score']}")

@@ -11,11 +11,12 @@ import dagster as dg
 import httpx
 import pytest
 
+from assets.consistency import online_consistency
 from assets.online import online_predictions
 from fraudkit import lake
 from fraudkit.config import Settings
 from fraudkit.store import open_store
-from resources import DeltaLakeResource
+from resources import DeltaLakeResource, MonitoringResource
 from resources.online import OnlineStoreResource
 from scripts.replay_parity import replay, replay_with_crash
 from scripts.serving import BentoServer
@@ -56,6 +57,23 @@ def _move_to_delta(data_dir: Path, url: str, days: list[str]) -> set[int]:
     return set(table["transaction_id"].to_pylist())
 
 
+def _consistency(data_dir: Path, days: list[str]) -> dict[str, float]:
+    """Materialize online_consistency for ``days``; each day's match rate (its check must
+    pass: every logged decision used the batch path's features and score)."""
+    rates = {}
+    for day in days:
+        result = dg.materialize(
+            [online_consistency], partition_key=day,
+            resources={"delta": DeltaLakeResource(root=str(data_dir / "tables")),
+                       "monitoring": MonitoringResource.from_settings()})
+        (check,) = result.get_asset_check_evaluations()
+        assert check.passed, {k: v.value for k, v in check.metadata.items()}
+        meta = result.get_asset_materialization_events()[0].materialization.metadata
+        assert meta["missing"].value == 0 and meta["landed_not_decided"].value == 0
+        rates[day] = meta["match_rate"].value
+    return rates
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "redis-2-workers"])
 def test_sigkill_of_the_service_mid_replay_loses_nothing(backend: str, data_dir: Path,
                                                          tmp_path: Path) -> None:
@@ -76,6 +94,7 @@ def test_sigkill_of_the_service_mid_replay_loses_nothing(backend: str, data_dir:
         assert report.rate == 1.0, report.mismatches[:10]
         assert report.logged == report.transactions
         assert _move_to_delta(data_dir, url, DAYS) == _raw_ids(data_dir, DAYS)
+        assert _consistency(data_dir, DAYS) == {day: 1.0 for day in DAYS}
 
 
 class Alternating:
