@@ -2,16 +2,19 @@
 
 1. simulate the default data and back-fill the batch path (ingest, features, training,
    scoring), then summarize the tables and the champion;
-2. start the BentoML service and score a few transactions;
-3. the monitoring loop: drifted days land, the drift report flags them, the drift sensor
-   launches retraining, the gate promotes the challenger, the running service and the next
-   batch partition answer with it (``scripts/demo_monitoring.py``).
+2. start the BentoML service;
+3. the monitoring loop: the service scores the first drifted day live, the drifted days
+   land, the drift report flags them, the drift sensor launches retraining, the gate
+   promotes the challenger, the running service and the next batch partition answer with
+   it (``scripts/demo_monitoring.py``);
+4. the service's decisions move into Delta (``online_predictions``) and
+   ``online_consistency`` compares the live day's answers with the batch path's numbers.
 
 Every step is a real Dagster run recorded in the project's instance (``DAGSTER_HOME``), so
 `make dev` afterwards shows the same runs, materializations and checks in the UI. The demo
 owns its DATA_DIR: it starts afresh there each time (and refuses a folder it did not make).
 
-``--batch-only`` stops after step 1; ``--skip-batch`` then runs steps 2 and 3 on that
+``--batch-only`` stops after step 1; ``--skip-batch`` then runs steps 2 to 4 on that
 DATA_DIR as it is (the tests build the small batch path once and tell the rest of the story
 on copies of it).
 """
@@ -23,6 +26,7 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -149,28 +153,56 @@ def show_decision_log(settings: Settings, instance: dg.DagsterInstance) -> None:
     done(started, f"({table.num_rows} row(s) in {settings.table_uri('online_predictions')})")
 
 
+def show_consistency(settings: Settings, instance: dg.DagsterInstance, day: str) -> None:
+    """online_consistency of the live day: did every online answer use the batch numbers?"""
+    from assets.consistency import CONSISTENCY_TABLE
+    from fraudkit.monitoring.consistency import ALL, SCORE
+
+    started = step(f"online/offline consistency of {day}: the decision log against "
+                   "transaction_features and batch_predictions")
+    run_job("monitor_consistency", instance, (day, day))
+    rows = lake.read_days(settings.table_uri(CONSISTENCY_TABLE), [day]).to_pandas()
+    rows = rows.set_index("item")
+    whole, score = rows.loc[ALL], rows.loc[SCORE]
+    print(f"    {whole['matched']:,}/{whole['compared']:,} online decisions used exactly the "
+          f"batch features ({whole['match_rate']:.2%}; every one of the 15 features); "
+          f"scores equal for {score['matched']:,}/{score['compared']:,} answered by the "
+          f"model that scored the day in batch ({whole['other_model_version']} by another)")
+    print(f"    decided online but never landed: {whole['missing']}; landed but never "
+          f"decided online: {whole['landed_not_decided']}")
+    done(started, f"({settings.table_uri(CONSISTENCY_TABLE)})")
+
+
 def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last_normal: str,
                           small: bool) -> None:
     """Steps 2 and 3 of the demo, with one service process running throughout."""
     from scripts.demo_monitoring import run_drift_story
-    from scripts.demo_online import ServiceProcess, print_answer, show_examples
+    from scripts.demo_online import ServiceProcess, live_traffic, newest_landed, print_answer
 
     started = step("online service: bentoml serve (bento/service.py)")
     with ServiceProcess(settings) as service:
         done(started, f"(ready at {service.url})")
-        example = show_examples(service, settings)
+        live: dict[str, Any] = {}
+
+        def on_live_traffic(day: str, landing_file: Path) -> None:
+            live["day"] = day
+            live_traffic(service, day, landing_file)
 
         def on_promoted(version: str) -> None:
+            example = newest_landed(settings)  # sent again: a retry, no made-up transaction
             answer, waited = service.wait_for_version(version, example)
             print(f"   the running service answers with {version} {waited:.1f}s after the "
-                  "promotion:")
+                  f"promotion (transaction {example['transaction_id']} of "
+                  f"{example['tx_datetime'][:10]} sent again):")
             print_answer(example, answer)
 
-        step("monitoring loop: drift → sensor → retraining → gate → both serving paths")
+        step("monitoring loop: live traffic, drift → sensor → retraining → gate → both "
+             "serving paths")
         story = run_drift_story(settings, instance, last_normal, small=small,
-                                on_promoted=on_promoted)
+                                on_promoted=on_promoted, on_live_traffic=on_live_traffic)
     print("    service stopped; `make serve` keeps one running on port 3000")
     show_decision_log(settings, instance)
+    show_consistency(settings, instance, live["day"])
     if story.promoted:
         print(f"\n    champion {story.before} -> {story.after}; from the drifted days landing "
               f"to the promotion {story.landed_to_promotion_s:.0f}s, to the online service "

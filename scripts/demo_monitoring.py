@@ -20,13 +20,14 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import dagster as dg
 
 from fraudkit import lake
 from fraudkit.config import Settings
 from fraudkit.registry import ModelRegistry
-from fraudkit.simulator import SimulationConfig, write_landing
+from fraudkit.simulator import SimulationConfig, landing_path, write_landing
 from scripts.jobs import run_job
 
 #: Drifted days landed after the normal ones, and the retraining windows that go with them.
@@ -103,14 +104,18 @@ def drift_days_for(last_normal: str, wanted: int = DRIFT_DAYS) -> list[str]:
 
 
 def run_drift_story(settings: Settings, instance: dg.DagsterInstance, last_normal: str, *,
-                    small: bool = False, on_promoted: Callable[[str], None] | None = None
+                    small: bool = False, on_promoted: Callable[[str], None] | None = None,
+                    on_live_traffic: Callable[[str, Path], None] | None = None,
                     ) -> StoryResult:
     """Normal days → drifted days land → report flags drift → sensor → retrain → gate →
     both serving paths on the new champion.
 
     ``last_normal`` is the simulation's last (normal) day; ``small`` must match the batch
-    demo's scale. ``on_promoted(version)`` runs right after a promotion (the demo waits
-    there for the online service to answer with it).
+    demo's scale. ``on_live_traffic(day, landing_file)`` runs once the simulator has
+    written the drifted days' files and before any is ingested: the demo sends the first
+    drifted day through the online service there, as its transactions would arrive live.
+    ``on_promoted(version)`` runs right after a promotion (the demo waits there for the
+    online service to answer with it).
     """
     started = time.perf_counter()
     drifted = drift_days_for(last_normal)
@@ -130,11 +135,16 @@ def run_drift_story(settings: Settings, instance: dg.DagsterInstance, last_norma
     cfg = replace(base, start_date=settings.start_date,
                   n_days=len(lake.day_range(settings.start_date, drifted[-1])),
                   drift_from=drifted[0])
+    write_landing(cfg, settings.landing_dir, days=set(drifted))
+    if on_live_traffic is not None:
+        _say(started, f"2. live traffic: the online service scores {drifted[0]}, the first "
+                      "drifted day, transaction by transaction before the day lands")
+        on_live_traffic(drifted[0], landing_path(settings.landing_dir, drifted[0]))
     landed_at = time.perf_counter()
-    _say(started, f"2. {len(drifted)} drifted days land: {drifted[0]}..{drifted[-1]} "
+    _say(started, f"{'  ' if on_live_traffic else '2.'} {len(drifted)} drifted days land: "
+                  f"{drifted[0]}..{drifted[-1]} "
                   f"(amounts x{cfg.drift_amount_factor}, night card testing on "
                   f"{cfg.drift_card_testing_share:.0%} of cards)")
-    write_landing(cfg, settings.landing_dir, days=set(drifted))
 
     _say(started, "3. they go through the batch path (ingest, features, score), then drift "
                   f"reports of the newest {REPORTED_DAYS}")

@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow.parquet as pq
 
 from fraudkit import lake
 from fraudkit.config import Settings
@@ -71,21 +73,18 @@ class ServiceProcess:
 
     def wait_for_version(self, version: str, tx: dict[str, Any],
                          timeout: float = 60) -> tuple[dict[str, Any], float]:
-        """Send ``tx`` (a fresh id each time) until the answer comes from ``version``;
-        returns that answer and the seconds waited."""
+        """Send ``tx`` again (a client's retry: the decision log keeps its latest answer,
+        and no made-up transaction enters any feature window) until the answer comes from
+        ``version``; returns that answer and the seconds waited."""
         started = time.perf_counter()
         while True:
-            answer, _ = self.score({**tx, "transaction_id": self._bump()})
+            answer, _ = self.score(tx)
             if answer["model_version"] == version:
                 return answer, time.perf_counter() - started
             if time.perf_counter() - started > timeout:
                 raise SystemExit(f"the service still answers with {answer['model_version']} "
                                  f"{timeout:.0f}s after {version} became champion")
             time.sleep(0.1)
-
-    def _bump(self) -> int:
-        self._next_id += 1
-        return self._next_id
 
 
 def print_answer(tx: dict[str, Any], answer: dict[str, Any], ms: float | None = None) -> None:
@@ -95,6 +94,55 @@ def print_answer(tx: dict[str, Any], answer: dict[str, Any], ms: float | None = 
           f"{answer['decision']:8s} score {answer['score']:.4f} model {answer['model_version']}"
           f" ({took}customer_nb_tx_7d={f['customer_nb_tx_7d']}, "
           f"terminal_risk_30d={f['terminal_risk_30d']:.3f})", flush=True)
+
+
+def live_traffic(service: ServiceProcess, day: str, landing_file: Path,
+                 chunk: int = 200) -> list[dict[str, Any]]:
+    """Score every transaction of ``day`` (its landing file, before it is ingested) through
+    ``POST /score_batch``, in time order, as the service would see them live; prints what
+    it decided and three answers, and returns them."""
+    frame = pq.read_table(landing_file).to_pandas()
+    frame = frame.sort_values(["tx_datetime", "transaction_id"], kind="stable")
+    times = frame["tx_datetime"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    payload = [{"transaction_id": int(r.transaction_id), "tx_datetime": t,
+                "customer_id": int(r.customer_id), "terminal_id": int(r.terminal_id),
+                "tx_amount": float(r.tx_amount)}
+               for r, t in zip(frame.itertuples(index=False), times, strict=True)]
+    answers: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for first in range(0, len(payload), chunk):
+        response = service.client.post("/score_batch",
+                                       json={"transactions": payload[first:first + chunk]})
+        response.raise_for_status()
+        answers.extend(response.json()["results"])
+    took = time.perf_counter() - started
+    decisions = Counter(a["decision"] for a in answers)
+    print(f"    {len(answers):,} transactions of {day} scored in {took:.1f}s "
+          f"({len(answers) / took:,.0f}/s, /score_batch of {chunk}): "
+          + ", ".join(f"{n:,} {d}" for d, n in sorted(decisions.items())), flush=True)
+    # One answer of each decision where the day has it, the first ones otherwise.
+    shown = {a["decision"]: i for i, a in reversed(list(enumerate(answers)))}
+    picks = sorted(shown.values())[:3] or list(range(min(3, len(answers))))
+    for i in picks:
+        print_answer(payload[i], answers[i])
+    customer = payload[picks[0]]["customer_id"]
+    risk = service.client.get(f"/customers/{customer}/risk").json()
+    print(f"    GET /customers/{customer}/risk: latest batch prediction {risk.get('decision')} "
+          f"score {risk.get('score', float('nan')):.4f} ({risk.get('tx_datetime')}, model "
+          f"{risk.get('model_version')})", flush=True)
+    return answers
+
+
+def newest_landed(settings: Settings) -> dict[str, Any]:
+    """The first transaction of the raw table's newest day, as a request: sending it is a
+    retry of a landed transaction, so it changes no feature window and its answer's
+    features equal the batch ones (the service's history holds the newest days)."""
+    raw_uri = settings.table_uri("raw_transactions")
+    row = lake.read_days(raw_uri, lake.partition_values(raw_uri)[-1:]).to_pylist()[0]
+    return {"transaction_id": row["transaction_id"],
+            "tx_datetime": row["tx_datetime"].strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "customer_id": row["customer_id"], "terminal_id": row["terminal_id"],
+            "tx_amount": row["tx_amount"]}
 
 
 def show_examples(service: ServiceProcess, settings: Settings) -> dict[str, Any]:

@@ -44,6 +44,13 @@ def test_demo_tells_the_whole_story(small_pipeline: Path, tmp_path: Path) -> Non
     assert set(last["model_version"]) == {"v0002"}
     seconds = re.search(r"to the online service answering with it (\d+)s", out)
     assert seconds and int(seconds.group(1)) < 180, out[-2000:]
+    # The live day's answers used exactly the batch path's numbers, and the check says so.
+    live = re.search(r"([\d,]+) transactions of 2026-06-30 scored", out)
+    assert live, out[-4000:]
+    assert re.search(rf"{live.group(1)}/{live.group(1)} online decisions used exactly the "
+                     r"batch features \(100\.00%", out), out[-3000:]
+    assert "decided online but never landed: 0; landed but never decided online: 0" in out
+    assert "check online_consistency:consistency_at_floor passed" in out, out[-3000:]
 
     # `make rollback` puts the previous champion back; the next batch partition uses it.
     rolled = subprocess.run([sys.executable, "-m", "fraudkit.registry", "rollback"], cwd=ROOT,
