@@ -5,7 +5,13 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.consistency import consistency_job, online_consistency
-from assets.drift import drift_report, drift_report_job, micro_batch_job
+from assets.drift import (
+    drift_report,
+    drift_report_job,
+    micro_batch_job,
+    online_drift_job,
+    online_drift_report,
+)
 from assets.features import transaction_features
 from assets.ingest import raw_transactions
 from assets.online import online_predictions
@@ -38,9 +44,9 @@ online_log_job = dg.define_asset_job(
 defs = dg.Definitions(
     assets=[raw_transactions, transaction_features, training_set, model, batch_predictions,
             drift_report, model_performance, retrained_model, online_predictions,
-            online_consistency],
+            online_consistency, online_drift_report],
     jobs=[ingest_job, training_job, scoring_job, drift_report_job, performance_job, retrain_job,
-          micro_batch_job, online_log_job, consistency_job],
+          micro_batch_job, online_log_job, consistency_job, online_drift_job],
     sensors=[drift_sensor, performance_sensor, landing_sensor, dead_run_sweep],
     resources=default_resources(),
     # Every job's steps run one after the other in the run's own process. The steps of a job

@@ -20,7 +20,7 @@ import pandas as pd
 from deltalake.exceptions import TableNotFoundError
 
 from assets.common import SETTINGS
-from assets.drift import DRIFT_TABLE
+from assets.drift import DRIFT_TABLE, ONLINE_DRIFT_TABLE
 from assets.performance import PERFORMANCE_TABLE, performance_job
 from assets.retraining import TRIGGER_TAG_PREFIX, retrain_job
 from fraudkit import lake
@@ -48,18 +48,25 @@ def _read(delta: DeltaLakeResource, table: str, columns: list[str]) -> pd.DataFr
 
 
 def drift_per_day(delta: DeltaLakeResource) -> pd.DataFrame:
-    """One row per day of the drift_metrics table: share, model, drifted features."""
-    rows = _read(delta, DRIFT_TABLE, ["day", "column", "kind", "drifted", "counted_in_share",
-                                      "drift_share", "model_version", "computed_at"])
-    if rows.empty:
+    """One row per day and source of the drift reports: share, model, drifted features;
+    ``source`` "batch" (drift_metrics) or "online" (online_drift_metrics, the live traffic)."""
+    frames = []
+    for source, table in (("batch", DRIFT_TABLE), ("online", ONLINE_DRIFT_TABLE)):
+        rows = _read(delta, table, ["day", "column", "kind", "drifted", "counted_in_share",
+                                    "drift_share", "model_version", "computed_at"])
+        if rows.empty:
+            continue
+        drifted = (rows[rows["drifted"] & rows["counted_in_share"]].groupby("day")["column"]
+                   .agg(lambda c: ", ".join(sorted(c))).rename("drifted_list"))
+        per_day = rows.groupby("day").agg(drift_share=("drift_share", "first"),
+                                          model_version=("model_version", "first"),
+                                          computed_at=("computed_at", "max"))
+        frames.append(per_day.join(drifted).fillna({"drifted_list": ""}).reset_index()
+                      .assign(source=source))
+    if not frames:
         return pd.DataFrame(columns=["day", "drift_share", "model_version", "drifted_list",
-                                     "computed_at"])
-    drifted = (rows[rows["drifted"] & rows["counted_in_share"]].groupby("day")["column"]
-               .agg(lambda c: ", ".join(sorted(c))).rename("drifted_list"))
-    per_day = rows.groupby("day").agg(drift_share=("drift_share", "first"),
-                                      model_version=("model_version", "first"),
-                                      computed_at=("computed_at", "max"))
-    return per_day.join(drifted).fillna({"drifted_list": ""}).reset_index()
+                                     "computed_at", "source"])
+    return pd.concat(frames, ignore_index=True)
 
 
 def performance_per_day(delta: DeltaLakeResource) -> pd.DataFrame:
@@ -72,10 +79,11 @@ def performance_per_day(delta: DeltaLakeResource) -> pd.DataFrame:
     job=retrain_job,
     minimum_interval_seconds=INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Launches `retrain` once per drift event (a run of days whose drift share "
-    "reaches MONITOR_DRIFT_SHARE) or performance event (realized metric below "
-    "MONITOR_PERFORMANCE_FLOOR), with a cool-down of MONITOR_COOLDOWN_SECONDS. Only days "
-    "the current champion scored count (for performance: after its held-out window).",
+    description="Launches `retrain` once per drift event (a run of days whose drift share, "
+    "in the batch or the online drift reports, reaches MONITOR_DRIFT_SHARE) or performance "
+    "event (realized metric below MONITOR_PERFORMANCE_FLOOR), with a cool-down of "
+    "MONITOR_COOLDOWN_SECONDS. Only days the current champion scored count (for "
+    "performance: after its held-out window).",
 )
 def drift_sensor(context: dg.SensorEvaluationContext, delta: DeltaLakeResource,
                  monitoring: MonitoringResource, registry: ModelRegistryResource):
@@ -103,8 +111,9 @@ def drift_sensor(context: dg.SensorEvaluationContext, delta: DeltaLakeResource,
     if decision.launch is None:
         context.update_cursor(json.dumps({**state, "seen": newest, "launched": remembered}))
         news = "new results read" if fresh else "no new results"
+        days = drift["day"].nunique()
         return dg.SkipReason(
-            f"{news} (latest {newest[:19]}; about champion {champion.version}: {len(drift)} "
+            f"{news} (latest {newest[:19]}; about champion {champion.version}: {days} "
             f"day(s) of drift, {len(perf)} of performance after {held_out_end}; "
             f"{len(all_drift) - len(drift) + len(all_perf) - len(perf)} older row(s) "
             f"ignored): {decision.reason}")
@@ -120,6 +129,7 @@ def drift_sensor(context: dg.SensorEvaluationContext, delta: DeltaLakeResource,
         f"{TRIGGER_TAG_PREFIX}threshold": str(cfg.drift_share if event.kind == "drift"
                                               else cfg.performance_floor),
         f"{TRIGGER_TAG_PREFIX}model_version": event.model_version,
+        f"{TRIGGER_TAG_PREFIX}source": event.source,
         f"{TRIGGER_TAG_PREFIX}reason": decision.reason[:200],
     }
     return dg.RunRequest(run_key=f"retrain-{event.key}-{champion.version}", tags=tags)

@@ -21,6 +21,7 @@ EXPECTED_UPSTREAM: dict[str, set[str]] = {
     "model_performance": {"batch_predictions", "raw_transactions"},
     "retrained_model": {"transaction_features", "raw_transactions"},
     "online_predictions": set(),
+    "online_drift_report": {"online_predictions"},
     "online_consistency": {"online_predictions", "transaction_features", "batch_predictions"},
 }
 

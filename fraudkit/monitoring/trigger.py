@@ -56,17 +56,31 @@ class Event:
     value: float  # the worst drift share or metric of the event
     model_version: str
     detail: str
+    #: What the worst day's figure was read from: "batch" (drift_metrics, model_performance)
+    #: or "online" (online_drift_metrics: the live traffic the service decided on).
+    source: str = "batch"
 
     @property
     def key(self) -> str:
         return f"{self.kind}-{self.first_day}"
 
 
+def worst_per_day(per_day: pd.DataFrame) -> pd.DataFrame:
+    """One row per day: of a day reported from several sources (batch and online), the one
+    with the highest drift share (batch first on a tie), so the loop acts on either."""
+    if per_day.empty or "source" not in per_day:
+        return per_day
+    ranked = per_day.assign(_batch=per_day["source"] == "batch").sort_values(
+        ["day", "drift_share", "_batch"], ascending=[True, False, False])
+    return ranked.drop_duplicates("day").drop(columns=["_batch"]).reset_index(drop=True)
+
+
 def drift_events(per_day: pd.DataFrame, cfg: TriggerConfig) -> list[Event]:
-    """Events from a per-day drift frame (``day, drift_share, model_version, drifted_list``)."""
+    """Events from a per-day drift frame (``day, drift_share, model_version, drifted_list``
+    and optionally ``source``; a day reported by several sources counts at its worst)."""
     if per_day.empty:
         return []
-    per_day = per_day.sort_values("day").set_index("day")
+    per_day = worst_per_day(per_day).sort_values("day").set_index("day")
     flagged = per_day.index[per_day["drift_share"] >= cfg.drift_share].tolist()
     events = []
     for run in lake.consecutive_runs(flagged):
@@ -77,6 +91,7 @@ def drift_events(per_day: pd.DataFrame, cfg: TriggerConfig) -> list[Event]:
             value=float(part["drift_share"].max()), model_version=str(part.loc[worst,
                                                                             "model_version"]),
             detail=str(part.loc[worst].get("drifted_list", "")),
+            source=str(part.loc[worst].get("source", "batch")),
         ))
     return events
 
@@ -196,5 +211,7 @@ def decide_trigger(events: Sequence[Event], launched: Sequence[Launched],
         return TriggerDecision(None, f"cool-down: {len(pending)} event(s) wait "
                                      f"{left:.0f}s more ({pending[0].key} first)", pending,
                                memory)
-    return TriggerDecision(pending[0], f"{pending[0].key}: {pending[0].detail}", pending[1:],
-                           [*memory, Launched.of(pending[0])])
+    first = pending[0]
+    source = "" if first.source == "batch" else f" ({first.source} traffic)"
+    return TriggerDecision(first, f"{first.key}{source}: {first.detail}", pending[1:],
+                           [*memory, Launched.of(first)])
