@@ -7,9 +7,10 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -80,6 +81,11 @@ class OnlineScorer:
     watcher: ChampionWatcher = field(init=False)
     predictions: PredictionIndex | None = field(init=False, default=None)
     refresh_errors: int = field(init=False, default=0)
+    #: Called with the scorer after what it serves changed: the first load, then a new
+    #: feature history, new batch predictions or another model, in the thread that made the
+    #: change (the refresh thread), never on the request path. The service's state gauges
+    #: are set there (:mod:`bento.metrics` adds itself on import); an error is logged.
+    state_listeners: ClassVar[list[Callable[[OnlineScorer], None]]] = []
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -99,6 +105,14 @@ class OnlineScorer:
         self.watcher.poll()
         self.refresh_history(force=True)
         self.refresh_predictions(force=True)
+        self._state_changed()
+
+    def _state_changed(self) -> None:
+        for listener in self.state_listeners:
+            try:
+                listener(self)
+            except Exception:  # noqa: BLE001 - a gauge must not stop scoring or refreshing
+                log.exception("state listener %r failed", listener)
 
     def refresh_history(self, force: bool = False) -> bool:
         options = self.settings.storage_options
@@ -140,11 +154,14 @@ class OnlineScorer:
         while not self._stop.wait(self.settings.champion_poll_s):
             try:
                 self.decisions.check()  # flushes the buffer once the store is back
-                self.watcher.poll()
+                if self.watcher.poll():
+                    self._state_changed()
                 if time.monotonic() >= next_tables:
                     next_tables = time.monotonic() + self.settings.table_poll_s
-                    self.refresh_history()
-                    self.refresh_predictions()
+                    if self.refresh_history():
+                        self._state_changed()
+                    if self.refresh_predictions():
+                        self._state_changed()
             except Exception:  # noqa: BLE001 - keep serving the state we have
                 self.refresh_errors += 1
                 log.exception("online refresh failed; serving the previous state")
