@@ -52,10 +52,12 @@ bento: install
 	$(BIN)/python bento/bundle.py bundle-champion
 	$(BIN)/bentoml build -f bento/bentofile.yaml .
 
-# Servers the tests start on free ports (the Redis online store): Debian's packages, installed
-# when missing (sessions and CI run as root; elsewhere, install them yourself).
+# Servers the tests start on free ports (the Redis online store) and promtool, which checks
+# and unit-tests monitoring/alerts.yml: Debian's packages, installed when missing (sessions
+# and CI run as root; elsewhere, install them yourself).
 system-deps:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+	@command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
 
 test: install system-deps
 	$(BIN)/ruff check .

@@ -36,6 +36,7 @@ FILE_ORDER = (
     "test_service_contract.py",  # 15
     "test_bento_build.py",  # 20
     "test_service_fallback.py",  # 9
+    "test_alert_rules.py",  # 20-25: promtool, one service with two workers
     "test_gate.py",  # 3-8
 )
 
