@@ -7,11 +7,15 @@
 * :data:`sensors.landing.landing_sensor` scores each day with new landing files as one
   micro-batch run, once the day has ended;
 * :data:`sensors.dead_runs.dead_run_sweep` marks STARTED runs whose process was killed as
-  failed, so they stop holding run queue slots.
+  failed, so they stop holding run queue slots;
+* :data:`sensors.freshness.freshness_sensor` evaluates the freshness checks of
+  assets/freshness.py when a day's deadline comes (stopped by default).
 """
 
 from sensors.dead_runs import dead_run_sweep
 from sensors.drift import drift_sensor, performance_sensor
+from sensors.freshness import freshness_sensor
 from sensors.landing import landing_sensor
 
-__all__ = ["dead_run_sweep", "drift_sensor", "landing_sensor", "performance_sensor"]
+__all__ = ["dead_run_sweep", "drift_sensor", "freshness_sensor", "landing_sensor",
+           "performance_sensor"]
