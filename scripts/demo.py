@@ -7,8 +7,9 @@
    land, the drift report flags them, the drift sensor launches retraining, the gate
    promotes the challenger, the running service and the next batch partition answer with
    it (``scripts/demo_monitoring.py``);
-4. the service's decisions move into Delta (``online_predictions``) and
-   ``online_consistency`` compares the live day's answers with the batch path's numbers.
+4. the service's decisions move into Delta (``online_predictions``),
+   ``online_consistency`` compares the live day's answers with the batch path's numbers and
+   ``online_drift_report`` reports the drift of that live traffic.
 
 Every step is a real Dagster run recorded in the project's instance (``DAGSTER_HOME``), so
 `make dev` afterwards shows the same runs, materializations and checks in the UI. The demo
@@ -173,6 +174,21 @@ def show_consistency(settings: Settings, instance: dg.DagsterInstance, day: str)
     done(started, f"({settings.table_uri(CONSISTENCY_TABLE)})")
 
 
+def show_online_drift(settings: Settings, instance: dg.DagsterInstance, day: str) -> None:
+    """online_drift_report of the live day: the drift report on what the service decided."""
+    from assets.drift import ONLINE_DRIFT_TABLE
+    from scripts.demo_monitoring import _drift_rows
+
+    started = step(f"drift on live traffic: the Evidently report of {day}'s online decisions "
+                   "(online_drift_report)")
+    run_job("monitor_online_drift", instance, (day, day))
+    for r in _drift_rows(settings, [day], ONLINE_DRIFT_TABLE):
+        print(f"    {r['day']} online  drift share {r['share']:.2f}  score drift "
+              f"{r['score_drift']:.3f}  {'DRIFT' if r['drift'] else 'ok   '}  "
+              f"{', '.join(r['drifted']) or '-'}")
+    done(started, f"({settings.reports_dir / 'drift' / f'drift_online_{day}.html'})")
+
+
 def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last_normal: str,
                           small: bool) -> None:
     """Steps 2 and 3 of the demo, with one service process running throughout."""
@@ -203,6 +219,7 @@ def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last
     print("    service stopped; `make serve` keeps one running on port 3000")
     show_decision_log(settings, instance)
     show_consistency(settings, instance, live["day"])
+    show_online_drift(settings, instance, live["day"])
     if story.promoted:
         print(f"\n    champion {story.before} -> {story.after}; from the drifted days landing "
               f"to the promotion {story.landed_to_promotion_s:.0f}s, to the online service "

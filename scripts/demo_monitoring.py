@@ -57,8 +57,9 @@ def _say(started: float, message: str) -> None:
     print(f"[{time.perf_counter() - started:6.1f}s] {message}", flush=True)
 
 
-def _drift_rows(settings: Settings, days: list[str]) -> list[dict]:
-    rows = lake.read_days(settings.table_uri("drift_metrics"), days,
+def _drift_rows(settings: Settings, days: list[str], table: str = "drift_metrics"
+                ) -> list[dict]:
+    rows = lake.read_days(settings.table_uri(table), days,
                           ["day", "drift_share", "dataset_drift", "column", "drifted",
                            "counted_in_share", "kind", "drift_score"]).to_pandas()
     out = []
