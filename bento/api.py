@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import logging
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
@@ -58,6 +59,8 @@ from fraudkit.schema import INT64_MAX, INT64_MIN
 if TYPE_CHECKING:
     from bento.batching import Drainer
     from fraudkit.online import OnlineScorer
+
+log = logging.getLogger("fraud_service")
 
 #: Schemas in /docs.json live under this prefix (see ``openapi_document``).
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -197,7 +200,8 @@ def _service() -> Served:
 # class view through a synchronous dependency, which FastAPI runs in a thread pool (a thread
 # hop on every request). The one service instance registers itself with ``started``.
 def _instrumented(route: str):
-    """Count and time a route, and turn :class:`_ApiError` into its JSON answer.
+    """Count and time a route, and turn :class:`_ApiError` into its JSON answer (any other
+    exception into a JSON 500), so every answer, errors included, is counted.
 
     BentoML's own HTTP metrics middleware is switched off (``metrics.enabled: false``): it
     did several labelled multiprocess-metric updates per request and cost ~15% of the
@@ -216,6 +220,13 @@ def _instrumented(route: str):
                 response = await handler(request, *args, **kwargs)
             except _ApiError as exc:
                 response = _error_response(exc)
+            except Exception:  # noqa: BLE001 - answered and counted as a 500, never lost
+                # A failure of the service itself (a scoring drain that raised): logged
+                # with its traceback, answered as JSON, and counted, so the 5xx alert
+                # (monitoring/alerts.yml) sees it.
+                log.exception("%s failed", route)
+                response = JSONResponse({"error": "internal error: the service failed to "
+                                                  "answer; see its log"}, status_code=500)
             seconds.observe(time.perf_counter() - started)
             code = response.status_code
             if code not in counters:

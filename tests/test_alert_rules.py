@@ -123,6 +123,30 @@ def test_observe_state_sets_timestamps_and_zero_for_nothing_loaded() -> None:
     assert values() == [0.0, 0.0, 0.0]
 
 
+def test_an_unexpected_failure_is_a_counted_json_500() -> None:
+    """FraudHTTP5xxRate counts fraud_http_requests_total{code="5.."}: a handler that fails
+    with anything but an API error (a scoring drain that raised) must still be answered as
+    JSON and counted as a 500, not escape to BentoML's generic error page uncounted."""
+    import asyncio
+
+    import prometheus_client as prom
+    from starlette.requests import Request
+
+    from bento.api import _instrumented
+
+    @_instrumented("/failing")
+    async def failing(request: Request):
+        raise RuntimeError("the drain failed")
+
+    scope = {"type": "http", "method": "POST", "path": "/failing", "headers": [],
+             "query_string": b""}
+    response = asyncio.run(failing(Request(scope)))
+    assert response.status_code == 500
+    assert b"internal error" in response.body and b"drain" not in response.body
+    assert prom.REGISTRY.get_sample_value(
+        "fraud_http_requests_total", {"route": "/failing", "code": "500"}) == 1.0
+
+
 # -- the real service --------------------------------------------------------------------
 GOOD = {"transaction_id": 40_000_001, "tx_datetime": "2026-06-25T10:15:00Z",
         "customer_id": 42, "terminal_id": 7, "tx_amount": 57.3}
