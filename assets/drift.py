@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from assets.common import daily_partitions, md_table, partition_days, single_run
 from assets.features import transaction_features
+from assets.freshness import freshness_selection
 from assets.online import online_predictions
 from assets.scoring import batch_predictions
 from fraudkit import lake
@@ -303,8 +304,9 @@ online_drift_job = dg.define_asset_job(
 #: asset of its selection (the others are the batch path's, named by key).
 micro_batch_job = dg.define_asset_job(
     "micro_batch",
+    # The freshness checks judge the clock, not the run: freshness_sensor evaluates them.
     selection=dg.AssetSelection.assets("raw_transactions", "quarantined_transactions",
                                        "transaction_features", "batch_predictions",
-                                       drift_report),
+                                       drift_report) - freshness_selection,
     description="One landed day end to end: ingest, features, scoring, drift report.",
 )

@@ -18,10 +18,9 @@ pass/fail check with a message. These checks ask exactly "has day D landed by HH
 They are evaluated by ``freshness_sensor`` (sensors/freshness.py) and on demand from the
 asset's *Checks* tab. The back-fill jobs of definitions.py (``ingest_and_features``,
 ``score``, ``online_log``) leave them out (:data:`freshness_selection` is subtracted): a
-back-fill of past days says nothing about *now*. ``micro_batch`` (assets/drift.py) names
-its assets and so runs them at the end of each landed day.
+back-fill of past days says nothing about *now*; so does ``micro_batch`` (assets/drift.py).
 
-Settings (read here from the environment; an empty variable counts as unset):
+Settings (declared in :class:`fraudkit.config.Settings`; an empty variable counts as unset):
 
 * ``FRESHNESS_DEADLINE``: ``HH:MM`` (a daily deadline) or a cron string (e.g.
   ``0 6 * * 1-5``), default ``06:00``: when yesterday's partition must exist;
@@ -33,7 +32,6 @@ Settings (read here from the environment; an empty variable counts as unset):
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 import zoneinfo
@@ -42,19 +40,22 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from assets.common import SETTINGS
 from assets.features import transaction_features
 from assets.ingest import RAW_TRANSACTIONS
 from assets.online import online_predictions
 from assets.scoring import batch_predictions
+from fraudkit.config import Settings
 
 #: The daily assets whose latest day must land by the deadline.
 FRESHNESS_ASSETS: tuple[dg.AssetKey, ...] = (
     RAW_TRANSACTIONS, transaction_features.key, batch_predictions.key, online_predictions.key,
 )
 
-DEADLINE_ENV, DEFAULT_DEADLINE = "FRESHNESS_DEADLINE", "06:00"
-TIMEZONE_ENV, DEFAULT_TIMEZONE = "FRESHNESS_TIMEZONE", "UTC"
-SEVERITY_ENV, DEFAULT_SEVERITY = "FRESHNESS_SEVERITY", "warn"
+_FIELDS = Settings.model_fields
+DEADLINE_ENV, DEFAULT_DEADLINE = "FRESHNESS_DEADLINE", _FIELDS["freshness_deadline"].default
+TIMEZONE_ENV, DEFAULT_TIMEZONE = "FRESHNESS_TIMEZONE", _FIELDS["freshness_timezone"].default
+SEVERITY_ENV, DEFAULT_SEVERITY = "FRESHNESS_SEVERITY", _FIELDS["freshness_severity"].default
 _SEVERITIES = {"warn": dg.AssetCheckSeverity.WARN, "error": dg.AssetCheckSeverity.ERROR}
 _HH_MM = re.compile(r"(\d{1,2}):(\d{2})")
 
@@ -82,10 +83,12 @@ class FreshnessSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> FreshnessSettings:
-        env = os.environ if environ is None else environ
-        return cls(deadline=env.get(DEADLINE_ENV) or DEFAULT_DEADLINE,
-                   timezone=env.get(TIMEZONE_ENV) or DEFAULT_TIMEZONE,
-                   severity=(env.get(SEVERITY_ENV) or DEFAULT_SEVERITY).strip().lower())
+        """From the project's settings (:class:`fraudkit.config.Settings` declares the
+        variables), read from ``environ`` when given, else from this process's."""
+        settings = SETTINGS if environ is None else Settings.model_validate(
+            {k: v for k, v in environ.items() if v.strip()})
+        return cls(deadline=settings.freshness_deadline, timezone=settings.freshness_timezone,
+                   severity=settings.freshness_severity.strip().lower())
 
     @property
     def cron(self) -> str:
@@ -123,8 +126,7 @@ def build_freshness_checks(
                              "use HH:MM or a cron string such as '0 6 * * *'") from exc
 
 
-SETTINGS = FreshnessSettings.from_env()
 #: The checks of the code location, configured from the environment.
-freshness_checks = build_freshness_checks(SETTINGS)
+freshness_checks = build_freshness_checks(FreshnessSettings.from_env())
 #: The freshness checks, to subtract from job selections that name their assets.
 freshness_selection = dg.AssetSelection.checks(*freshness_checks)

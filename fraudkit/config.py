@@ -112,6 +112,19 @@ class Settings(BaseSettings):
     run_sweep_interval_s: int = Field(
         30, gt=0, validation_alias=_env("RUN_SWEEP_INTERVAL"),
         description="Seconds between sweeps for runs whose process died.")
+    # freshness of the daily assets (assets/freshness.py checks the values) ------------------
+    freshness_deadline: str = Field(
+        "06:00", validation_alias=_env("FRESHNESS_DEADLINE"),
+        description="When yesterday's partition must exist: HH:MM (daily) or a cron string.")
+    freshness_timezone: str = Field(
+        "UTC", validation_alias=_env("FRESHNESS_TIMEZONE"),
+        description="IANA time zone of the deadline (the partitions stay UTC days).")
+    freshness_severity: str = Field(
+        "warn", validation_alias=_env("FRESHNESS_SEVERITY"),
+        description="How a late day shows in the UI: warn or error.")
+    freshness_sensor: str = Field(
+        "stopped", validation_alias=_env("FRESHNESS_SENSOR"),
+        description="freshness_sensor's status until someone toggles it: running or stopped.")
 
     @field_validator("start_date", "end_date", "online_store_cutoff")
     @classmethod

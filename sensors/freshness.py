@@ -14,15 +14,17 @@ UI (Automation → ``freshness_sensor``) where days land daily, or set
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 
 import dagster as dg
 
+from assets.common import SETTINGS
 from assets.freshness import freshness_checks
+from fraudkit.config import Settings
 
-SENSOR_ENV, DEFAULT_SENSOR = "FRESHNESS_SENSOR", "stopped"
+SENSOR_ENV = "FRESHNESS_SENSOR"
+DEFAULT_SENSOR = Settings.model_fields["freshness_sensor"].default
 #: Seconds between evaluations: a late day shows within a minute of its deadline.
 INTERVAL_SECONDS = 60
 _STATUS = {"running": dg.DefaultSensorStatus.RUNNING,
@@ -48,4 +50,4 @@ def build_freshness_sensor(checks: Sequence[dg.AssetChecksDefinition],
 
 
 freshness_sensor = build_freshness_sensor(freshness_checks,
-                                          default_status(os.environ.get(SENSOR_ENV)))
+                                          default_status(SETTINGS.freshness_sensor))
