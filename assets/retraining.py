@@ -25,7 +25,8 @@ from assets.training import (
     training_windows,
 )
 from fraudkit import lake
-from fraudkit.monitoring.gate import retrain_and_gate
+from fraudkit.monitoring.gate import NotEnoughEvidence, judge_shadow, retrain_and_gate
+from fraudkit.monitoring.performance import matured_until
 from resources import DeltaLakeResource, ModelRegistryResource, MonitoringResource
 
 
@@ -79,9 +80,12 @@ def retrained_model(
         frame, registry.registry(), monitoring.gate_config(), config.params(),
         training_data=training_data_summary(frame, versions),
         trigger={**trigger, "run_id": context.run.run_id},
+        evidence=monitoring.gate_evidence,
     )
     decision = outcome.decision
-    context.log.info(f"gate: {'PROMOTED' if decision.promote else 'rejected'} "
+    verdict = ("kept champion" if not decision.promote
+               else "in shadow" if monitoring.gate_evidence == "shadow" else "promoted")
+    context.log.info(f"gate: {verdict.upper()} "
                      f"{outcome.challenger_version} vs {outcome.champion_version}: "
                      f"{decision.reason}")
     scores = pd.DataFrame([
@@ -90,7 +94,11 @@ def retrained_model(
     ])
     return dg.MaterializeResult(
         metadata={
-            "decision": "promoted" if decision.promote else "kept champion",
+            "decision": verdict,
+            "evidence": dg.MetadataValue.text(
+                f"held-out days {test_days[0]} .. {test_days[-1]}"
+                + (" (GATE_EVIDENCE=shadow: the live traffic decides next, judge_shadow)"
+                   if monitoring.gate_evidence == "shadow" else "")),
             "reason": dg.MetadataValue.text(decision.reason),
             "challenger": outcome.challenger_version,
             "previous_champion": outcome.champion_version,
@@ -114,4 +122,87 @@ def retrained_model(
 retrain_job = dg.define_asset_job(
     "retrain", selection=dg.AssetSelection.assets(retrained_model),
     description="Challenger on the latest matured window → gate against the champion.",
+)
+
+
+class ShadowJudgeConfig(dg.Config):
+    """Which live traffic the shadow gate reads (default: every matured day)."""
+
+    first_day: str | None = Field(None, description="First day of online decisions to read "
+                                                    "(default: every matured day; only rows "
+                                                    "the shadow scored count).")
+
+
+@dg.asset(
+    deps=["online_predictions", RAW_TRANSACTIONS],
+    group_name="monitoring",
+    kinds={"onnx"},
+    description="The gate on live traffic: the champion's online answers and the shadow "
+    "challenger's scores of the same requests (online_predictions), on the days whose labels "
+    "have matured, with the held-out gate's metric and tolerance. Promotes the challenger or "
+    "ends its shadow; the registry event says the evidence was live traffic.",
+)
+def shadow_verdict(
+    context: dg.AssetExecutionContext,
+    config: ShadowJudgeConfig,
+    delta: DeltaLakeResource,
+    registry: ModelRegistryResource,
+    monitoring: MonitoringResource,
+) -> dg.MaterializeResult:
+    reg = registry.registry()
+    state = reg.shadow_state()
+    if state is None:
+        raise dg.Failure("no model is in shadow: `python -m fraudkit.registry shadow vNNNN` "
+                         "(or a retrain with GATE_EVIDENCE=shadow) starts one")
+    tables = delta.tables()
+    online_uri = delta.uri("online_predictions")
+    if lake.table_version(online_uri, delta.storage_options) is None:
+        raise dg.Failure(f"no online_predictions table at {online_uri}: run the online_log "
+                         "job for the shadow's days first")
+    latest = lake.partition_values(tables.raw, tables.storage_options)[-1]
+    matured = matured_until(latest, SETTINGS.label_delay_days)
+    first = config.first_day or ""
+    days = [d for d in lake.partition_values(online_uri, delta.storage_options)
+            if first <= d <= matured]
+    if not days:
+        raise dg.Failure(f"no day of online decisions{' from ' + first if first else ''} has "
+                         f"matured labels yet (labels are known up to {matured}); wait")
+    logged = lake.read_days(online_uri, days, [
+        "transaction_id", "customer_id", "day", "score", "model_version", "fallback",
+        "shadow_version", "shadow_score"], storage_options=delta.storage_options).to_pandas()
+    labels = lake.read_days(tables.raw, days, ["transaction_id", "tx_fraud"],
+                            storage_options=tables.storage_options).to_pandas()
+    try:
+        outcome = judge_shadow(logged, labels, reg, monitoring.gate_config())
+    except NotEnoughEvidence as exc:
+        raise dg.Failure(str(exc)) from exc
+    decision = outcome.decision
+    context.log.info(f"shadow gate: {'PROMOTED' if decision.promote else 'rejected'} "
+                     f"{outcome.challenger_version} vs {outcome.champion_version}: "
+                     f"{decision.reason}")
+    scores = pd.DataFrame([
+        {"model": f"challenger {outcome.challenger_version} (shadow)",
+         **outcome.challenger_metrics},
+        {"model": f"champion {outcome.champion_version}", **outcome.champion_metrics},
+    ])
+    return dg.MaterializeResult(metadata={
+        "decision": "promoted" if decision.promote else "kept champion, shadow ended",
+        "evidence": dg.MetadataValue.text(
+            f"live traffic: {outcome.rows} requests of {outcome.days[0]} .. {outcome.days[1]} "
+            "scored by both models (online_predictions), labels matured"),
+        "reason": dg.MetadataValue.text(decision.reason),
+        "challenger": outcome.challenger_version,
+        "previous_champion": outcome.champion_version,
+        "champion": outcome.new_champion,
+        "gate_metric": decision.metric,
+        "challenger_score": round(decision.challenger, 5),
+        "champion_score": round(decision.champion, 5),
+        "scores": md_table(scores),
+        "registry_events": dg.MetadataValue.path(str(reg.events_file)),
+    })
+
+
+shadow_job = dg.define_asset_job(
+    "judge_shadow", selection=dg.AssetSelection.assets(shadow_verdict),
+    description="The shadow challenger against the champion on the live traffic both scored.",
 )

@@ -206,6 +206,11 @@ class MonitoringSettings(BaseSettings):
     gate_metric: str = Field(
         "average_precision", validation_alias=_env("GATE_METRIC"),
         description="The metric the champion/challenger gate compares.")
+    gate_evidence: str = Field(
+        "holdout", validation_alias=_env("GATE_EVIDENCE"),
+        description="'holdout': a retrained challenger that passes the gate on held-out days "
+                    "is promoted; 'shadow': it goes into shadow instead, and judge_shadow "
+                    "promotes it on the live traffic it scored.")
     gate_tolerance: float = Field(
         0.0, validation_alias=_env("GATE_TOLERANCE"),
         description="Promote when challenger >= champion - tolerance on gate_metric (same "

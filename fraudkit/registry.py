@@ -7,7 +7,10 @@ Layout under the registry root (``DATA_DIR/registry`` by default)::
                                      thresholds, created time (docs/contracts.md)
     versions/v0001/<extra files>     e.g. the drift reference sample
     champion.json                    {"version": ..., "history": [...]}; replaced atomically
-    events.jsonl                     every registration, promotion, rollback and gate verdict
+    shadow.json                      {"version": ..., "since": ...}: a challenger the online
+                                     service scores beside the champion (absent: none)
+    events.jsonl                     every registration, promotion, rollback, gate verdict
+                                     and shadow start or stop
 
 A version folder is written under a temporary name and renamed into place, so it is either
 complete or absent. ``champion.json`` is replaced with ``os.replace`` under a lock, so a
@@ -90,6 +93,7 @@ class ModelRegistry:
         self.root = Path(root)
         self.versions_dir = self.root / "versions"
         self.champion_file = self.root / "champion.json"
+        self.shadow_file = self.root / "shadow.json"
         self.events_file = self.root / "events.jsonl"
 
     # -- reading -------------------------------------------------------------------------
@@ -206,6 +210,27 @@ class ModelRegistry:
                     "repair that line (a write cut short leaves one at the end)") from exc
         return events
 
+    def shadow_state(self) -> dict[str, Any] | None:
+        """The challenger in shadow (``{"version", "since", "reason"}``), None when none.
+
+        In shadow, the online service scores every request with it beside the champion,
+        answers with the champion only, and logs ``shadow_version`` and ``shadow_score``:
+        evidence on live traffic that the shadow gate judges once the labels mature."""
+        try:
+            text = self.shadow_file.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            state = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RegistryError(f"{self.shadow_file} is not valid JSON ({exc}); `python -m "
+                                "fraudkit.registry shadow --stop` removes it, `shadow "
+                                "vNNNN` writes it again") from exc
+        if not isinstance(state, dict) or not isinstance(state.get("version"), str):
+            raise RegistryError(f"{self.shadow_file} names no version; `python -m "
+                                "fraudkit.registry shadow --stop` removes it")
+        return state
+
     # -- writing -------------------------------------------------------------------------
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -222,12 +247,16 @@ class ModelRegistry:
             handle.write(json.dumps({"at": _now(), **event}, default=str) + "\n")
 
     def _write_champion(self, state: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".champion.")
+        self._write_json(self.champion_file, state)
+
+    def _write_json(self, path: Path, state: dict[str, Any]) -> None:
+        """Replace ``path`` atomically: readers see the old file or the new one, whole."""
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.stem}.")
         with os.fdopen(fd, "w") as handle:
             json.dump(state, handle, indent=2)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, self.champion_file)
+        os.replace(tmp, path)
 
     def register(
         self,
@@ -294,6 +323,42 @@ class ModelRegistry:
                 {"event": "promoted", "version": version, "previous": state["version"],
                  "reason": reason, **(details or {})}
             )
+            shadowed = self.shadow_file.exists() and \
+                (self.shadow_state() or {}).get("version") == version
+            if shadowed:  # the challenger won: it answers now, no longer in shadow
+                self._stop_shadow(f"promoted to champion ({reason})")
+
+    def start_shadow(self, version: str, reason: str = "manual",
+                     details: dict[str, Any] | None = None) -> None:
+        """Put ``version`` (verified, not the champion) in shadow, replacing any other."""
+        self.get(version).verify()
+        with self._locked():
+            champion = (self.champion_state() or {}).get("version")
+            if version == champion:
+                raise RegistryError(f"{version} is the champion; a shadow model is a "
+                                    "challenger scored beside it (pick another version)")
+            previous = (self.shadow_state() or {}).get("version")
+            self._write_json(self.shadow_file, {"version": version, "since": _now(),
+                                                "reason": reason, "champion": champion})
+            self._append_event({"event": "shadow_started", "version": version,
+                                "champion": champion, "replaced": previous, "reason": reason,
+                                **(details or {})})
+
+    def stop_shadow(self, reason: str = "manual") -> str | None:
+        """Take the shadow model out (the service stops scoring it); its version, or None."""
+        with self._locked():
+            return self._stop_shadow(reason)
+
+    def _stop_shadow(self, reason: str) -> str | None:
+        try:
+            version = (self.shadow_state() or {}).get("version")
+        except RegistryError:
+            version = None  # a broken file is removed all the same
+        if not self.shadow_file.exists():
+            return None
+        self.shadow_file.unlink()
+        self._append_event({"event": "shadow_stopped", "version": version, "reason": reason})
+        return version
 
     def record(self, event: str, **details: Any) -> None:
         """Append a decision (e.g. a gate verdict that kept the champion) to the log."""
@@ -333,20 +398,35 @@ def main(argv: list[str] | None = None) -> None:
     promote = sub.add_parser("promote", help="make a version champion")
     promote.add_argument("version")
     sub.add_parser("rollback", help="restore the previous champion")
+    shadow = sub.add_parser("shadow", help="score a challenger beside the champion online "
+                            "(logged, never answered); --stop ends it")
+    shadow.add_argument("version", nargs="?")
+    shadow.add_argument("--stop", action="store_true", help="take the shadow model out")
     args = parser.parse_args(argv)
+    if args.command == "shadow" and bool(args.version) == bool(args.stop):
+        parser.error("shadow takes a version, or --stop")
     registry = ModelRegistry(args.root or Settings.from_env().registry_dir)
     try:
         if args.command == "list":
             state = registry.champion_state() or {}
+            shadowed = (registry.shadow_state() or {}).get("version")
             for version in registry.versions():
                 metrics = registry.get(version).manifest.get("metrics", {})
-                mark = "*" if version == state.get("version") else " "
+                mark = ("*" if version == state.get("version")
+                        else "s" if version == shadowed else " ")
                 print(f"{mark} {version}  auc_roc={metrics.get('auc_roc', float('nan')):.4f}  "
                       f"ap={metrics.get('average_precision', float('nan')):.4f}")
             if state.get("recovered_from"):
                 print(f"{registry.champion_file} is missing: the champion {state['version']} "
                       f"is the last one {state['recovered_from']} records; `promote "
                       f"{state['version']}` writes the file back")
+        elif args.command == "shadow" and args.stop:
+            stopped = registry.stop_shadow(reason="manual")
+            print(f"no shadow model now (was {stopped})" if stopped else "no shadow model")
+        elif args.command == "shadow":
+            registry.start_shadow(args.version, reason="manual")
+            print(f"{args.version} is in shadow: the online service scores it beside the "
+                  "champion within a second, and logs its scores in online_predictions")
         elif args.command == "promote":
             registry.promote(args.version, reason="manual promotion")
             print(f"champion is now {args.version}")

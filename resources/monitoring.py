@@ -16,7 +16,7 @@ from pydantic import Field
 from fraudkit.config import MonitoringSettings, Settings
 from fraudkit.features import lookback_days
 from fraudkit.monitoring.drift import DriftConfig
-from fraudkit.monitoring.gate import GateConfig
+from fraudkit.monitoring.gate import EVIDENCE, GateConfig
 from fraudkit.monitoring.trigger import TriggerConfig
 
 
@@ -38,6 +38,7 @@ class MonitoringResource(dg.ConfigurableResource):
     cooldown_seconds: float = _setting("cooldown_seconds")
     gate_metric: str = _setting("gate_metric")
     gate_tolerance: float = _setting("gate_tolerance")
+    gate_evidence: str = _setting("gate_evidence")
     reference: str = _setting("reference")
     reference_rows: int = _setting("reference_rows")
     max_current_rows: int = _setting("max_current_rows")
@@ -90,6 +91,8 @@ class MonitoringResource(dg.ConfigurableResource):
                              cooldown_seconds=self.cooldown_seconds)
 
     def gate_config(self) -> GateConfig:
+        if self.gate_evidence not in EVIDENCE:
+            raise ValueError(f"gate evidence {self.gate_evidence!r} is not one of {EVIDENCE}")
         return GateConfig(metric=self.gate_metric, tolerance=self.gate_tolerance)
 
     def workspace_dir(self) -> Path | None:

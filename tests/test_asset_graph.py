@@ -22,6 +22,7 @@ EXPECTED_UPSTREAM: dict[str, set[str]] = {
     "retrained_model": {"transaction_features", "raw_transactions"},
     "online_predictions": set(),
     "online_drift_report": {"online_predictions"},
+    "shadow_verdict": {"online_predictions", "raw_transactions"},
     "online_consistency": {"online_predictions", "transaction_features", "batch_predictions"},
 }
 

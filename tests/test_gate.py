@@ -98,3 +98,24 @@ def test_a_retrained_challenger_takes_the_threshold_policy_it_is_given(
     assert outcome.candidate.thresholds == given != default
     manifest = registry.get(outcome.challenger_version).manifest
     assert manifest["thresholds"] == given.as_dict()
+
+
+def test_with_shadow_evidence_a_passing_challenger_goes_into_shadow(small_pipeline: Path,
+                                                                    tmp_path: Path) -> None:
+    """GATE_EVIDENCE=shadow: the held-out gate passes, yet the champion stays; the
+    challenger is scored on live traffic next (tests/test_shadow.py judges it there)."""
+    root = tmp_path / "registry"
+    shutil.copytree(small_pipeline / "registry", root)
+    registry = ModelRegistry(root)
+    first = registry.champion().version
+    test_range = tuple(registry.champion().manifest["training_data"]["test_range"])
+    frame = labelled(small_pipeline, ("2026-05-22", "2026-06-07"), test_range)
+    outcome = retrain_and_gate(frame, registry, GateConfig(tolerance=1.0),
+                               TrainingParams(n_estimators=50), evidence="shadow")
+    assert outcome.decision.promote and outcome.new_champion == first
+    assert registry.shadow_state()["version"] == outcome.challenger_version
+    started = registry.events()[-1]
+    assert started["event"] == "shadow_started" and started["evidence"] == "holdout"
+    assert "judged on live traffic next" in started["reason"]
+    with pytest.raises(ValueError, match="gate evidence"):
+        retrain_and_gate(frame, registry, GateConfig(), evidence="vibes")

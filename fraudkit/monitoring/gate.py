@@ -69,6 +69,11 @@ def gate(challenger: dict[str, float], champion: dict[str, float],
                         f"{cfg.tolerance}; champion kept")
 
 
+#: What a gate judges on: the held-out days after training, or the live traffic a challenger
+#: was scored on in shadow (``GATE_EVIDENCE``).
+EVIDENCE = ("holdout", "shadow")
+
+
 # -- retraining: challenger vs champion on the same held-out rows -----------------------------
 @dataclass
 class GateOutcome:
@@ -98,13 +103,20 @@ def retrain_and_gate(
     *,
     training_data: dict[str, Any] | None = None,
     trigger: dict[str, Any] | None = None,
+    evidence: str = "holdout",
 ) -> GateOutcome:
     """Train a challenger on ``frame``'s ``train`` rows, score it and the current champion
     on the same ``test`` rows, register the challenger (every version is kept) and promote
     it only if the gate says so. The verdict, both metric sets and the trigger are written
-    to the registry's event log either way, so a person can see why a model is champion."""
+    to the registry's event log either way, so a person can see why a model is champion.
+
+    With ``evidence="shadow"`` a challenger that passes is not promoted but put in shadow:
+    the online service scores it beside the champion, and :func:`judge_shadow` decides on
+    that live traffic once its labels mature."""
     from fraudkit.training import evaluate, fit_candidate
 
+    if evidence not in EVIDENCE:
+        raise ValueError(f"gate evidence {evidence!r} is not one of {EVIDENCE}")
     gate_cfg = gate_cfg or GateConfig()
     champion = registry.champion()
     champion.verify()
@@ -116,6 +128,7 @@ def retrain_and_gate(
     buf = io.BytesIO()
     candidate.reference.to_parquet(buf, index=False)
     details = {
+        "evidence": "holdout",
         "gate": decision.as_dict(),
         "challenger_metrics": candidate.metrics,
         "champion_metrics": champion_metrics,
@@ -131,7 +144,11 @@ def retrain_and_gate(
         extra_files={"reference.parquet": buf.getvalue()},
         notes={"role": "challenger", **details},
     )
-    if decision.promote:
+    if decision.promote and evidence == "shadow":
+        registry.start_shadow(registered.version,
+                              reason=f"held-out gate passed ({decision.reason}); judged on "
+                                     "live traffic next", details=details)
+    elif decision.promote:
         registry.promote(registered.version, reason=f"gate: {decision.reason}",
                          details={"challenger": registered.version, **details})
     else:
@@ -147,3 +164,65 @@ def retrain_and_gate(
         test_days=test_days,
         candidate=candidate,
     )
+
+
+# -- shadow: challenger vs champion on the same live requests ----------------------------------
+@dataclass
+class ShadowOutcome:
+    challenger_version: str
+    champion_version: str
+    decision: GateDecision
+    challenger_metrics: dict[str, float]
+    champion_metrics: dict[str, float]
+    days: tuple[str, str]
+    rows: int
+    new_champion: str
+
+
+class NotEnoughEvidence(ValueError):
+    """The shadow's matured live traffic cannot judge yet (no rows, or one class only)."""
+
+
+def judge_shadow(logged: pd.DataFrame, labels: pd.DataFrame, registry: Any,
+                 gate_cfg: GateConfig | None = None) -> ShadowOutcome:
+    """The gate on live traffic: the champion's answers and the shadow challenger's scores
+    of the *same* requests (``logged``: online decisions with ``transaction_id``,
+    ``customer_id``, ``day``, ``score``, ``model_version``, ``fallback``,
+    ``shadow_version``, ``shadow_score``), judged on their matured ``labels``
+    (``transaction_id``, ``tx_fraud``) with the same metric and tolerance as the held-out
+    gate. Promotes the challenger (which ends its shadow) or records the rejection and ends
+    the shadow; the event says the evidence was live traffic. Raises
+    :class:`NotEnoughEvidence` while the labels cannot judge (the shadow goes on)."""
+    from fraudkit.training import evaluate
+
+    gate_cfg = gate_cfg or GateConfig()
+    state = registry.shadow_state()
+    if state is None:
+        raise NotEnoughEvidence("no model is in shadow: `python -m fraudkit.registry shadow "
+                                "vNNNN` starts one")
+    challenger, champion = state["version"], registry.champion().version
+    rows = logged[(logged["shadow_version"] == challenger)
+                  & (logged["model_version"] == champion) & ~logged["fallback"].astype(bool)
+                  & logged["shadow_score"].notna()]
+    frame = rows.merge(labels[["transaction_id", "tx_fraud"]], on="transaction_id",
+                       how="inner")
+    if frame.empty or frame["tx_fraud"].nunique() < 2:
+        raise NotEnoughEvidence(
+            f"{len(frame)} matured live request(s) of champion {champion} with {challenger} "
+            f"in shadow, {int(frame['tx_fraud'].sum()) if len(frame) else 0} fraud(s): not "
+            "enough to judge yet; the shadow goes on until more days' labels mature")
+    champion_metrics = evaluate(frame, frame["score"].to_numpy())
+    challenger_metrics = evaluate(frame, frame["shadow_score"].to_numpy())
+    decision = gate(challenger_metrics, champion_metrics, gate_cfg)
+    days = (str(frame["day"].min()), str(frame["day"].max()))
+    details = {"evidence": "shadow", "gate": decision.as_dict(),
+               "challenger_metrics": challenger_metrics, "champion_metrics": champion_metrics,
+               "champion": champion, "shadow_days": list(days), "rows": int(len(frame))}
+    if decision.promote:
+        registry.promote(challenger, reason=f"shadow gate on live traffic: {decision.reason}",
+                         details={"challenger": challenger, **details})
+    else:
+        registry.record("gate_rejected", version=challenger, reason=decision.reason, **details)
+        registry.stop_shadow(reason=f"rejected on live traffic: {decision.reason}")
+    return ShadowOutcome(challenger, champion, decision, challenger_metrics, champion_metrics,
+                         days, int(len(frame)), registry.champion().version)

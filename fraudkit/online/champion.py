@@ -1,4 +1,5 @@
-"""The champion model the service scores with, and the rules used when there is none."""
+"""The champion model the service scores with, the challenger it scores in shadow beside it,
+and the rules used when there is no model."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ import numpy as np
 
 from fraudkit.features import FEATURE_COLUMNS
 from fraudkit.model import OnnxModel, Thresholds
-from fraudkit.registry import MANIFEST_FILE, MODEL_FILE, ModelRegistry, ModelVersion
+from fraudkit.registry import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    ModelRegistry,
+    ModelVersion,
+)
 
 log = logging.getLogger("fraudkit.online")
 
@@ -31,6 +37,16 @@ class LoadedModel:
     model: OnnxModel
     version: str
     thresholds: Thresholds
+
+
+def load_version(registry: ModelRegistry, version: str) -> tuple[LoadedModel, ModelVersion]:
+    """``version`` verified (sha256 against its manifest), loaded for one thread and warmed
+    up; raises on any failure."""
+    entry = registry.get(version)
+    entry.verify()
+    model = OnnxModel(entry.model_path, threads=1)
+    model.predict(np.zeros((1, len(FEATURE_COLUMNS)), dtype=np.float32))  # warm up
+    return LoadedModel(model, entry.version, entry.thresholds), entry
 
 
 class ChampionWatcher:
@@ -131,15 +147,12 @@ class ChampionWatcher:
             return False
         self._attempt = attempt
         try:
-            champion = self.registry.get(version)
-            champion.verify()
-            model = OnnxModel(champion.model_path, threads=1)
-            model.predict(np.zeros((1, len(FEATURE_COLUMNS)), dtype=np.float32))  # warm up
+            loaded, champion = load_version(self.registry, version)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the current model
             self.last_error = self._error(
                 f"cannot load the champion {version}: {exc}; retrying when its files change")
             return False
-        self.current = LoadedModel(model, champion.version, champion.thresholds)
+        self.current = loaded
         self._served, self._served_stamp, self._served_error = champion, model_stamp, None
         self._attempt = None
         self.last_error = None
@@ -162,6 +175,46 @@ class ChampionWatcher:
                     f"copy of {served.version} verified at load. Restore the file, or promote "
                     "a good version")
         self.last_error = self._served_error
+
+
+class ShadowWatcher:
+    """The challenger the registry puts in shadow (``shadow.json``), loaded and verified like
+    the champion, or None.
+
+    The service scores it on every request beside the champion and logs its score; it never
+    answers with it. So a shadow that cannot be loaded (a missing folder, a sha256 mismatch)
+    changes no answer and no readiness: it is reported in :attr:`last_error` (``/status``)
+    and not scored. Each poll is one ``stat`` of ``shadow.json``; the file is read again only
+    when it changed (``python -m fraudkit.registry shadow vNNNN`` rewrites it, so running it
+    again retries a failed load).
+    """
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self.current: LoadedModel | None = None
+        self.last_error: str | None = None
+        self._stamp: tuple[int, int, int] | None | str = "unread"
+
+    def poll(self) -> bool:
+        """Follow ``shadow.json``; True when the shadow model changed (loaded or removed)."""
+        stamp = ChampionWatcher._stat(self.registry.shadow_file)
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        before = self.current.version if self.current else None
+        try:
+            state = self.registry.shadow_state()
+            if state is None:
+                self.current, self.last_error = None, None
+            elif before != state["version"]:
+                self.current, _ = load_version(self.registry, state["version"])
+                self.last_error = None
+                log.info("scoring %s in shadow", state["version"])
+        except Exception as exc:  # noqa: BLE001 - a shadow never stops serving
+            self.current = None
+            self.last_error = str(exc).replace(str(self.registry.root), "registry")
+            log.error("no shadow model: %s", exc)
+        return (self.current.version if self.current else None) != before
 
 
 def fallback_scores(feats: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,12 @@ from fraudkit import lake
 from fraudkit.config import Settings
 from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS, feature_matrix
 from fraudkit.model import Thresholds, decide
-from fraudkit.online.champion import FALLBACK_VERSION, ChampionWatcher, fallback_scores
+from fraudkit.online.champion import (
+    FALLBACK_VERSION,
+    ChampionWatcher,
+    ShadowWatcher,
+    fallback_scores,
+)
 from fraudkit.online.feature_store import OnlineFeatureStore, Requests
 from fraudkit.online.history import load_history, reach_days
 from fraudkit.online.predictions import PredictionIndex
@@ -39,6 +44,8 @@ class Scored:
     features: dict[str, np.ndarray]
     #: True when the online store could not be read or written for these requests.
     degraded: bool = False
+    #: The shadow model's version and its scores of the same rows (logged, never answered).
+    shadow: tuple[str, np.ndarray] | None = None
 
     def rows(self, req: Requests) -> list[dict[str, Any]]:
         """JSON-ready answers; counts as ints, the rest as floats (exact repr)."""
@@ -94,6 +101,7 @@ class OnlineScorer:
         self.store = OnlineFeatureStore(s.label_delay_days, recent=self.decisions)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.watcher = ChampionWatcher(s.registry_dir)
+        self.shadow = ShadowWatcher(self.watcher.registry)
         self.raw_uri = s.table_uri("raw_transactions")
         self.predictions_uri = s.table_uri("batch_predictions")
         self._stop = threading.Event()
@@ -103,6 +111,7 @@ class OnlineScorer:
     def load(self) -> None:
         """First load, in the caller's thread (the service's startup)."""
         self.watcher.poll()
+        self.shadow.poll()
         self.refresh_history(force=True)
         self.refresh_predictions(force=True)
         self._state_changed()
@@ -156,6 +165,7 @@ class OnlineScorer:
                 self.decisions.check()  # flushes the buffer once the store is back
                 if self.watcher.poll():
                     self._state_changed()
+                self.shadow.poll()
                 if time.monotonic() >= next_tables:
                     next_tables = time.monotonic() + self.settings.table_poll_s
                     if self.refresh_history():
@@ -193,6 +203,8 @@ class OnlineScorer:
                 "dropped_rows": self.decisions.dropped,
                 "error": self.decisions.last_error,
             },
+            "shadow": {"version": self.shadow.current.version if self.shadow.current
+                       else None, "error": self.shadow.last_error},
             "worker": self.worker,
             "cutoff": self.settings.online_store_cutoff,
             "predictions_table_version": self.predictions.table_version
@@ -229,20 +241,30 @@ class OnlineScorer:
             model_version=scored.model_version,
             thresholds=(scored.thresholds.review, scored.thresholds.decline)
             if scored.thresholds else None,
-            fallback=scored.fallback, shadow=None,
+            fallback=scored.fallback, shadow=scored.shadow,
             received_us=received_us if received_us is not None else [now_us] * len(req),
             decided_us=now_us, worker=self.worker, degraded=scored.degraded)
         return scored, self.decisions.submit(rows)
 
     def _model_scores(self, feats: dict[str, np.ndarray]) -> Scored:
         current = self.watcher.current
+        matrix = feature_matrix(feats)
+        scored = None
         if current is not None:
             try:
-                scores = current.model.predict(feature_matrix(feats))
-                return Scored(scores, decide(scores, current.thresholds), current.version,
-                              current.thresholds, False, feats)
+                scores = current.model.predict(matrix)
+                scored = Scored(scores, decide(scores, current.thresholds), current.version,
+                                current.thresholds, False, feats)
             except Exception:  # noqa: BLE001 - a model failure must not fail the request
                 log.exception("model %s failed to score; using the fallback rules",
                               current.version)
-        scores, decisions = fallback_scores(feats)
-        return Scored(scores, decisions, FALLBACK_VERSION, None, True, feats)
+        if scored is None:
+            scores, decisions = fallback_scores(feats)
+            scored = Scored(scores, decisions, FALLBACK_VERSION, None, True, feats)
+        shadow = self.shadow.current
+        if shadow is not None and shadow.version != scored.model_version:
+            try:  # the same rows, for the log only: the answer stays the champion's
+                scored.shadow = (shadow.version, shadow.model.predict(matrix))
+            except Exception:  # noqa: BLE001 - the shadow never fails a request
+                log.exception("shadow model %s failed to score", shadow.version)
+        return scored
