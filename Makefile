@@ -77,6 +77,7 @@ bench: install bench-deps
 	$(BIN)/python benchmarks/step_memory.py
 	$(BIN)/python benchmarks/drift.py
 	$(BIN)/python benchmarks/online.py
+	$(BIN)/python benchmarks/online_shadow.py
 
 rollback: install
 	$(BIN)/python -m fraudkit.registry rollback
