@@ -21,6 +21,7 @@ from fraudkit.features import FEATURE_COLUMNS
 from fraudkit.monitoring.consistency import (
     CONSISTENCY_SCHEMA,
     SCORE,
+    ConsistencyWorkspace,
     DayConsistency,
     compare_day,
 )
@@ -85,6 +86,12 @@ def online_consistency(
             f"{day}: {result.matched}/{result.compared} matched, {result.missing} decided "
             f"online but not landed, {result.landed_not_decided} landed but not decided "
             "online")
+    workspace_dir = monitoring.workspace_dir()
+    ui_path = None
+    if workspace_dir is not None:  # the rate per day on an Evidently dashboard too
+        workspace = ConsistencyWorkspace(workspace_dir)
+        for result in results:
+            ui_path = workspace.add(result) or ui_path
     uri = delta.uri(CONSISTENCY_TABLE)
     lake.ensure_table(uri, CONSISTENCY_SCHEMA, options)
     table = pa.Table.from_pylist([r for res in results for r in res.rows()],
@@ -128,6 +135,8 @@ def online_consistency(
                 "every feature and score matched"),
             "table_uri": dg.MetadataValue.path(uri),
             "table_version": version,
+            **({"evidently_report": dg.MetadataValue.url(
+                f"http://localhost:{monitoring.evidently_ui_port}{ui_path}")} if ui_path else {}),
         },
         check_results=[dg.AssetCheckResult(
             check_name="consistency_at_floor", passed=not below,

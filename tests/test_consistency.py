@@ -105,7 +105,7 @@ def _check(data_dir: Path) -> tuple[bool, dict, dict]:
     result = dg.materialize(
         [online_consistency], partition_key=DAY,
         resources={"delta": DeltaLakeResource(root=str(data_dir / "tables")),
-                   "monitoring": MonitoringResource.from_settings()})
+                   "monitoring": MonitoringResource(workspace=str(data_dir / "evidently"))})
     assert result.success
     (check,) = result.get_asset_check_evaluations()
     meta = result.get_asset_materialization_events()[0].materialization.metadata
@@ -121,6 +121,15 @@ def test_the_asset_passes_on_equal_numbers_and_fails_naming_a_corrupted_feature(
     assert passed, check
     assert meta["match_rate"].value == 1.0 and meta["compared"].value == len(logged) > 100
     assert meta["missing"].value == meta["landed_not_decided"].value == 0
+    # The rate is on an Evidently dashboard too: the day's report in its own project.
+    from evidently.ui.workspace import Workspace
+
+    from fraudkit.monitoring.consistency import ConsistencyWorkspace
+
+    workspace = Workspace.create(str(data_dir / "evidently"))
+    (project,) = workspace.search_project(ConsistencyWorkspace.PROJECT)
+    assert len(workspace.list_runs(project.id)) == 1
+    assert meta["evidently_report"].value.startswith("http://localhost:")
 
     victim = int(logged["transaction_id"].iloc[len(logged) // 2])
     logged.loc[logged["transaction_id"] == victim, "customer_avg_amount_30d"] += 0.01

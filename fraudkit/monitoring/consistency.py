@@ -23,8 +23,11 @@ the service, or a day the service saw only in part).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -89,6 +92,9 @@ class DayConsistency:
     degraded: int
     other_model_version: int
     items: dict[str, dict] = field(default_factory=dict)  # item -> compared, matched, ...
+    #: Per compared transaction: ``transaction_id`` and ``matched`` (1/0), and one 0/1
+    #: column per feature (``<feature>_matched``): what the Evidently dashboard averages.
+    flags: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def rate(self) -> float | None:
@@ -155,10 +161,12 @@ def compare_day(day: str, online: pd.DataFrame, features: pd.DataFrame,
                        if len(diff) else 0.0, "examples": examples}
 
     everywhere = np.ones(len(joined), dtype=bool)
+    flags = {"transaction_id": ids}
     for name in FEATURE_COLUMNS:
         got, want = joined[name].to_numpy(), joined[f"{name}_b"].to_numpy()
         ok = feature_matches(name, got, want)
         record(name, ok, got, want, everywhere)
+        flags[f"{name}_matched"] = ok.astype(np.int64)
         row_ok &= ok
     same_model = (joined["model_version"] == joined["model_version_b"]).to_numpy()
     got, want = joined["score"].to_numpy(), joined["score_b"].to_numpy()
@@ -176,7 +184,61 @@ def compare_day(day: str, online: pd.DataFrame, features: pd.DataFrame,
         missing=len(online_ids - landed_ids), landed_not_decided=len(landed_ids - online_ids),
         compared=len(joined), matched=int(row_ok.sum()),
         degraded=int(joined["degraded"].fillna(False).astype(bool).sum()),
-        other_model_version=int((~same_model).sum()), items=items)
+        other_model_version=int((~same_model).sum()), items=items,
+        flags=pd.DataFrame({**flags, "matched": row_ok.astype(np.int64)}))
+
+
+class ConsistencyWorkspace:
+    """The consistency rate in the local Evidently workspace (the drift reports' one), as a
+    project of its own whose dashboard plots, per day, the share of online decisions that
+    matched the batch numbers and the number compared. Opened once per run (opening reads
+    every snapshot already there; see :class:`fraudkit.monitoring.drift.DriftWorkspace`)."""
+
+    PROJECT = "fraud monitoring: online/offline consistency"
+
+    def __init__(self, workspace_dir: Path) -> None:
+        from evidently.ui.workspace import Workspace
+
+        self.workspace = Workspace.create(str(workspace_dir))
+        found = self.workspace.search_project(self.PROJECT)
+        self.project = found[0] if found else self._create_project()
+
+    def _create_project(self) -> Any:
+        from evidently.sdk.models import PanelMetric
+        from evidently.sdk.panels import line_plot_panel
+
+        project = self.workspace.create_project(
+            self.PROJECT, description="Share of online decisions whose 15 features and score "
+            "equal the batch path's (online_consistency)")
+        project.dashboard.add_panel(line_plot_panel(
+            title="Online/offline consistency rate",
+            description="transactions whose features (and score, same model) matched batch",
+            values=[PanelMetric(metric="MeanValue", legend="matched",
+                                metric_labels={"column": "matched"})], size="half"))
+        project.dashboard.add_panel(line_plot_panel(
+            title="Online decisions compared", values=[PanelMetric(metric="RowCount",
+                                                                   legend="compared")],
+            size="half"))
+        return project
+
+    def add(self, result: DayConsistency) -> str | None:
+        """Add the day's report (nothing when no transaction was compared); its UI path."""
+        from evidently import DataDefinition, Dataset, Report
+        from evidently.metrics import MeanValue, RowCount
+
+        if result.flags is None or result.flags.empty:
+            return None
+        flags = result.flags.drop(columns=["transaction_id"])
+        columns = list(flags.columns)
+        report = Report([RowCount(), *[MeanValue(column=c) for c in columns]],
+                        metadata={"day": result.day}, tags=["consistency", result.day])
+        snapshot = report.run(
+            Dataset.from_pandas(flags, data_definition=DataDefinition(
+                numerical_columns=columns)),
+            None, timestamp=dt.datetime.fromisoformat(result.day),
+            name=f"consistency {result.day}")
+        ref = self.workspace.add_run(self.project.id, snapshot)
+        return f"/projects/{self.project.id}/reports/{ref.id}"
 
 
 def _plain(value: object) -> object:
