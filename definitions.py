@@ -19,6 +19,7 @@ from assets.online import online_predictions
 from assets.performance import model_performance, performance_job
 from assets.retraining import retrain_job, retrained_model, shadow_job, shadow_verdict
 from assets.scoring import batch_predictions
+from assets.serving import serving_job, serving_report
 from assets.training import model, training_set
 from resources.storage import default_resources
 from sensors import (
@@ -55,11 +56,11 @@ online_log_job = dg.define_asset_job(
 defs = dg.Definitions(
     assets=[raw_transactions, transaction_features, training_set, model, batch_predictions,
             drift_report, model_performance, retrained_model, online_predictions,
-            online_consistency, online_drift_report, shadow_verdict],
+            online_consistency, online_drift_report, shadow_verdict, serving_report],
     asset_checks=freshness_checks,
     jobs=[ingest_job, training_job, scoring_job, drift_report_job, performance_job, retrain_job,
           micro_batch_job, online_log_job, consistency_job, online_drift_job,
-          shadow_job],
+          shadow_job, serving_job],
     sensors=[drift_sensor, performance_sensor, landing_sensor, dead_run_sweep, freshness_sensor],
     resources=default_resources(),
     # Every job's steps run one after the other in the run's own process. The steps of a job

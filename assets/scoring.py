@@ -79,6 +79,7 @@ def batch_predictions(
             "table_uri": dg.MetadataValue.path(tables.predictions),
             "decisions": dg.MetadataValue.json(dict(decisions)),
             "task_seconds": round(seconds, 2),
+            "task_cpu_seconds": round(sum(r["cpu_seconds"] for r in results), 3),
             "preview": preview(sample.to_pandas()),
         },
         check_results=[

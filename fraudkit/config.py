@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     run_sweep_interval_s: int = Field(
         30, gt=0, validation_alias=_env("RUN_SWEEP_INTERVAL"),
         description="Seconds between sweeps for runs whose process died.")
+    # what the serving report prices ------------------------------------------------------
+    cost_per_cpu_hour: float = Field(
+        0.05, ge=0, validation_alias=_env("COST_PER_CPU_HOUR"),
+        description="Price of one CPU core for an hour (any currency), for serving_report's "
+                    "cost per 1,000 predictions.")
     # freshness of the daily assets (assets/freshness.py checks the values) ------------------
     freshness_deadline: str = Field(
         "06:00", validation_alias=_env("FRESHNESS_DEADLINE"),

@@ -9,7 +9,8 @@
    it (``scripts/demo_monitoring.py``);
 4. the service's decisions move into Delta (``online_predictions``),
    ``online_consistency`` compares the live day's answers with the batch path's numbers and
-   ``online_drift_report`` reports the drift of that live traffic.
+   ``online_drift_report`` reports the drift of that live traffic and ``serving_report``
+   sets the two paths side by side.
 
 Every step is a real Dagster run recorded in the project's instance (``DAGSTER_HOME``), so
 `make dev` afterwards shows the same runs, materializations and checks in the UI. The demo
@@ -189,6 +190,23 @@ def show_online_drift(settings: Settings, instance: dg.DagsterInstance, day: str
     done(started, f"({settings.reports_dir / 'drift' / f'drift_online_{day}.html'})")
 
 
+def show_serving(settings: Settings, instance: dg.DagsterInstance, day: str) -> None:
+    """serving_report of the live day: the two paths side by side, measured."""
+    from assets.serving import SERVING_TABLE
+
+    started = step(f"batch vs real-time on {day} (serving_report)")
+    run_job("report_serving", instance, (day, day))
+    rows = lake.read_days(settings.table_uri(SERVING_TABLE), [day]).to_pandas()
+    for r in rows.itertuples():
+        print(f"    {r.path:6s} {r.predictions:>7,} predictions, {r.cpu_seconds:.2f} CPU-s "
+              f"({r.cpu_seconds / r.predictions * 1000:.3f} ms each), cost per 1,000 "
+              f"{r.cost_per_1000:.2e} at {settings.cost_per_cpu_hour}/CPU-hour, what it serves "
+              f"is {r.staleness_p50_h:.3g} h old (median)")
+    print(f"    online decisions differing from the batch decision of the same transaction: "
+          f"{rows['decisions_differing'].iat[0]:.2%}")
+    done(started, f"({settings.reports_dir / 'serving'})")
+
+
 def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last_normal: str,
                           small: bool) -> None:
     """Steps 2 and 3 of the demo, with one service process running throughout."""
@@ -220,6 +238,7 @@ def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last
     show_decision_log(settings, instance)
     show_consistency(settings, instance, live["day"])
     show_online_drift(settings, instance, live["day"])
+    show_serving(settings, instance, live["day"])
     if story.promoted:
         print(f"\n    champion {story.before} -> {story.after}; from the drifted days landing "
               f"to the promotion {story.landed_to_promotion_s:.0f}s, to the online service "

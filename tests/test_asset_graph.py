@@ -23,6 +23,7 @@ EXPECTED_UPSTREAM: dict[str, set[str]] = {
     "online_predictions": set(),
     "online_drift_report": {"online_predictions"},
     "shadow_verdict": {"online_predictions", "raw_transactions"},
+    "serving_report": {"batch_predictions", "online_predictions"},
     "online_consistency": {"online_predictions", "transaction_features", "batch_predictions"},
 }
 

@@ -55,6 +55,10 @@ def test_demo_tells_the_whole_story(small_pipeline: Path, tmp_path: Path) -> Non
     # share stays under the threshold at this scale: the windows drift over the next days).
     assert re.search(r"2026-06-30 online  drift share [\d.]+  score drift [\d.]+  "
                      r"(ok   |DRIFT)  tx_amount", out), out[-3000:]
+    # Both paths measured side by side on the live day; the same model decided alike.
+    assert re.search(r"batch\s+[\d,]+ predictions, [\d.]+ CPU-s", out), out[-3000:]
+    assert re.search(r"online\s+[\d,]+ predictions, [\d.]+ CPU-s", out), out[-3000:]
+    assert "differing from the batch decision of the same transaction: 0.00%" in out
 
     # `make rollback` puts the previous champion back; the next batch partition uses it.
     rolled = subprocess.run([sys.executable, "-m", "fraudkit.registry", "rollback"], cwd=ROOT,
