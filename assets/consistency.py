@@ -101,6 +101,8 @@ def online_consistency(
     floor = monitoring.consistency_floor
     judged = [r for r in results if r.compared]
     below = [r for r in judged if r.rate < floor]
+    # Decided online, yet nothing to compare with (none of them landed): not a pass.
+    unjudged = [r for r in results if r.decided_online and not r.compared]
     compared = sum(r.compared for r in judged)
     matched = sum(r.matched for r in judged)
     per_day = pd.DataFrame([{
@@ -118,7 +120,7 @@ def online_consistency(
         for item in [*FEATURE_COLUMNS, SCORE]])
     examples = [f"{r.day} transaction {e['transaction_id']}: {', '.join(e['differed'])}"
                 for r in below for e in r.examples()]
-    detail = {item: r.items[item]["examples"] for r in below
+    detail = {f"{r.day} {item}": r.items[item]["examples"] for r in below
               for item in r.mismatched_items()}
     return dg.MaterializeResult(
         metadata={
@@ -139,7 +141,7 @@ def online_consistency(
                 f"http://localhost:{monitoring.evidently_ui_port}{ui_path}")} if ui_path else {}),
         },
         check_results=[dg.AssetCheckResult(
-            check_name="consistency_at_floor", passed=not below,
+            check_name="consistency_at_floor", passed=not below and not unjudged,
             metadata={
                 "floor": floor,
                 "days_below": dg.MetadataValue.text(
@@ -147,8 +149,11 @@ def online_consistency(
                 "mismatched_transactions": dg.MetadataValue.text(
                     "\n".join(examples) or "none"),
                 "values": dg.MetadataValue.json(detail),
+                "days_not_compared": dg.MetadataValue.text(
+                    ", ".join(f"{r.day} ({r.decided_online} decided online, none landed)"
+                              for r in unjudged) or "none"),
                 "days_without_online_decisions": dg.MetadataValue.text(
-                    ", ".join(r.day for r in results if not r.compared) or "none"),
+                    ", ".join(r.day for r in results if not r.decided_online) or "none"),
             },
         )],
     )

@@ -1,6 +1,6 @@
 """What a shadow challenger costs the online service: p99 at a fixed rate with and without.
 
-Starts, in one run, two services on the embedded SQLite store (one worker each), on a
+Starts, in one run, two services on the embedded SQLite store (one worker each), each on a
 private copy of ``DATA_DIR``'s registry: ``champion`` alone, and ``shadow``, the same with a
 shadow model (the registry's newest other version, or ``--shadow VERSION``), which scores
 every request beside the champion and is logged. Rounds alternate the two with ``hey -q``
@@ -52,9 +52,10 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = Settings.from_env()
     workdir = Path(tempfile.mkdtemp(prefix="bench-shadow-"))
-    registry_dir = workdir / "registry"
-    shutil.copytree(settings.registry_dir, registry_dir)
-    registry = ModelRegistry(registry_dir)
+    # A registry each: a shadow.json in a shared one would be scored by both services.
+    for name in ("champion", "shadow"):
+        shutil.copytree(settings.registry_dir, workdir / f"registry-{name}")
+    registry = ModelRegistry(workdir / "registry-shadow")
     try:
         champion = registry.champion().version
     except RegistryError as exc:
@@ -68,26 +69,28 @@ def main(argv: list[str] | None = None) -> None:
     n_bodies, cutoff = replay_bodies(settings, bodies, days=1)
     body = workdir / "body.json"
     body.write_text(bodies.read_text().splitlines()[0])
-    env = {**os.environ, "DATA_DIR": str(settings.data_dir), "ONLINE_STORE_CUTOFF": cutoff,
-           "FRAUD_REGISTRY_DIR": str(registry_dir)}
+    env = {**os.environ, "DATA_DIR": str(settings.data_dir), "ONLINE_STORE_CUTOFF": cutoff}
     env.pop("FRAUD_API_KEY", None)
     servers = {}
     for name in ("champion", "shadow"):
         servers[name] = BentoServer(
-            {**env, "ONLINE_STORE_URL": f"sqlite:///{workdir / f'{name}.sqlite3'}"},
+            {**env, "ONLINE_STORE_URL": f"sqlite:///{workdir / f'{name}.sqlite3'}",
+             "FRAUD_REGISTRY_DIR": str(workdir / f"registry-{name}")},
             workdir / f"{name}.log")
     try:
-        servers["champion"].start()
         registry.start_shadow(shadow, reason="benchmark")
-        servers["shadow"].start()
-        status = httpx.get(servers["shadow"].url + "/status", timeout=10).json()
-        if (status.get("shadow") or {}).get("version") != shadow:
-            raise SystemExit(f"the shadow service does not run {shadow}: {status.get('shadow')}")
+        for server in servers.values():
+            server.start()
+        for name, want in (("champion", None), ("shadow", shadow)):
+            status = httpx.get(servers[name].url + "/status", timeout=10).json()
+            if (status.get("shadow") or {}).get("version") != want:
+                raise SystemExit(f"the {name} service's shadow is {status.get('shadow')}, "
+                                 f"not {want}")
         print(f"champion {champion}, shadow {shadow}; {os.cpu_count()} cores; replay of "
               f"{n_bodies:,} transactions")
         results: dict[str, dict[str, list[float]]] = {n: {"p50": [], "p99": [], "replay": []}
                                                       for n in servers}
-        for name, server in servers.items():  # warm-up
+        for server in servers.values():  # warm-up
             hey(server.url + "/score", body, 2, None, 16)
         for repeat in range(args.repeats):
             for name, server in servers.items():

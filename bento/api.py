@@ -35,6 +35,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
+from starlette.requests import ClientDisconnect
 
 from bento.metrics import (
     CONTENT_TYPE,
@@ -220,11 +221,13 @@ def _instrumented(route: str):
                 response = await handler(request, *args, **kwargs)
             except _ApiError as exc:
                 response = _error_response(exc)
-            except Exception:  # noqa: BLE001 - answered and counted as a 500, never lost
-                # A failure of the service itself (a scoring drain that raised): logged
-                # with its traceback, answered as JSON, and counted, so the 5xx alert
-                # (monitoring/alerts.yml) sees it.
-                log.exception("%s failed", route)
+            except ClientDisconnect:
+                raise  # the client hung up: nobody to answer, not a failure of the service
+            except Exception as exc:  # noqa: BLE001 - answered and counted as a 500
+                # A failure of the service itself (a scoring drain that raised; the drain
+                # logged its traceback once): answered as JSON and counted, so the 5xx
+                # alert (monitoring/alerts.yml) sees it.
+                log.error("%s answered 500: %r", route, exc)
                 response = JSONResponse({"error": "internal error: the service failed to "
                                                   "answer; see its log"}, status_code=500)
             seconds.observe(time.perf_counter() - started)

@@ -323,10 +323,7 @@ class ModelRegistry:
                 {"event": "promoted", "version": version, "previous": state["version"],
                  "reason": reason, **(details or {})}
             )
-            shadowed = self.shadow_file.exists() and \
-                (self.shadow_state() or {}).get("version") == version
-            if shadowed:  # the challenger won: it answers now, no longer in shadow
-                self._stop_shadow(f"promoted to champion ({reason})")
+            self._end_shadow_of(version, f"promoted to champion ({reason})")
 
     def start_shadow(self, version: str, reason: str = "manual",
                      details: dict[str, Any] | None = None) -> None:
@@ -383,7 +380,19 @@ class ModelRegistry:
                 {"event": "rolled_back", "version": previous, "from": state["version"],
                  "reason": reason}
             )
+            self._end_shadow_of(previous, f"rolled back to champion ({reason})")
             return previous
+
+    def _end_shadow_of(self, version: str, reason: str) -> None:
+        """The new champion cannot also be in shadow (the service skips a shadow equal to
+        the champion, so it could never be judged): end it. A broken shadow.json goes too,
+        rather than failing a promotion that is already committed."""
+        try:
+            shadowed = (self.shadow_state() or {}).get("version")
+        except RegistryError:
+            shadowed = version
+        if shadowed == version:
+            self._stop_shadow(reason)
 
 
 def main(argv: list[str] | None = None) -> None:

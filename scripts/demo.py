@@ -28,7 +28,6 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
@@ -155,48 +154,61 @@ def show_decision_log(settings: Settings, instance: dg.DagsterInstance) -> None:
     done(started, f"({table.num_rows} row(s) in {settings.table_uri('online_predictions')})")
 
 
-def show_consistency(settings: Settings, instance: dg.DagsterInstance, day: str) -> None:
-    """online_consistency of the live day: did every online answer use the batch numbers?"""
+def show_consistency(settings: Settings, instance: dg.DagsterInstance, days: list[str]
+                     ) -> None:
+    """online_consistency of the live days: did every online answer use the batch numbers?"""
     from assets.consistency import CONSISTENCY_TABLE
     from fraudkit.monitoring.consistency import ALL, SCORE
 
-    started = step(f"online/offline consistency of {day}: the decision log against "
-                   "transaction_features and batch_predictions")
-    run_job("monitor_consistency", instance, (day, day))
-    rows = lake.read_days(settings.table_uri(CONSISTENCY_TABLE), [day]).to_pandas()
-    rows = rows.set_index("item")
+    started = step(f"online/offline consistency of {days[0]}..{days[-1]}: the decision log "
+                   "against transaction_features and batch_predictions")
+    run_job("monitor_consistency", instance, (days[0], days[-1]))
+    rows = lake.read_days(settings.table_uri(CONSISTENCY_TABLE), days).to_pandas()
+    counts = ["compared", "matched", "missing", "landed_not_decided", "other_model_version"]
+    rows = rows.groupby("item")[counts].sum().astype(int)
+    rows["match_rate"] = rows["matched"] / rows["compared"]
     whole, score = rows.loc[ALL], rows.loc[SCORE]
-    print(f"    {whole['matched']:,}/{whole['compared']:,} online decisions used exactly the "
-          f"batch features ({whole['match_rate']:.2%}; every one of the 15 features); "
-          f"scores equal for {score['matched']:,}/{score['compared']:,} answered by the "
-          f"model that scored the day in batch ({whole['other_model_version']} by another)")
-    print(f"    decided online but never landed: {whole['missing']}; landed but never "
-          f"decided online: {whole['landed_not_decided']}")
+    print(f"    {int(whole['matched']):,}/{int(whole['compared']):,} online decisions used "
+          f"exactly the batch features ({whole['match_rate']:.2%}; every one of the 15 features); "
+          f"scores equal for {int(score['matched']):,}/{int(score['compared']):,} answered by "
+          f"the model that scored the day in batch ({int(whole['other_model_version'])} "
+          "without such a batch score)")
+    print(f"    decided online but never landed: {int(whole['missing'])}; landed but never "
+          f"decided online: {int(whole['landed_not_decided'])}")
     done(started, f"({settings.table_uri(CONSISTENCY_TABLE)})")
 
 
-def show_online_drift(settings: Settings, instance: dg.DagsterInstance, day: str) -> None:
-    """online_drift_report of the live day: the drift report on what the service decided."""
+def show_online_drift(settings: Settings, instance: dg.DagsterInstance, days: list[str]
+                      ) -> None:
+    """online_drift_report of the live days: the drift report on what the service decided."""
     from assets.drift import ONLINE_DRIFT_TABLE
     from scripts.demo_monitoring import _drift_rows
 
-    started = step(f"drift on live traffic: the Evidently report of {day}'s online decisions "
-                   "(online_drift_report)")
-    run_job("monitor_online_drift", instance, (day, day))
-    for r in _drift_rows(settings, [day], ONLINE_DRIFT_TABLE):
+    started = step(f"drift on live traffic: the Evidently reports of {days[0]}..{days[-1]}'s "
+                   "online decisions (online_drift_report)")
+    run_job("monitor_online_drift", instance, (days[0], days[-1]))
+    for r in _drift_rows(settings, days, ONLINE_DRIFT_TABLE):
         print(f"    {r['day']} online  drift share {r['share']:.2f}  score drift "
               f"{r['score_drift']:.3f}  {'DRIFT' if r['drift'] else 'ok   '}  "
               f"{', '.join(r['drifted']) or '-'}")
-    done(started, f"({settings.reports_dir / 'drift' / f'drift_online_{day}.html'})")
+    done(started, f"({settings.reports_dir / 'drift'}/drift_online_<day>.html)")
 
 
-def show_serving(settings: Settings, instance: dg.DagsterInstance, day: str) -> None:
-    """serving_report of the live day: the two paths side by side, measured."""
+def show_serving(settings: Settings, instance: dg.DagsterInstance, days: list[str]) -> None:
+    """serving_report of the live days: the two paths side by side, measured."""
     from assets.serving import SERVING_TABLE
 
-    started = step(f"batch vs real-time on {day} (serving_report)")
-    run_job("report_serving", instance, (day, day))
-    rows = lake.read_days(settings.table_uri(SERVING_TABLE), [day]).to_pandas()
+    started = step(f"batch vs real-time on {days[0]}..{days[-1]} (serving_report)")
+    run_job("report_serving", instance, (days[0], days[-1]))
+    rows = lake.read_days(settings.table_uri(SERVING_TABLE), days).to_pandas()
+    rows["differing"] = rows["decisions_differing"] * rows["predictions"]
+    rows = rows.groupby("path", sort=True).agg(
+        predictions=("predictions", "sum"), cpu_seconds=("cpu_seconds", "sum"),
+        staleness_p50_h=("staleness_p50_h", "median"), differing=("differing", "sum"),
+    ).reset_index()
+    rows["decisions_differing"] = rows["differing"] / rows["predictions"]
+    rows["cost_per_1000"] = (rows["cpu_seconds"] / 3600 * settings.cost_per_cpu_hour
+                             / rows["predictions"] * 1000)
     for r in rows.itertuples():
         print(f"    {r.path:6s} {r.predictions:>7,} predictions, {r.cpu_seconds:.2f} CPU-s "
               f"({r.cpu_seconds / r.predictions * 1000:.3f} ms each), cost per 1,000 "
@@ -216,11 +228,11 @@ def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last
     started = step("online service: bentoml serve (bento/service.py)")
     with ServiceProcess(settings) as service:
         done(started, f"(ready at {service.url})")
-        live: dict[str, Any] = {}
+        live: list[str] = []
 
         def on_live_traffic(day: str, landing_file: Path) -> None:
-            live["day"] = day
-            live_traffic(service, day, landing_file)
+            live_traffic(service, day, landing_file, examples=not live)
+            live.append(day)
 
         def on_promoted(version: str) -> None:
             example = newest_landed(settings)  # sent again: a retry, no made-up transaction
@@ -236,9 +248,9 @@ def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last
                                 on_promoted=on_promoted, on_live_traffic=on_live_traffic)
     print("    service stopped; `make serve` keeps one running on port 3000")
     show_decision_log(settings, instance)
-    show_consistency(settings, instance, live["day"])
-    show_online_drift(settings, instance, live["day"])
-    show_serving(settings, instance, live["day"])
+    show_consistency(settings, instance, live)
+    show_online_drift(settings, instance, live)
+    show_serving(settings, instance, live)
     if story.promoted:
         print(f"\n    champion {story.before} -> {story.after}; from the drifted days landing "
               f"to the promotion {story.landed_to_promotion_s:.0f}s, to the online service "

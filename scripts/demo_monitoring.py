@@ -38,6 +38,8 @@ DRIFT_DAYS = 25
 RETRAIN = {"ops": {"retrained_model": {"config": {"test_days": 5}}}}
 SMALL_RETRAIN = {"ops": {"retrained_model": {"config": {"train_days": 21, "test_days": 5,
                                                          "warmup_days": 7}}}}
+#: Drifted days the online service scores live before they land (make demo).
+LIVE_DAYS = 3
 #: Drift reports of the newest days are what the sensor needs; older ones can be
 #: back-filled from the UI (they are not on the path from landing to promotion).
 REPORTED_DAYS = 7
@@ -112,9 +114,10 @@ def run_drift_story(settings: Settings, instance: dg.DagsterInstance, last_norma
     both serving paths on the new champion.
 
     ``last_normal`` is the simulation's last (normal) day; ``small`` must match the batch
-    demo's scale. ``on_live_traffic(day, landing_file)`` runs once the simulator has
-    written the drifted days' files and before any is ingested: the demo sends the first
-    drifted day through the online service there, as its transactions would arrive live.
+    demo's scale. ``on_live_traffic(day, landing_file)`` runs for each of the first
+    :data:`LIVE_DAYS` drifted days once the simulator has written the files and before any
+    is ingested: the demo sends the day through the online service there, as its
+    transactions would arrive live.
     ``on_promoted(version)`` runs right after a promotion (the demo waits there for the
     online service to answer with it).
     """
@@ -138,9 +141,11 @@ def run_drift_story(settings: Settings, instance: dg.DagsterInstance, last_norma
                   drift_from=drifted[0])
     write_landing(cfg, settings.landing_dir, days=set(drifted))
     if on_live_traffic is not None:
-        _say(started, f"2. live traffic: the online service scores {drifted[0]}, the first "
-                      "drifted day, transaction by transaction before the day lands")
-        on_live_traffic(drifted[0], landing_path(settings.landing_dir, drifted[0]))
+        live = drifted[:LIVE_DAYS]
+        _say(started, f"2. live traffic: the online service scores {live[0]}..{live[-1]}, the "
+                      "first drifted days, transaction by transaction before they land")
+        for day in live:
+            on_live_traffic(day, landing_path(settings.landing_dir, day))
     landed_at = time.perf_counter()
     _say(started, f"{'  ' if on_live_traffic else '2.'} {len(drifted)} drifted days land: "
                   f"{drifted[0]}..{drifted[-1]} "

@@ -97,10 +97,10 @@ def print_answer(tx: dict[str, Any], answer: dict[str, Any], ms: float | None = 
 
 
 def live_traffic(service: ServiceProcess, day: str, landing_file: Path,
-                 chunk: int = 200) -> list[dict[str, Any]]:
+                 chunk: int = 200, examples: bool = True) -> list[dict[str, Any]]:
     """Score every transaction of ``day`` (its landing file, before it is ingested) through
     ``POST /score_batch``, in time order, as the service would see them live; prints what
-    it decided and three answers, and returns them."""
+    it decided and (with ``examples``) three answers, and returns them."""
     frame = pq.read_table(landing_file).to_pandas()
     frame = frame.sort_values(["tx_datetime", "transaction_id"], kind="stable")
     times = frame["tx_datetime"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -120,6 +120,8 @@ def live_traffic(service: ServiceProcess, day: str, landing_file: Path,
     print(f"    {len(answers):,} transactions of {day} scored in {took:.1f}s "
           f"({len(answers) / took:,.0f}/s, /score_batch of {chunk}): "
           + ", ".join(f"{n:,} {d}" for d, n in sorted(decisions.items())), flush=True)
+    if not examples:
+        return answers
     # One answer of each decision where the day has it, the first ones otherwise.
     shown = {a["decision"]: i for i, a in reversed(list(enumerate(answers)))}
     picks = sorted(shown.values())[:3] or list(range(min(3, len(answers))))

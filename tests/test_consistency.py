@@ -138,7 +138,7 @@ def test_the_asset_passes_on_equal_numbers_and_fails_naming_a_corrupted_feature(
     assert not passed
     assert f"transaction {victim}: customer_avg_amount_30d" in check["mismatched_transactions"]
     assert DAY in check["days_below"]
-    assert check["values"]["customer_avg_amount_30d"][0]["transaction_id"] == victim
+    assert check["values"][f"{DAY} customer_avg_amount_30d"][0]["transaction_id"] == victim
     assert meta["matched"].value == len(logged) - 1
     table = lake.read_days(str(data_dir / "tables" / "online_consistency"), [DAY]).to_pandas()
     assert len(table) == len(FEATURE_COLUMNS) + 2  # a row per feature, score, transaction

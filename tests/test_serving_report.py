@@ -40,8 +40,12 @@ def test_drains_latency_staleness_and_differences_on_frames() -> None:
         "decision": ["approve", "review", "approve", "decline"],
         "model_version": ["v1", "v1", "v1", "v2"],
     })
-    # 1 and 2 were decided together by worker a (100 us + 1.2 ms = 300 us + 1.0 ms)
+    # 1 and 2 were decided together by worker a (100 us + 1.2 ms = 300 us + 1.0 ms), in
+    # nanosecond frames and in microsecond ones (what a Delta read gives)
     assert [list(d) for d in drains(logged)] == [[0, 1], [2], [3]]
+    as_read = logged.assign(received_at=logged["received_at"].astype("datetime64[us, UTC]"))
+    assert [list(d) for d in drains(as_read)] == [[0, 1], [2], [3]]
+    assert online_latency(as_read)["peak_per_s"] == 3
     latency = online_latency(logged)
     assert latency["predictions"] == 4 and latency["peak_per_s"] == 3
     assert latency["latency_p50_ms"] == pytest.approx(1.1)

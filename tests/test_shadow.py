@@ -59,6 +59,11 @@ def test_the_registry_keeps_one_shadow_and_says_so(data_dir: Path,
     events = [e["event"] for e in registry.events()]
     assert events[-5:] == ["shadow_started", "shadow_stopped", "shadow_started", "promoted",
                            "shadow_stopped"]
+    registry.start_shadow("v0001")  # the old champion as a challenger, then rolled back to
+    assert registry.rollback() == "v0001" and registry.shadow_state() is None
+    registry.promote(v2, reason="test")
+    (registry.root / "shadow.json").write_text("{broken")  # a committed rollback still ends
+    assert registry.rollback() == "v0001" and not (registry.root / "shadow.json").exists()
     (registry.root / "shadow.json").write_text("{broken")
     with pytest.raises(RegistryError, match="shadow --stop"):
         registry.shadow_state()

@@ -90,7 +90,7 @@ class DayConsistency:
     compared: int
     matched: int
     degraded: int
-    other_model_version: int
+    other_model_version: int  # no batch score of the same version (another, or none)
     items: dict[str, dict] = field(default_factory=dict)  # item -> compared, matched, ...
     #: Per compared transaction: ``transaction_id`` and ``matched`` (1/0), and one 0/1
     #: column per feature (``<feature>_matched``): what the Evidently dashboard averages.

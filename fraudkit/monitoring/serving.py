@@ -33,6 +33,13 @@ import pandas as pd
 import pyarrow as pa
 
 US_PER_HOUR = 3_600_000_000
+_EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
+
+
+def _us(times: pd.Series) -> np.ndarray:
+    """Microseconds since the epoch, whatever the column's unit (Delta reads give
+    datetime64[us], parsed strings datetime64[ns])."""
+    return ((times - _EPOCH) // pd.Timedelta(microseconds=1)).to_numpy(np.int64)
 
 SERVING_SCHEMA = pa.schema(
     [
@@ -63,7 +70,7 @@ def cost_per_1000(cpu_seconds: float | None, predictions: int, per_cpu_hour: flo
 def drains(logged: pd.DataFrame) -> list[np.ndarray]:
     """Row positions of each drain, in decision order: rows one worker decided at the same
     instant (``received_at`` + ``latency_ms`` is the drain's decision time)."""
-    received = logged["received_at"].astype("int64").to_numpy() // 1000  # ns -> us
+    received = _us(logged["received_at"])
     decided = received + np.rint(logged["latency_ms"].to_numpy() * 1000).astype(np.int64)
     keys = pd.DataFrame({"worker": logged["worker"].to_numpy(), "decided": decided})
     groups = keys.groupby(["decided", "worker"], sort=True).indices
@@ -75,7 +82,7 @@ def online_latency(logged: pd.DataFrame) -> dict[str, Any]:
     n = len(logged)
     if not n:
         return {"predictions": 0}
-    received = logged["received_at"].astype("int64").to_numpy() // 1000
+    received = _us(logged["received_at"])
     span_s = max((received.max() - received.min()) / 1e6, 1.0)
     per_second = np.unique(received // 1_000_000, return_counts=True)[1]
     return {"predictions": n,
@@ -100,7 +107,7 @@ def rescore_cpu(settings: Any, logged: pd.DataFrame, day_before: str,
             "online_store_cutoff": day_before}))
         try:
             scorer.load()
-            times = logged["tx_datetime"].astype("int64").to_numpy() // 1000
+            times = _us(logged["tx_datetime"])
             rows_done, cpu = 0, 0.0
             for idx in groups:
                 if rows_done >= max_rows:

@@ -188,6 +188,7 @@ class OnlineScorer:
         """What is served, and why it is not ready (``model_error``); no absolute paths."""
         snap = self.store.snapshot
         current = self.watcher.current
+        shadow = self.shadow.current  # read once: the refresh thread may swap it
         return {
             "model_version": current.version if current else None,
             "champion_version": self.watcher.champion_version,
@@ -203,8 +204,8 @@ class OnlineScorer:
                 "dropped_rows": self.decisions.dropped,
                 "error": self.decisions.last_error,
             },
-            "shadow": {"version": self.shadow.current.version if self.shadow.current
-                       else None, "error": self.shadow.last_error},
+            "shadow": {"version": shadow.version if shadow else None,
+                       "error": self.shadow.last_error},
             "worker": self.worker,
             "cutoff": self.settings.online_store_cutoff,
             "predictions_table_version": self.predictions.table_version
