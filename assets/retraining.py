@@ -25,7 +25,13 @@ from assets.training import (
     training_windows,
 )
 from fraudkit import lake
-from fraudkit.monitoring.gate import NotEnoughEvidence, judge_shadow, retrain_and_gate
+from fraudkit.monitoring.gate import (
+    GateOutcome,
+    NotEnoughEvidence,
+    ShadowOutcome,
+    judge_shadow,
+    retrain_and_gate,
+)
 from fraudkit.monitoring.performance import matured_until
 from resources import DeltaLakeResource, ModelRegistryResource, MonitoringResource
 
@@ -40,6 +46,27 @@ class RetrainConfig(HyperparamsConfig):
                                                       "windows are incomplete.")
     as_of: str | None = Field(None, description="Last day of the window (YYYY-MM-DD; "
                                                 "default: the newest day with features).")
+
+
+def gate_metadata(outcome: GateOutcome | ShadowOutcome, role: str = "") -> dict:
+    """What a gate's materialization shows, whatever its evidence: the verdict's reason,
+    the versions, the metric and both models' scores."""
+    decision = outcome.decision
+    scores = pd.DataFrame([
+        {"model": f"challenger {outcome.challenger_version}{role}",
+         **outcome.challenger_metrics},
+        {"model": f"champion {outcome.champion_version}", **outcome.champion_metrics},
+    ])
+    return {
+        "reason": dg.MetadataValue.text(decision.reason),
+        "challenger": outcome.challenger_version,
+        "previous_champion": outcome.champion_version,
+        "champion": outcome.new_champion,
+        "gate_metric": decision.metric,
+        "challenger_score": round(decision.challenger, 5),
+        "champion_score": round(decision.champion, 5),
+        "scores": md_table(scores),
+    }
 
 
 #: Run tags under this prefix (set by the drift sensor) say what triggered a retrain run;
@@ -88,10 +115,6 @@ def retrained_model(
     context.log.info(f"gate: {verdict.upper()} "
                      f"{outcome.challenger_version} vs {outcome.champion_version}: "
                      f"{decision.reason}")
-    scores = pd.DataFrame([
-        {"model": f"challenger {outcome.challenger_version}", **outcome.challenger_metrics},
-        {"model": f"champion {outcome.champion_version}", **outcome.champion_metrics},
-    ])
     return dg.MaterializeResult(
         metadata={
             "decision": verdict,
@@ -99,15 +122,8 @@ def retrained_model(
                 f"held-out days {test_days[0]} .. {test_days[-1]}"
                 + (" (GATE_EVIDENCE=shadow: the live traffic decides next, judge_shadow)"
                    if monitoring.gate_evidence == "shadow" else "")),
-            "reason": dg.MetadataValue.text(decision.reason),
-            "challenger": outcome.challenger_version,
-            "previous_champion": outcome.champion_version,
-            "champion": outcome.new_champion,
-            "gate_metric": decision.metric,
-            "challenger_score": round(decision.challenger, 5),
-            "champion_score": round(decision.champion, 5),
+            **gate_metadata(outcome),
             "tolerance": decision.tolerance,
-            "scores": md_table(scores),
             "train_days": dg.MetadataValue.text(f"{train_days[0]} .. {train_days[-1]}"),
             "test_days": dg.MetadataValue.text(f"{test_days[0]} .. {test_days[-1]}"),
             "trigger": dg.MetadataValue.json(trigger or {"source": "manual"}),
@@ -180,24 +196,12 @@ def shadow_verdict(
     context.log.info(f"shadow gate: {'PROMOTED' if decision.promote else 'rejected'} "
                      f"{outcome.challenger_version} vs {outcome.champion_version}: "
                      f"{decision.reason}")
-    scores = pd.DataFrame([
-        {"model": f"challenger {outcome.challenger_version} (shadow)",
-         **outcome.challenger_metrics},
-        {"model": f"champion {outcome.champion_version}", **outcome.champion_metrics},
-    ])
     return dg.MaterializeResult(metadata={
         "decision": "promoted" if decision.promote else "kept champion, shadow ended",
         "evidence": dg.MetadataValue.text(
             f"live traffic: {outcome.rows} requests of {outcome.days[0]} .. {outcome.days[1]} "
             "scored by both models (online_predictions), labels matured"),
-        "reason": dg.MetadataValue.text(decision.reason),
-        "challenger": outcome.challenger_version,
-        "previous_champion": outcome.champion_version,
-        "champion": outcome.new_champion,
-        "gate_metric": decision.metric,
-        "challenger_score": round(decision.challenger, 5),
-        "champion_score": round(decision.champion, 5),
-        "scores": md_table(scores),
+        **gate_metadata(outcome, " (shadow)"),
         "registry_events": dg.MetadataValue.path(str(reg.events_file)),
     })
 
