@@ -197,6 +197,7 @@ def show_online_drift(settings: Settings, instance: dg.DagsterInstance, days: li
 def show_serving(settings: Settings, instance: dg.DagsterInstance, days: list[str]) -> None:
     """serving_report of the live days: the two paths side by side, measured."""
     from assets.serving import SERVING_TABLE
+    from fraudkit.monitoring.serving import cost_per_1000
 
     started = step(f"batch vs real-time on {days[0]}..{days[-1]} (serving_report)")
     run_job("report_serving", instance, (days[0], days[-1]))
@@ -207,8 +208,9 @@ def show_serving(settings: Settings, instance: dg.DagsterInstance, days: list[st
         staleness_p50_h=("staleness_p50_h", "median"), differing=("differing", "sum"),
     ).reset_index()
     rows["decisions_differing"] = rows["differing"] / rows["predictions"]
-    rows["cost_per_1000"] = (rows["cpu_seconds"] / 3600 * settings.cost_per_cpu_hour
-                             / rows["predictions"] * 1000)
+    rows["cost_per_1000"] = [cost_per_1000(c, p, settings.cost_per_cpu_hour)
+                             for c, p in zip(rows["cpu_seconds"], rows["predictions"],
+                                             strict=True)]
     for r in rows.itertuples():
         print(f"    {r.path:6s} {r.predictions:>7,} predictions, {r.cpu_seconds:.2f} CPU-s "
               f"({r.cpu_seconds / r.predictions * 1000:.3f} ms each), cost per 1,000 "

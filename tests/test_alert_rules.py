@@ -17,8 +17,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
-import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fraudkit import lake
 from fraudkit.registry import ModelRegistry
 from tests.conftest import ROOT, private_copy
+from tests.test_online_store import land_next_day
 from tests.test_service_support import running_service
 
 MONITORING = ROOT / "monitoring"
@@ -226,15 +225,6 @@ def test_state_gauges_follow_a_promotion_and_a_new_day(server: httpx.Client,
         registry, new.version)
 
     raw = str(data_dir / "tables" / "raw_transactions")
-    last_day = lake.partition_values(raw)[-1]
-    last = lake.read_days(raw, [last_day])
-    new_day = lake.shift_day(last_day, 1)
-    shifted = last.set_column(
-        last.schema.get_field_index("transaction_id"), "transaction_id",
-        pc.add(last["transaction_id"], 10**9)).set_column(
-        last.schema.get_field_index("tx_datetime"), "tx_datetime",
-        pc.add(last["tx_datetime"], pa.scalar(dt.timedelta(days=1)))).set_column(
-        last.schema.get_field_index("day"), "day", pa.array([new_day] * last.num_rows))
-    lake.replace_days(raw, shifted, [new_day])
+    new_day, _ = land_next_day(raw, lake.partition_values(raw)[-1])
     name = "fraud_feature_newest_day_timestamp_seconds"
     assert _wait_for(server, name, _day_start(new_day)) == _day_start(new_day)

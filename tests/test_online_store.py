@@ -32,6 +32,20 @@ CUTOFF = "2026-06-20"
 REPLAY = ["2026-06-21", "2026-06-22"]
 
 
+def land_next_day(raw: str, last_day: str) -> tuple[str, int]:
+    """A new day lands in the raw table at ``raw``: the rows of ``last_day``, a day later,
+    with new ids. Returns the new day and the table version that holds it."""
+    last = lake.read_days(raw, [last_day])
+    new_day = lake.shift_day(last_day, 1)
+    shifted = last.set_column(
+        last.schema.get_field_index("transaction_id"), "transaction_id",
+        pc.add(last["transaction_id"], 10**9)).set_column(
+        last.schema.get_field_index("tx_datetime"), "tx_datetime",
+        pc.add(last["tx_datetime"], pa.scalar(dt.timedelta(days=1)))).set_column(
+        last.schema.get_field_index("day"), "day", pa.array([new_day] * last.num_rows))
+    return new_day, lake.replace_days(raw, shifted, [new_day])
+
+
 def _raw(data_dir: Path, days: list[str]):
     frame = lake.read_days(str(data_dir / "tables" / "raw_transactions"), days).to_pandas()
     return frame.sort_values(["tx_datetime", "transaction_id"]).reset_index(drop=True)
@@ -183,16 +197,8 @@ def test_background_refresh_swaps_in_a_new_table_version(small_pipeline: Path,
     scorer.load()
     before = scorer.store.snapshot
     raw = str(data_dir / "tables" / "raw_transactions")
-    # A new day lands: the rows of the last day, a day later, with new ids.
-    last = lake.read_days(raw, [before.last_day])
-    new_day = lake.shift_day(before.last_day, 1)
-    shifted = last.set_column(
-        last.schema.get_field_index("transaction_id"), "transaction_id",
-        pc.add(last["transaction_id"], 10**9)).set_column(
-        last.schema.get_field_index("tx_datetime"), "tx_datetime",
-        pc.add(last["tx_datetime"], pa.scalar(dt.timedelta(days=1)))).set_column(
-        last.schema.get_field_index("day"), "day", pa.array([new_day] * last.num_rows))
-    version = lake.replace_days(raw, shifted, [new_day])
+    new_day, version = land_next_day(raw, before.last_day)
+    landed = lake.rows_per_day(raw, [new_day])[new_day]
     scorer.start()
     try:
         deadline = time.monotonic() + 30
@@ -204,7 +210,7 @@ def test_background_refresh_swaps_in_a_new_table_version(small_pipeline: Path,
     assert (after.table_version, after.last_day) == (version, new_day)
     oldest = lake.rows_per_day(raw, [before.first_day])[before.first_day]
     assert after.first_day == lake.shift_day(before.first_day, 1)  # the window moved a day
-    assert after.rows == before.rows + last.num_rows - oldest
+    assert after.rows == before.rows + landed - oldest
     assert scorer.refresh_errors == 0
     assert not scorer.refresh_history()  # nothing newer: no reload
 

@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-US_PER_HOUR = 3_600_000_000
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 
 

@@ -1,4 +1,5 @@
-"""The scorer: features, the champion's scores (or the rules), the decision log, refresh."""
+"""The scorer: features, the champion's scores (or the rules), a shadow challenger's scores
+(logged, never answered), the decision log, refresh."""
 
 from __future__ import annotations
 
@@ -74,7 +75,8 @@ class Scored:
 
 @dataclass
 class OnlineScorer:
-    """Features + champion model + fallback + decision log, and their background refresh.
+    """Features + champion model + fallback + shadow model + decision log, and their
+    background refresh.
 
     Opening the online store is part of construction: a store that cannot be opened is a
     :class:`fraudkit.store.StoreError` naming ``ONLINE_STORE_URL``, so the service refuses
