@@ -4,7 +4,10 @@ Built with Dagster's :func:`dagster.build_sensor_for_freshness_checks`: every mi
 launches one small run of the checks that may have changed, and only those: a check never
 evaluated, a passed check whose deadline has come again (its ``fresh_until`` metadata), a
 failed check whose asset has been materialized since. It reads no data; the runs it
-launches read the instance's event log.
+launches read the instance's event log. The checks are the project's own since the day in
+progress became a partition (assets/freshness.py says why); the sensor takes them as they
+are, since it knows a check only by its key and by the ``dagster/fresh_until_timestamp``
+metadata of its last passed result, which they write as Dagster's did.
 
 Stopped by default, like ``landing_sensor``: the checks compare the latest day with the
 wall clock, so on a demo of simulated past days every check would fail. Turn it on in the
@@ -42,7 +45,8 @@ def default_status(value: str | None) -> dg.DefaultSensorStatus:
 def build_freshness_sensor(checks: Sequence[dg.AssetChecksDefinition],
                            status: dg.DefaultSensorStatus) -> dg.SensorDefinition:
     with warnings.catch_warnings():
-        # Superseded in 1.13 along with the checks (assets/freshness.py says why they are used).
+        # Superseded in 1.13 by FreshnessPolicy, which is not partition-aware
+        # (assets/freshness.py says why the checks are kept).
         warnings.simplefilter("ignore", dg.SupersessionWarning)
         return dg.build_sensor_for_freshness_checks(
             freshness_checks=checks, name="freshness_sensor",

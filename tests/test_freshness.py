@@ -1,11 +1,15 @@
 """Freshness checks (assets/freshness.py) and their sensor (sensors/freshness.py).
 
-The checks run for real against a copy of the small pipeline's own Dagster instance, which
-holds the materializations of every day 2026-05-01..2026-06-29 of raw_transactions,
-transaction_features and batch_predictions (online_predictions: none, until this test
-materializes its last day from a SQLite store). Only the clock moves, with Dagster's own
-test helper ``freeze_time`` (it patches ``dagster._time``, which the checks and the sensor
-read): just after the deadline of 2026-06-29, before and after the next one.
+The expected day is the one that ended before the last deadline, never the day in
+progress, though that is a partition too (``end_offset=1``): the rule alone is checked on
+clock values, then the checks on an empty instance given a few materializations (the open
+day's, yesterday's). Then the checks and the sensor run for real against a copy of the small
+pipeline's own Dagster instance, which holds the materializations of every day
+2026-05-01..2026-06-29 of raw_transactions, transaction_features and batch_predictions
+(online_predictions: none, until this test materializes its last day from a SQLite store).
+Only the clock moves, with Dagster's own test helper ``freeze_time`` (it patches
+``dagster._time``, which the checks and the sensor read): just after the deadline of
+2026-06-29, before and after the next one.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import dagster as dg
 import pytest
 from dagster._core.test_utils import freeze_time
 
-from assets.common import daily_partitions
+from assets.common import SETTINGS, daily_partitions
 from assets.freshness import (
     DEADLINE_ENV,
     FRESHNESS_ASSETS,
@@ -28,6 +32,7 @@ from assets.freshness import (
     FreshnessSettings,
     build_freshness_checks,
     deadline_cron,
+    expected_day,
 )
 from assets.online import online_predictions
 from definitions import defs
@@ -81,6 +86,78 @@ def test_settings_parse_and_name_the_variable_when_wrong() -> None:
         default_status("on")
 
 
+def test_the_expected_day_is_the_last_one_ended_at_the_deadline_within_the_calendar() -> None:
+    def due(now: dt.datetime, settings: FreshnessSettings = FreshnessSettings()) -> str | None:
+        return expected_day(now, settings, first_day="2026-05-01", last_day="2026-12-31")[1]
+
+    assert due(at("2026-06-30", "05:59")) == "2026-06-28"  # 06-29 is not due before 06:00
+    assert due(at("2026-06-30", "06:00")) == "2026-06-29"  # nor ever 06-30, the open day
+    assert due(at("2026-06-30", "23:59")) == "2026-06-29"
+    # Europe/Paris 01:00 in summer is 23:00 UTC the day before: 06-29 had not ended yet.
+    assert due(at("2026-06-30", "06:00"), FreshnessSettings("01:00", "Europe/Paris")) == (
+        "2026-06-28")
+    # Weekdays only: on Monday 2026-06-29 before 06:00 the last deadline is Friday's.
+    deadline, day = expected_day(at("2026-06-29", "05:00"), FreshnessSettings("0 6 * * 1-5"))
+    assert (deadline, day) == (at("2026-06-26", "06:00"), "2026-06-25")
+    # The calendar's last day stays due after it; before its first day none is.
+    assert due(at("2027-03-01", "12:00")) == "2026-12-31"
+    assert due(at("2026-05-01", "12:00")) is None
+    assert due(at("2026-05-02", "06:00")) == "2026-05-01"
+
+
+def test_the_open_day_neither_passes_nor_fails_a_check() -> None:
+    """Today's partition materialized and yesterday's missing fails, naming yesterday;
+    yesterday's materialized passes whether today's is or not."""
+    yesterday, today = "2026-06-30", "2026-07-01"
+    if not SETTINGS.start_date < yesterday < SETTINGS.end_date:
+        pytest.skip(f"the calendar {SETTINGS.start_date}..{SETTINGS.end_date} does not "
+                    f"hold {yesterday} and the day around it")
+    noon = at(today, "12:00")
+    with freeze_time(noon):
+        assert daily_partitions.get_last_partition_key() == today, "today is a partition"
+    checks = build_freshness_checks(FreshnessSettings(deadline="06:00", timezone="UTC"))
+    asset = FRESHNESS_ASSETS[0]
+    keys = [dg.AssetCheckKey(asset, FRESHNESS)]
+
+    def evaluate(instance: dg.DagsterInstance, now: dt.datetime) -> dg.AssetCheckEvaluation:
+        with freeze_time(now):
+            result = dg.materialize(checks, instance=instance,
+                                    selection=dg.AssetSelection.checks(*keys))
+        [evaluation] = result.get_asset_check_evaluations()
+        return evaluation
+
+    def land(instance: dg.DagsterInstance, day: str) -> None:
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=day))
+
+    with dg.instance_for_test() as instance:
+        land(instance, "2026-06-29")
+        # The day before, at noon: 06-29 is due and there, 06-30 (open) is not there.
+        before = evaluate(instance, at(yesterday, "12:00"))
+        assert before.passed, before.description
+        assert "2026-06-29 has been materialized" in before.description
+
+        land(instance, today)  # the open day's first micro-batch, say
+        late = evaluate(instance, noon)
+        assert not late.passed
+        assert late.description == (f"Asset is overdue. We expected partition {yesterday} "
+                                    "to have arrived, and it has not.")
+        assert "dagster/fresh_until_timestamp" not in late.metadata
+
+        land(instance, yesterday)
+        fresh = evaluate(instance, noon)
+        assert fresh.passed, fresh.description
+        assert f"partition {yesterday} has been materialized" in fresh.description
+        stamp = fresh.metadata["dagster/fresh_until_timestamp"].value
+        assert dt.datetime.fromtimestamp(stamp, UTC) == at("2026-07-02", "06:00")
+
+    with dg.instance_for_test() as empty:
+        # Before the first deadline that expects the calendar's first day: nothing is due.
+        early = evaluate(empty, at(SETTINGS.start_date, "12:00"))
+        assert early.passed
+        assert f"the calendar starts on {SETTINGS.start_date}" in early.description
+        assert "dagster/fresh_until_timestamp" in early.metadata
+
+
 @pytest.fixture
 def instance(small_pipeline: Path, tmp_path: Path):
     """A copy of the instance that recorded the small pipeline's runs (5 MB)."""
@@ -93,10 +170,9 @@ def instance(small_pipeline: Path, tmp_path: Path):
 def test_a_day_passes_until_the_next_deadline_then_fails_naming_the_missing_day(
     small_pipeline: Path, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
-    last_partition = daily_partitions.get_last_partition_key()
-    if last_partition is None or last_partition <= NEXT_DAY:
-        pytest.skip(f"FRAUD_END_DATE ends the calendar at {last_partition}: after that day "
-                    "the checks expect the calendar's last day")
+    if SETTINGS.end_date < NEXT_DAY:
+        pytest.skip(f"FRAUD_END_DATE ends the calendar at {SETTINGS.end_date}: after that "
+                    "day the checks expect the calendar's last day")
     data_dir = private_copy(small_pipeline, tmp_path)
     settings = Settings(data_dir=data_dir)
     resources = default_resources(settings)
@@ -134,12 +210,12 @@ def test_a_day_passes_until_the_next_deadline_then_fails_naming_the_missing_day(
     first = evaluate(at(NEXT_DAY, "06:30"), everything)
     for name in BATCH:
         assert first[name].passed, first[name].description
-        assert f"partition {LAST_DAY} has been observed/materialized" in first[name].description
+        assert f"partition {LAST_DAY} has been materialized" in first[name].description
         assert fresh_until(first[name]) == at("2026-07-01", "06:00")
     online = first["online_predictions"]
     assert not online.passed
     assert online.severity == dg.AssetCheckSeverity.WARN
-    assert "never been observed/materialized" in online.description
+    assert "never been materialized" in online.description
     assert f"expect partition {LAST_DAY}" in online.description
     # A failed check is not evaluated again until its asset changes: no run every minute.
     reason = tick(at(NEXT_DAY, "06:31"))
