@@ -8,6 +8,7 @@ from assets.consistency import consistency_job, online_consistency
 from assets.drift import (
     drift_report,
     drift_report_job,
+    micro_batch_intraday_job,
     micro_batch_job,
     online_drift_job,
     online_drift_report,
@@ -59,7 +60,8 @@ defs = dg.Definitions(
             online_consistency, online_drift_report, shadow_verdict, serving_report],
     asset_checks=freshness_checks,
     jobs=[ingest_job, training_job, scoring_job, drift_report_job, performance_job, retrain_job,
-          micro_batch_job, online_log_job, consistency_job, online_drift_job,
+          micro_batch_job, micro_batch_intraday_job, online_log_job, consistency_job,
+          online_drift_job,
           shadow_job, serving_job],
     sensors=[drift_sensor, performance_sensor, landing_sensor, dead_run_sweep, freshness_sensor],
     resources=default_resources(),

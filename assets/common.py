@@ -1,6 +1,8 @@
 """Partitions and small helpers the asset modules share."""
 
 
+import datetime as dt
+
 import dagster as dg
 import pandas as pd
 
@@ -9,14 +11,29 @@ from fraudkit.config import Settings
 
 SETTINGS = Settings.from_env()
 
-#: One partition per calendar day of transactions (UTC), keys ``YYYY-MM-DD``.
+#: One partition per calendar day of transactions (UTC), keys ``YYYY-MM-DD``. The day in
+#: progress is a partition too (``end_offset=1``): the landing sensor's micro-batches score
+#: its files as they land and replace the day as it grows (sensors/landing.py). What must
+#: wait for a whole day (the drift report, realized performance, freshness) skips or ignores
+#: it until it has ended: :func:`day_has_ended`.
 daily_partitions = dg.DailyPartitionsDefinition(
     start_date=SETTINGS.start_date,
     end_date=lake.shift_day(SETTINGS.end_date, 1),  # end_date is exclusive in Dagster
+    end_offset=1,
 )
 
 #: A back-fill of many days runs as one run that processes the whole range.
 single_run = dg.BackfillPolicy.single_run()
+
+
+def today() -> str:
+    """The UTC day in progress on the wall clock: the partition that has not ended yet."""
+    return dt.datetime.now(dt.UTC).date().isoformat()
+
+
+def day_has_ended(day: str) -> bool:
+    """Whether ``day`` (``YYYY-MM-DD``, UTC) is over: only then is it a whole day of data."""
+    return day < today()
 
 
 def partition_days(context: dg.AssetExecutionContext) -> list[str]:

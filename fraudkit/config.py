@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     run_sweep_interval_s: int = Field(
         30, gt=0, validation_alias=_env("RUN_SWEEP_INTERVAL"),
         description="Seconds between sweeps for runs whose process died.")
+    landing_sensor: str = Field(
+        "stopped", validation_alias=_env("LANDING_SENSOR"),
+        description="landing_sensor's status until someone toggles it: running or stopped.")
     # what the serving report prices ------------------------------------------------------
     cost_per_cpu_hour: float = Field(
         0.05, ge=0, validation_alias=_env("COST_PER_CPU_HOUR"),

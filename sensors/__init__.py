@@ -4,8 +4,9 @@
   performance event, with a cool-down;
 * :data:`sensors.drift.performance_sensor` computes realized metrics of days whose labels
   have matured;
-* :data:`sensors.landing.landing_sensor` scores each day with new landing files as one
-  micro-batch run, once the day has ended;
+* :data:`sensors.landing.landing_sensor` scores landing files as they land: the day in
+  progress with each new file, a day that has ended with its drift report (stopped by
+  default);
 * :data:`sensors.dead_runs.dead_run_sweep` marks STARTED runs whose process was killed as
   failed, so they stop holding run queue slots;
 * :data:`sensors.freshness.freshness_sensor` evaluates the freshness checks of

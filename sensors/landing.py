@@ -1,135 +1,287 @@
-"""Near-real-time micro-batches: each day's new landing files are ingested, featurized,
-scored and drift-reported as one run, as soon as the day is a partition, instead of the next
-daily back-fill.
+"""Micro-batches: landing files are scored minutes after they land, within the day too.
 
-The run key is ``<day>:<newest mtime ns of its files>``: a day is never scored twice for
-the same files, and a new or replaced file of the day (new mtime) scores it again (the run
-re-ingests every file of the day, so one run covers all files that arrived together). The
-cursor holds the newest mtime seen and the files that wait for their day to end (Dagster
-offers a day as a partition once it has ended): those are requested on the first tick
-after it. On its first evaluation the sensor records the files already there as a baseline
-instead of re-scoring history (the batch back-fill covers those). A file that is not a
-landing file by the ingest's own rule (:func:`fraudkit.schema.is_landing_file`: a
-``.parquet``, ``.csv`` or ``.csv.gz`` name in any case, with a day in it) is skipped with a
-warning naming it, once per file and change (the cursor remembers them).
+Each tick lists the landing folder and compares each day's files (their names, sizes and
+modification times: a *fingerprint*) with those of the day's last run, kept in the cursor.
+A day whose files changed is run again over **all** its files, so every run replaces the
+day's partitions of ``raw_transactions``, ``transaction_features`` and
+``batch_predictions`` with exactly the rows of the files landed so far, once each:
+
+* **the day in progress** (the sensor's clock, UTC; Dagster offers it as a partition, see
+  ``assets/common.py``): a ``micro_batch_intraday`` run, without the drift report, as each
+  file lands. Once the day has ended, one ``micro_batch`` run over all its files ends the
+  day with its drift report, so a partial day is never reported as drifted; that run gives
+  exactly what a single run over the day's files gives, because it is one;
+* **a day that has ended** (a late or replaced file, or files that landed after midnight):
+  a ``micro_batch`` run over the day and over the later days whose features look back on it
+  (``transaction_features`` holds them, up to the look-back of the features), so their
+  features are recomputed in the same run, in day order. A later day that must be
+  recomputed but has no landing file left is named in the tick's message as stale;
+* a file of a day still to come waits for its day; a file of a day outside
+  ``FRAUD_START_DATE``..``FRAUD_END_DATE`` is skipped with a warning.
+
+One run at a time: while a run this sensor launched is queued or in progress, the tick
+waits (the files that land meanwhile go into the next run). Two runs of one day never
+write at once, and a run that reads the day's files while another lands still writes each
+row once: it reads the files it listed when it started, and the next run reads them all.
+
+On its first evaluation the sensor records the files already there as a baseline instead
+of re-scoring history (the batch back-fill covers those). A file that is not a landing
+file by the ingest's own rule (:func:`fraudkit.schema.is_landing_file`) is skipped with a
+warning naming it, once per file and change.
 """
 
+from __future__ import annotations
+
 import datetime as dt
+import hashlib
 import json
-from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
-from assets.common import SETTINGS, daily_partitions
-from assets.drift import micro_batch_job
+from assets.common import SETTINGS
+from assets.drift import micro_batch_intraday_job, micro_batch_job
+from assets.features import LOOKBACK
+from fraudkit import lake
 from fraudkit.schema import day_of_file, is_landing_file, skip_reason
-from resources import LandingZoneResource
+from resources import DeltaLakeResource, LandingZoneResource
+
+SENSOR_NAME = "landing_sensor"
+#: Run statuses during which the sensor launches nothing more.
+ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+          dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+          dg.DagsterRunStatus.CANCELING]
+#: A run's ``landing/files`` tag names its files up to this many (a day of hourly files).
+MAX_NAMED_FILES = 24
+_STATUS = {"running": dg.DefaultSensorStatus.RUNNING,
+           "stopped": dg.DefaultSensorStatus.STOPPED}
 
 
 def now() -> dt.datetime:
-    """The sensor's clock (a module function, so a test can move it to another day)."""
+    """The sensor's clock (a module function, so a test or the demo can move it)."""
     return dt.datetime.now(dt.UTC)
 
 
-def read_cursor(cursor: str | None) -> tuple[int, dict[str, int]]:
-    """(newest mtime seen, waiting files by path with their mtime) from the cursor."""
-    if cursor is None:
-        return 0, {}
-    if cursor.lstrip("-").isdigit():  # the cursor of earlier versions: an mtime alone
-        return int(cursor), {}
-    state = json.loads(cursor)
-    return int(state["seen"]), {str(k): int(v) for k, v in state["waiting"].items()}
+@dataclass(frozen=True)
+class LandedFile:
+    path: Path
+    mtime_ns: int
+    size: int
 
 
-def read_warned(cursor: str | None) -> dict[str, int]:
-    """The skipped files already warned about, by path with their mtime, from the cursor."""
-    if cursor is None or cursor.lstrip("-").isdigit():
-        return {}
-    return {str(k): int(v) for k, v in json.loads(cursor).get("skipped", {}).items()}
+def fingerprint(files: list[LandedFile]) -> str:
+    """What identifies a day's files: a new, replaced or removed file changes it."""
+    text = "\n".join(f"{f.path.name}\t{f.mtime_ns}\t{f.size}"
+                     for f in sorted(files, key=lambda f: str(f.path)))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def warn_skipped(context: dg.SensorEvaluationContext, skipped: list[tuple[int, Path]]
-                 ) -> dict[str, int]:
-    """Warn once per file (and per change of it) about the files in the landing folder that
-    are not landing files (:func:`fraudkit.schema.is_landing_file`, the rule the ingest
-    uses too); returns them for the cursor."""
-    warned = read_warned(context.cursor)
-    for mtime, path in skipped:
-        if warned.get(str(path)) != mtime:
-            context.log.warning(f"{path.name}: skipped, {skip_reason(path)} ({path})")
-    return {str(p): mtime for mtime, p in skipped}
+@dataclass
+class LandingState:
+    """The cursor: what each day's last run (or the baseline) read, and what is owed."""
 
+    #: day -> fingerprint of its files when its last run was requested (or at the baseline)
+    done: dict[str, str] = field(default_factory=dict)
+    #: days scored while in progress, owed one ``micro_batch`` run once they have ended
+    open: list[str] = field(default_factory=list)
+    #: days whose features look back on a day that changed, owed a run
+    stale: list[str] = field(default_factory=list)
+    #: files that are not landing files, already warned about: path -> mtime
+    skipped: dict[str, int] = field(default_factory=dict)
+    #: runs requested so far, numbering the run keys
+    requests: int = 0
 
-def plan_files(files: list[tuple[int, Path]], current_time: dt.datetime
-               ) -> tuple[list[dg.RunRequest], list[tuple[int, Path]], list[Path]]:
-    """Split files into one run request per day that is a partition, files that wait for
-    their day to end, and files whose day is outside FRAUD_START_DATE..FRAUD_END_DATE."""
-    keys = set(daily_partitions.get_partition_keys(current_time=current_time))
-    ready: dict[str, list[tuple[int, Path]]] = defaultdict(list)
-    waiting, outside = [], []
-    for mtime, path in files:
-        day = day_of_file(path)
-        if day in keys:
-            ready[day].append((mtime, path))
-        elif day is not None and SETTINGS.start_date <= day <= SETTINGS.end_date:
-            waiting.append((mtime, path))
+    def to_cursor(self) -> str:
+        return json.dumps({"v": 2, "done": self.done, "open": sorted(self.open),
+                           "stale": sorted(self.stale), "skipped": self.skipped,
+                           "requests": self.requests})
+
+    @classmethod
+    def from_cursor(cls, cursor: str, by_day: dict[str, list[LandedFile]]) -> LandingState:
+        """The state in ``cursor``; a cursor of the earlier, mtime-based sensor counts every
+        day whose files were all seen and none waiting as done."""
+        if cursor.lstrip("-").isdigit():
+            old: dict = {"seen": int(cursor), "waiting": {}}
         else:
-            outside.append(path)
-    requests = [
-        dg.RunRequest(run_key=f"{day}:{max(m for m, _ in stamped)}", partition_key=day,
-                      tags={"landing/files": ", ".join(sorted(p.name for _, p in stamped))})
-        for day, stamped in sorted(ready.items())
-    ]
-    return requests, waiting, outside
+            old = json.loads(cursor)
+        if old.get("v") == 2:
+            return cls(done=dict(old["done"]), open=list(old["open"]),
+                       stale=list(old["stale"]), skipped=dict(old.get("skipped", {})),
+                       requests=int(old["requests"]))
+        seen, waiting = int(old["seen"]), set(old.get("waiting", {}))
+        done = {day: fingerprint(files) for day, files in by_day.items()
+                if all(f.mtime_ns <= seen and str(f.path) not in waiting for f in files)}
+        return cls(done=done, skipped={str(k): int(v)
+                                       for k, v in old.get("skipped", {}).items()})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The one run a tick requests (if any) and what the tick has to say."""
+
+    job: str | None = None
+    days: tuple[str, ...] = ()
+    reason: str = ""
+    files: tuple[Path, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def plan_tick(state: LandingState, by_day: dict[str, list[LandedFile]], today: str,
+              featured: set[str]) -> Plan:
+    """Decide this tick's run and update ``state`` as if it were launched.
+
+    ``today`` is the day in progress on the sensor's clock; ``featured`` the days
+    ``transaction_features`` holds (the days a changed day's later look-back reaches)."""
+    notes: list[str] = []
+    changed = {day: fingerprint(files) for day, files in by_day.items()
+               if state.done.get(day) != fingerprint(files)}
+    for day in [d for d in changed if not SETTINGS.start_date <= d <= SETTINGS.end_date]:
+        notes.append(f"{', '.join(f.path.name for f in by_day[day])}: day {day} is not between "
+                     f"FRAUD_START_DATE {SETTINGS.start_date} and FRAUD_END_DATE "
+                     f"{SETTINGS.end_date}; skipped")
+        state.done[day] = changed.pop(day)
+    future = sorted(d for d in changed if d > today)
+    if future:
+        notes.append(f"files of {', '.join(future)} wait for their day to begin")
+    dirty = sorted(d for d in changed if d <= today)
+    # Days after a changed, ended day whose features look back on it.
+    later = {d for day in dirty if day < today for d in featured
+             if day < d <= lake.shift_day(day, LOOKBACK) and d <= today}
+    closing = {d for d in state.open if d < today}
+    owed = set(dirty) | set(state.stale) | later | closing
+    orphans = sorted(d for d in owed if d not in by_day)
+    if orphans:
+        notes.append(f"stale: {', '.join(orphans)} look back on a day whose files changed but "
+                     "have no landing file to re-run from; re-land them and the sensor re-runs "
+                     "them")
+    owed -= set(orphans)
+    ended = sorted(d for d in owed if d < today)
+    if ended:
+        days = lake.consecutive_runs(ended)[0]
+        job, why = micro_batch_job.name, _why(days, set(dirty), later, closing)
+    elif today in owed:
+        days, job = [today], micro_batch_intraday_job.name
+        why = (f"{today} in progress: {len(by_day[today])} file(s) so far"
+               if today in dirty else f"{today} in progress looks back on a re-run day")
+    else:
+        return Plan(notes=tuple(notes))
+    for day in days:
+        state.done[day] = fingerprint(by_day[day])
+    state.stale = sorted((set(state.stale) | later | set(dirty) - {today}) - set(days)
+                         - set(orphans))
+    state.open = sorted((set(state.open) - set(days))
+                        | ({today} if job == micro_batch_intraday_job.name else set()))
+    state.requests += 1
+    files = tuple(f.path for day in days for f in by_day[day])
+    return Plan(job, tuple(days), why, files, tuple(notes))
+
+
+def _why(days: list[str], dirty: set[str], later: set[str], closing: set[str]) -> str:
+    parts = []
+    if new := [d for d in days if d in dirty]:
+        parts.append(f"new or changed files of {', '.join(new)}")
+    if ended := [d for d in days if d in closing and d not in dirty]:
+        parts.append(f"{', '.join(ended)} ended (its drift report)")
+    if looked := [d for d in days if d in later and d not in dirty]:
+        parts.append(f"{len(looked)} later day(s) look back on it ({looked[0]}..{looked[-1]})")
+    return "; ".join(parts) or "days owed a re-run"
+
+
+def list_landing(folder: Path) -> tuple[dict[str, list[LandedFile]], list[tuple[int, Path]]]:
+    """Landing files by day, and the other files (mtime, path) of the folder."""
+    by_day: dict[str, list[LandedFile]] = {}
+    skipped: list[tuple[int, Path]] = []
+    for path in folder.rglob("*"):
+        try:
+            if not path.is_file():
+                continue
+            stat = path.stat()
+        except FileNotFoundError:  # removed while the folder was listed
+            continue
+        if is_landing_file(path):
+            by_day.setdefault(str(day_of_file(path)), []).append(
+                LandedFile(path, stat.st_mtime_ns, stat.st_size))
+        else:
+            skipped.append((stat.st_mtime_ns, path))
+    return by_day, sorted(skipped)
+
+
+def warn_skipped(context: dg.SensorEvaluationContext, state: LandingState,
+                 skipped: list[tuple[int, Path]]) -> None:
+    """Warn once per file (and per change of it) about the files in the landing folder that
+    are not landing files (the rule the ingest uses too)."""
+    for mtime, path in skipped:
+        if state.skipped.get(str(path)) != mtime:
+            context.log.warning(f"{path.name}: skipped, {skip_reason(path)} ({path})")
+    state.skipped = {str(p): mtime for mtime, p in skipped}
+
+
+def active_run(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
+    """A run this sensor launched that is queued or in progress, if any."""
+    runs = instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME},
+                                           statuses=ACTIVE), limit=1)
+    return runs[0] if runs else None
+
+
+def default_status(value: str) -> dg.DefaultSensorStatus:
+    """The sensor's status until someone toggles it in the UI, from ``LANDING_SENSOR``."""
+    name = value.strip().lower()
+    if name not in _STATUS:
+        raise ValueError(f"LANDING_SENSOR={value!r}: use running or stopped")
+    return _STATUS[name]
 
 
 @dg.sensor(
-    job=micro_batch_job,
+    name=SENSOR_NAME,
+    jobs=[micro_batch_intraday_job, micro_batch_job],
     minimum_interval_seconds=15,
-    default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Scores each day with new landing files (ingest → features → score → drift "
-    "report) as one micro-batch run, once the day has ended; run key per day and newest "
-    "file mtime.",
+    default_status=default_status(SETTINGS.landing_sensor),
+    description="Scores landing files as they land: the day in progress with each new file "
+    "(micro_batch_intraday), a day that has ended (its closing run, a late file, and the "
+    "later days that look back on it) with micro_batch; one run at a time.",
 )
-def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource):
+def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource,
+                   delta: DeltaLakeResource):
     folder = landing.ensure()
-    stamped, skipped = [], []
-    for path in folder.rglob("*"):
-        try:
-            if path.is_file():
-                mtime = path.stat().st_mtime_ns
-                (stamped if is_landing_file(path) else skipped).append((mtime, path))
-        except FileNotFoundError:  # removed while the folder was listed
-            continue
-    stamped.sort()
-    skipped.sort()
-    warned = warn_skipped(context, skipped)
+    by_day, skipped = list_landing(folder)
     if context.cursor is None:
-        newest = stamped[-1][0] if stamped else 0
-        context.update_cursor(json.dumps({"seen": newest, "waiting": {}, "skipped": warned}))
-        return dg.SkipReason(f"baseline: {len(stamped)} file(s) already in {folder} are left "
-                             "to the batch back-fill; new files will be scored as they land")
-    seen, was_waiting = read_cursor(context.cursor)
-    new = [(mtime, p) for mtime, p in stamped if mtime > seen]
-    # A waiting file still counts if it is unchanged; a changed one comes back as new.
-    still = [(mtime, p) for mtime, p in stamped
-             if mtime <= seen and was_waiting.get(str(p)) == mtime]
-    requests, waiting, outside = plan_files(sorted(still + new), now())
-    for path in outside:
-        context.log.warning(f"{path.name}: its day is not between FRAUD_START_DATE "
-                            f"{SETTINGS.start_date} and FRAUD_END_DATE {SETTINGS.end_date}; "
-                            "skipped")
-    context.update_cursor(json.dumps({
-        "seen": max([seen, *(m for m, _ in new)]),
-        "waiting": {str(p): mtime for mtime, p in waiting},
-        "skipped": warned,
-    }))
-    if requests:
-        return requests
-    if waiting:
-        return dg.SkipReason(f"{len(waiting)} file(s) wait for their day to end, e.g. "
-                             f"{waiting[0][1].name}")
-    if new:
-        return dg.SkipReason(f"{len(new)} new file(s), none for a day in the partitions")
-    return dg.SkipReason(f"no new landing file in {folder}")
+        state = LandingState(done={day: fingerprint(f) for day, f in by_day.items()})
+        warn_skipped(context, state, skipped)
+        context.update_cursor(state.to_cursor())
+        return dg.SkipReason(f"baseline: {sum(map(len, by_day.values()))} file(s) already in "
+                             f"{folder} are left to the batch back-fill; new files will be "
+                             "scored as they land")
+    state = LandingState.from_cursor(context.cursor, by_day)
+    warn_skipped(context, state, skipped)
+    running = active_run(context.instance)
+    if running is not None:
+        context.update_cursor(state.to_cursor())
+        return dg.SkipReason(f"run {running.run_id[:8]} ({running.job_name}, "
+                             f"{running.tags.get('landing/days', '?')}) is "
+                             f"{running.status.value.lower()}; files that land meanwhile go "
+                             "into the next run")
+    tables = delta.tables()
+    featured = (set(lake.partition_values(tables.features, tables.storage_options))
+                if lake.table_version(tables.features, tables.storage_options) is not None
+                else set())
+    plan = plan_tick(state, by_day, now().date().isoformat(), featured)
+    for note in plan.notes:
+        context.log.warning(note)
+    context.update_cursor(state.to_cursor())
+    if plan.job is None:
+        return dg.SkipReason("; ".join(plan.notes) or f"no new landing file in {folder}")
+    first, last = plan.days[0], plan.days[-1]
+    names = sorted(p.name for p in plan.files)
+    tags = {"dagster/sensor_name": SENSOR_NAME,
+            "landing/days": first if first == last else f"{first}..{last}",
+            "landing/reason": plan.reason,
+            "landing/files": ", ".join(names) if len(names) <= MAX_NAMED_FILES
+            else f"{len(names)} files: {names[0]} .. {names[-1]}"}
+    run_key = f"{plan.job}:{first}..{last}:{state.requests}"
+    if first == last:
+        return dg.RunRequest(run_key=run_key, job_name=plan.job, partition_key=first,
+                             tags=tags)
+    return dg.RunRequest(run_key=run_key, job_name=plan.job,
+                         tags={**tags, "dagster/asset_partition_range_start": first,
+                               "dagster/asset_partition_range_end": last})

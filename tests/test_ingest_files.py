@@ -27,8 +27,8 @@ from fraudkit.schema import (
     landing_files_for_day,
     skipped_files,
 )
-from resources import LandingZoneResource
-from sensors.landing import landing_sensor, warn_skipped
+from resources import DeltaLakeResource, LandingZoneResource
+from sensors.landing import LandingState, landing_sensor, warn_skipped
 from tests.test_ingest import DAY, good_rows, tables
 
 DAY2 = "2026-05-02"
@@ -103,17 +103,20 @@ def test_the_sensor_agrees_with_the_ingest(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     landing = tmp_path / "landing"
     landing.mkdir()
-    resources = {"landing": LandingZoneResource(path=str(landing))}
+    resources = {"landing": LandingZoneResource(path=str(landing)),
+                 "delta": DeltaLakeResource(root=str(tmp_path / "tables"))}
     monkeypatch.setattr(landing_module, "now",
                         lambda: dt.datetime.fromisoformat(f"{DAY2}T12:00:00+00:00"))
-    context = dg.build_sensor_context(resources=resources)
-    landing_sensor(context)  # baseline of an empty folder
-    rows = land_every_kind(landing)
-    strays = land_strays(landing)
-    context = dg.build_sensor_context(cursor=context.cursor, resources=resources)
-    requests = landing_sensor(context)
-    assert [r.partition_key for r in requests] == [DAY]
-    assert requests[0].tags["landing/files"] == ", ".join(
+    with dg.DagsterInstance.ephemeral() as instance:
+        context = dg.build_sensor_context(resources=resources, instance=instance)
+        landing_sensor(context)  # baseline of an empty folder
+        rows = land_every_kind(landing)
+        strays = land_strays(landing)
+        context = dg.build_sensor_context(cursor=context.cursor, resources=resources,
+                                          instance=instance)
+        request = landing_sensor(context)
+    assert (request.job_name, request.partition_key) == ("micro_batch", DAY)
+    assert request.tags["landing/files"] == ", ".join(
         p.name for p in landing_files_for_day(landing, DAY)) == ", ".join(sorted(rows))
     warned = json.loads(context.cursor)["skipped"]
     assert sorted(Path(p).relative_to(landing).as_posix() for p in warned) == sorted(strays)
@@ -122,15 +125,15 @@ def test_the_sensor_agrees_with_the_ingest(tmp_path: Path,
 def test_the_sensor_warns_once_per_skipped_file(tmp_path: Path) -> None:
     stray = tmp_path / f"tx_{DAY}.txt"
     stray.write_text("x")
-    context = SimpleNamespace(cursor=None, log=Mock())
-    first = warn_skipped(context, [(1, stray)])
+    state = LandingState()
+    context = SimpleNamespace(log=Mock())
+    warn_skipped(context, state, [(1, stray)])
     (message,), _ = context.log.warning.call_args
     assert message.startswith(f"tx_{DAY}.txt: skipped, not a landing file")
-    context = SimpleNamespace(cursor=json.dumps({"seen": 0, "waiting": {}, "skipped": first}),
-                              log=Mock())
-    assert warn_skipped(context, [(1, stray)]) == first
+    context = SimpleNamespace(log=Mock())
+    warn_skipped(context, state, [(1, stray)])
     context.log.warning.assert_not_called()  # the same file again: no second warning
-    warn_skipped(context, [(2, stray)])  # changed: warned again
+    warn_skipped(context, state, [(2, stray)])  # changed: warned again
     context.log.warning.assert_called_once()
 
 

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,12 +34,10 @@ from fraudkit.registry import ModelRegistry
 from fraudkit.simulator import SimulationConfig, write_landing
 from resources import (
     DeltaLakeResource,
-    LandingZoneResource,
     ModelRegistryResource,
     MonitoringResource,
 )
 from sensors.drift import drift_sensor
-from sensors.landing import landing_sensor, read_cursor
 from tests.conftest import ROOT, pipeline_env
 from tests.inprocess import failure_messages, run_in_process
 from tests.servers import create_dagster_storage
@@ -273,70 +270,6 @@ def test_an_older_cursor_s_launched_names_still_hold_their_episode() -> None:
     assert decision.launch is None and "episode drift-2026-07-01" in decision.reason
     assert decision.launched == [Launched("drift", "2026-06-30", "2026-07-02", None,
                                           "drift-2026-07-01")]
-
-
-#: A fixed modification time (s since the epoch) for the files a landing test writes first.
-BASELINE_MTIME = 1_780_000_000
-
-
-def stamp(paths: Iterable[Path], seconds: int) -> None:
-    """Set the files' modification time explicitly: the landing sensor tells new files by
-    mtime, and a file system with whole-second (or coarser) timestamps gives a file written
-    just after the baseline the same mtime, so a short sleep cannot order them."""
-    for path in paths:
-        os.utime(path, ns=(seconds * 10**9, seconds * 10**9))
-
-
-def test_landing_sensor_scores_each_new_file_once(tmp_path: Path) -> None:
-    landing = tmp_path / "landing"
-    cfg = SimulationConfig.small(n_days=3)
-    stamp(write_landing(cfg, landing, days={cfg.days[0]}), BASELINE_MTIME)
-    resources = {"landing": LandingZoneResource(path=str(landing))}
-    context = dg.build_sensor_context(resources=resources)
-    assert isinstance(landing_sensor(context), dg.SkipReason)  # baseline, history untouched
-    stamp(write_landing(cfg, landing, days={cfg.days[1], cfg.days[2]}), BASELINE_MTIME + 60)
-    context = dg.build_sensor_context(cursor=context.cursor, resources=resources)
-    requests = landing_sensor(context)
-    assert sorted(r.partition_key for r in requests) == cfg.days[1:]
-    assert len({r.run_key for r in requests}) == 2
-    context = dg.build_sensor_context(cursor=context.cursor, resources=resources)
-    assert isinstance(landing_sensor(context), dg.SkipReason)
-
-
-def test_files_wait_for_their_day_then_run_once_per_day(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import sensors.landing as landing_module
-
-    landing = tmp_path / "landing"
-    cfg = SimulationConfig.small(n_days=3)  # 2026-05-01 .. 2026-05-03
-    stamp(write_landing(cfg, landing, days={cfg.days[0]}), BASELINE_MTIME)
-    resources = {"landing": LandingZoneResource(path=str(landing))}
-    day = cfg.days[1]
-    clock = dt.datetime.fromisoformat(f"{day}T18:00:00+00:00")  # the day has not ended
-    monkeypatch.setattr(landing_module, "now", lambda: clock)
-    context = dg.build_sensor_context(resources=resources)
-    landing_sensor(context)  # baseline
-    first = write_landing(cfg, landing, days={day})
-    extra = landing / f"late_{day}.parquet"  # a second file of the same day
-    pd.read_parquet(first[0]).head(3).assign(transaction_id=lambda f: f["transaction_id"]
-                                             + 10**9).to_parquet(extra)
-    outside = landing / "tx_2030-01-01.parquet"
-    pd.read_parquet(extra).to_parquet(outside)
-    stamp([*first, extra, outside], BASELINE_MTIME + 60)
-    context = dg.build_sensor_context(cursor=context.cursor, resources=resources)
-    skipped = landing_sensor(context)
-    assert isinstance(skipped, dg.SkipReason) and "wait for their day" in skipped.skip_message
-    context = dg.build_sensor_context(cursor=context.cursor, resources=resources)
-    assert isinstance(landing_sensor(context), dg.SkipReason)  # still waiting, not lost
-    clock = clock + dt.timedelta(hours=7)  # the day ended: one run for both its files
-    context = dg.build_sensor_context(cursor=context.cursor, resources=resources)
-    requests = landing_sensor(context)
-    assert [r.partition_key for r in requests] == [day]
-    assert requests[0].tags["landing/files"] == ", ".join(sorted([first[0].name, extra.name]))
-    context = dg.build_sensor_context(cursor=context.cursor, resources=resources)
-    assert isinstance(landing_sensor(context), dg.SkipReason)  # nothing twice
-    assert read_cursor("123") == (123, {})  # the cursor of earlier versions still reads
 
 
 @pytest.mark.slow
