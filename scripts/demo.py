@@ -10,13 +10,16 @@
 4. the service's decisions move into Delta (``online_predictions``),
    ``online_consistency`` compares the live day's answers with the batch path's numbers and
    ``online_drift_report`` reports the drift of that live traffic and ``serving_report``
-   sets the two paths side by side.
+   sets the two paths side by side;
+5. micro-batches within the day: the next day lands as hourly files while the landing
+   sensor runs, each scored seconds after it lands, and the day closes with its drift
+   report (``scripts/demo_micro_batch.py``).
 
 Every step is a real Dagster run recorded in the project's instance (``DAGSTER_HOME``), so
 `make dev` afterwards shows the same runs, materializations and checks in the UI. The demo
 owns its DATA_DIR: it starts afresh there each time (and refuses a folder it did not make).
 
-``--batch-only`` stops after step 1; ``--skip-batch`` then runs steps 2 to 4 on that
+``--batch-only`` stops after step 1; ``--skip-batch`` then runs steps 2 to 5 on that
 DATA_DIR as it is (the tests build the small batch path once and tell the rest of the story
 on copies of it).
 """
@@ -263,6 +266,22 @@ def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last
           f"{settings.data_dir / 'evidently'}` or {settings.reports_dir / 'drift'}")
 
 
+def micro_batches(settings: Settings, instance: dg.DagsterInstance, last_normal: str,
+                  small: bool) -> None:
+    """Step 5: the day after the drifted ones lands as hourly files while the landing
+    sensor runs (``scripts/demo_micro_batch.py``)."""
+    from scripts.demo_micro_batch import HOUR_S, run_intraday_story
+    from scripts.demo_monitoring import drift_days_for
+
+    drifted = drift_days_for(last_normal)
+    day = lake.shift_day(drifted[-1], 1)
+    started = step(f"micro-batches within the day: {day} lands as 24 hourly files (an hour "
+                   f"every {HOUR_S:g}s) while landing_sensor runs; each file is ingested, "
+                   "featured and scored by a micro_batch_intraday run")
+    run_intraday_story(settings, instance, day, drifted[0], small)
+    done(started)
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -309,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"\nbatch path done in {time.perf_counter() - total:.0f}s")
         if not args.batch_only:
             online_and_monitoring(settings, instance, last, args.small)
+            micro_batches(settings, instance, last, args.small)
     print(f"\ndemo finished in {time.perf_counter() - total:.0f}s; `make dev` opens the Dagster "
           "UI on these runs, `make serve` the online service")
 

@@ -1,5 +1,6 @@
 """`make demo`'s whole story at the small scale, as a user runs it: batch back-fill, the
-online service, drift → sensor → retraining → gate → both serving paths on the champion.
+online service, drift → sensor → retraining → gate → both serving paths on the champion,
+then a day landing as hourly micro-batches.
 
 The batch half is `conftest.small_pipeline` (``scripts.demo --small --batch-only``), built
 once per test session; the test runs the other half on a copy of it with ``--skip-batch``,
@@ -62,6 +63,17 @@ def test_demo_tells_the_whole_story(small_pipeline: Path, tmp_path: Path) -> Non
     assert re.search(r"batch\s+[\d,]+ predictions, [\d.]+ CPU-s", out), out[-3000:]
     assert re.search(r"online\s+[\d,]+ predictions, [\d.]+ CPU-s", out), out[-3000:]
     assert "differing from the batch decision of the same transaction: 0.00%" in out
+    # The next day lands as 24 hourly files; each is scored by a micro-batch within the day,
+    # every row once, and the day closes with its drift report.
+    delays = re.findall(r"\d\d:00-\d\d:59 +[\d,]+ tx  landed .* delay +([\d.]+)s  \(run \d+\)",
+                        out)
+    assert len(delays) == 24, out[-4000:]
+    kept = re.search(r"raw_transactions of 2026-07-25: ([\d,]+) rows from ([\d,]+) landed, "
+                     "each once", out)
+    assert kept and kept.group(1) == kept.group(2), out[-3000:]
+    assert "the day ended: micro_batch re-ran 2026-07-25 over its 24 files" in out
+    assert "2026-07-25" in {r["day"] for r in lake.read_days(
+        str(data_dir / "tables" / "drift_metrics"), ["2026-07-25"], ["day"]).to_pylist()}
 
     # `make rollback` puts the previous champion back; the next batch partition uses it.
     rolled = subprocess.run([sys.executable, "-m", "fraudkit.registry", "rollback"], cwd=ROOT,

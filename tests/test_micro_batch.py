@@ -272,6 +272,22 @@ def test_files_of_days_to_come_wait_and_files_outside_the_calendar_are_named(
         assert (request.job_name, request.partition_key) == ("micro_batch_intraday", DAY)
 
 
+def test_the_drift_report_of_the_day_in_progress_waits_for_it_to_end(pipeline: Path) -> None:
+    """Launched from the UI on today (a partition while it is in progress), drift_report
+    reports nothing for it and says why: a partial day's traffic is not a day's."""
+    from assets.common import SETTINGS
+
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    if today > SETTINGS.end_date:
+        pytest.skip(f"today {today} is after FRAUD_END_DATE {SETTINGS.end_date}: no partition")
+    run = run_in_process(pipeline, "monitor_drift", today, today)
+    assert run.success, failure_messages(run)[-3000:]
+    [materialization] = run.result.asset_materializations_for_node("drift_report")
+    assert materialization.metadata["days_not_ended"].value == (
+        f"{today}: not reported until the day has ended")
+    assert today not in drift_days(pipeline)
+
+
 def test_an_earlier_sensor_s_cursor_still_reads(tmp_path: Path) -> None:
     """A cursor of the mtime-based sensor (a number, or seen/waiting/skipped): the days whose
     files were all seen count as done; a waiting file's day is still owed its run."""
