@@ -24,7 +24,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LABEL_DELAY_DAYS = 7
 #: First and last (inclusive) day of the default daily partitions. The simulator's 180 days
 #: start on 2026-05-01; later days are room for new data (the drift demo lands some there).
-#: Dagster offers no partition for a day that has not ended yet.
+#: The day in progress is a partition too (the landing sensor's micro-batches replace it as
+#: its files land); the drift report and the freshness checks wait for a day to end.
 DEFAULT_START_DATE = "2026-05-01"
 DEFAULT_END_DATE = "2026-12-31"
 

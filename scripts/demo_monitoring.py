@@ -95,8 +95,8 @@ def evaluate_drift_sensor(instance: dg.DagsterInstance, cursor: str | None = Non
 
 
 def drift_days_for(last_normal: str, wanted: int = DRIFT_DAYS) -> list[str]:
-    """The drifted days after ``last_normal``; Dagster offers a daily partition only once
-    its day has ended, so they must end yesterday at the latest."""
+    """The drifted days after ``last_normal``; they land as whole days and their drift
+    reports wait for a day to end, so they must end yesterday at the latest."""
     days = lake.day_range(lake.shift_day(last_normal, 1), lake.shift_day(last_normal, wanted))
     yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
     if days[-1] > yesterday:

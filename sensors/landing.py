@@ -156,6 +156,9 @@ def plan_tick(state: LandingState, by_day: dict[str, list[LandedFile]], today: s
                      "have no landing file to re-run from; re-land them and the sensor re-runs "
                      "them")
     owed -= set(orphans)
+    # Named once, then forgotten: landing them again makes them new files.
+    state.stale = [d for d in state.stale if d not in orphans]
+    state.open = [d for d in state.open if d not in orphans]
     ended = sorted(d for d in owed if d < today)
     if ended:
         days = lake.consecutive_runs(ended)[0]

@@ -30,7 +30,7 @@ import sensors.landing as landing_module
 from fraudkit import lake
 from fraudkit.simulator import SimulationConfig, landing_path, write_landing
 from resources import DeltaLakeResource, LandingZoneResource
-from sensors.landing import LandingState, landing_sensor
+from sensors.landing import LandedFile, LandingState, fingerprint, landing_sensor, plan_tick
 from tests.conftest import ROOT, pipeline_env
 from tests.inprocess import definitions_for, failure_messages, run_in_process
 from tests.servers import create_dagster_storage
@@ -286,6 +286,26 @@ def test_the_drift_report_of_the_day_in_progress_waits_for_it_to_end(pipeline: P
     assert materialization.metadata["days_not_ended"].value == (
         f"{today}: not reported until the day has ended")
     assert today not in drift_days(pipeline)
+
+
+def test_a_later_day_without_a_landing_file_is_named_stale_once() -> None:
+    """A late file's day is re-run with the later days that look back on it; a later day
+    whose landing file is gone cannot be, and the tick names it and why, once."""
+    def files(day: str, size: int = 1) -> list[LandedFile]:
+        return [LandedFile(Path(f"transactions_{day}.parquet"), 1, size)]
+
+    by_day = {d: files(d) for d in ("2026-06-20", "2026-06-21", "2026-06-22")}
+    state = LandingState(done={d: fingerprint(f) for d, f in by_day.items()})
+    by_day["2026-06-20"] = files("2026-06-20", size=2)  # replaced
+    del by_day["2026-06-22"]  # its file was archived after ingestion
+    featured = {"2026-06-20", "2026-06-21", "2026-06-22"}
+    plan = plan_tick(state, by_day, "2026-06-25", featured)
+    assert (plan.job, plan.days) == ("micro_batch", ("2026-06-20", "2026-06-21"))
+    assert "look back on it (2026-06-21..2026-06-21)" in plan.reason
+    [note] = plan.notes
+    assert note.startswith("stale: 2026-06-22 look back on a day whose files changed")
+    again = plan_tick(state, by_day, "2026-06-25", featured)
+    assert again.job is None and not again.notes
 
 
 def test_an_earlier_sensor_s_cursor_still_reads(tmp_path: Path) -> None:
