@@ -78,6 +78,7 @@ bench: install bench-deps
 	$(BIN)/python benchmarks/drift.py
 	$(BIN)/python benchmarks/online.py
 	$(BIN)/python benchmarks/online_shadow.py
+	$(BIN)/python benchmarks/micro_batch.py
 
 rollback: install
 	$(BIN)/python -m fraudkit.registry rollback
