@@ -226,7 +226,7 @@ def show_serving(settings: Settings, instance: dg.DagsterInstance, days: list[st
 
 def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last_normal: str,
                           small: bool) -> None:
-    """Steps 2 and 3 of the demo, with one service process running throughout."""
+    """Steps 2 to 5 of the demo (the service process runs throughout steps 2 and 3)."""
     from scripts.demo_monitoring import run_drift_story
     from scripts.demo_online import ServiceProcess, live_traffic, newest_landed, print_answer
 
@@ -256,6 +256,7 @@ def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last
     show_consistency(settings, instance, live)
     show_online_drift(settings, instance, live)
     show_serving(settings, instance, live)
+    micro_batches(settings, instance, last_normal, small)
     if story.promoted:
         print(f"\n    champion {story.before} -> {story.after}; from the drifted days landing "
               f"to the promotion {story.landed_to_promotion_s:.0f}s, to the online service "
@@ -328,7 +329,6 @@ def main(argv: list[str] | None = None) -> None:
             print(f"\nbatch path done in {time.perf_counter() - total:.0f}s")
         if not args.batch_only:
             online_and_monitoring(settings, instance, last, args.small)
-            micro_batches(settings, instance, last, args.small)
     print(f"\ndemo finished in {time.perf_counter() - total:.0f}s; `make dev` opens the Dagster "
           "UI on these runs, `make serve` the online service")
 

@@ -28,6 +28,7 @@ FILE_ORDER = (
     "test_training.py",  # 16-23
     "test_ingest_files.py",  # 7
     "test_simulator.py",  # 3
+    "test_micro_batch.py",  # ~240: a day in files, a late file, a run in progress, the daemon
     "test_demo.py",  # 110-130
     "test_online_durable.py",  # 75-80
     "test_pipeline.py",  # 24-30

@@ -11,10 +11,7 @@ jobs; ``test_daemon_scores_a_file_of_today`` runs the real ``dagster-daemon``.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -31,9 +28,9 @@ from fraudkit import lake
 from fraudkit.simulator import SimulationConfig, landing_path, write_landing
 from resources import DeltaLakeResource, LandingZoneResource
 from sensors.landing import LandedFile, LandingState, fingerprint, landing_sensor, plan_tick
-from tests.conftest import ROOT, pipeline_env
+from tests.conftest import pipeline_env
 from tests.inprocess import definitions_for, failure_messages, run_in_process
-from tests.servers import create_dagster_storage
+from tests.servers import dagster_daemon
 
 DAY = "2026-06-30"  # the day after the small simulation
 NEXT = "2026-07-01"
@@ -334,48 +331,26 @@ def test_daemon_scores_a_file_of_today(pipeline: Path, tmp_path: Path) -> None:
                          pc.add(day["transaction_id"], pa.scalar(10**9, pa.int64())))
     env = {**pipeline_env(pipeline), "LANDING_SENSOR": "running",
            "FRAUD_END_DATE": max("2026-12-31", today), "EVIDENTLY_WORKSPACE": "none"}
-    home = Path(env["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    create_dagster_storage(home)
-    workspace = tmp_path / "workspace.yaml"
-    workspace.write_text(f"load_from:\n  - python_module:\n      module_name: definitions\n"
-                         f"      working_directory: {ROOT}\n")
-    daemon = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    old = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
-    try:
-        with dg.DagsterInstance.get() as instance:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not any(  # the baseline tick
-                    s.instigator_name == "landing_sensor" and s.instigator_data
-                    and s.instigator_data.cursor for s in instance.all_instigator_state()):
-                assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:]
-                time.sleep(1)
-            landed_at = time.monotonic()
-            land(day, pipeline / "landing", f"transactions_{today}_h00-11.parquet",
-                 tmp_path / "staging")
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline:
-                runs = instance.get_runs(dg.RunsFilter(job_name="micro_batch_intraday"))
-                if runs and runs[0].is_finished:
-                    break
-                assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:]
-                time.sleep(1)
-            delay = time.monotonic() - landed_at
-            assert runs and runs[0].status == dg.DagsterRunStatus.SUCCESS, runs
-            assert runs[0].tags["dagster/partition"] == today
+    with dagster_daemon(env, tmp_path) as (daemon, instance):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(  # the baseline tick
+                s.instigator_name == "landing_sensor" and s.instigator_data
+                and s.instigator_data.cursor for s in instance.all_instigator_state()):
+            assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:]
+            time.sleep(1)
+        landed_at = time.monotonic()
+        land(day, pipeline / "landing", f"transactions_{today}_h00-11.parquet",
+             tmp_path / "staging")
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            runs = instance.get_runs(dg.RunsFilter(job_name="micro_batch_intraday"))
+            if runs and runs[0].is_finished:
+                break
+            assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:]
+            time.sleep(1)
+        delay = time.monotonic() - landed_at
+        assert runs and runs[0].status == dg.DagsterRunStatus.SUCCESS, runs
+        assert runs[0].tags["dagster/partition"] == today
         print(f"landing to scored through the daemon: {delay:.0f} s")
         assert ids(pipeline, "batch_predictions", today) == sorted(
             day["transaction_id"].to_pylist())
-    finally:
-        if old is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = old
-        os.killpg(daemon.pid, 15)
-        daemon.wait(timeout=30)

@@ -23,7 +23,7 @@ import pytest
 
 from fraudkit.simulator import SimulationConfig, write_landing
 from tests.conftest import ROOT, pipeline_env
-from tests.servers import create_dagster_storage
+from tests.servers import dagster_daemon
 
 #: The three simulated days of the runs below; their ingest keeps a run STARTED ~20 s.
 FIRST, LAST = "2026-05-01", "2026-05-03"
@@ -79,67 +79,45 @@ def wait_until(predicate, timeout: float, daemon: subprocess.Popen) -> bool:
 @pytest.mark.slow
 def test_daemon_fails_killed_runs_and_launches_the_queued_one(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    home = data_dir / "dagster_home"
-    home.mkdir(parents=True)
-    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
     write_landing(SimulationConfig.small(n_days=3), data_dir / "landing")
     env = {**pipeline_env(data_dir), "FRAUD_END_DATE": LAST, "RUN_SWEEP_INTERVAL": "5"}
-    workspace = tmp_path / "workspace.yaml"
-    workspace.write_text(f"load_from:\n  - python_module:\n      module_name: definitions\n"
-                         f"      working_directory: {ROOT}\n")
-    create_dagster_storage(home)
-    old = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
     # The daemon starts first, so that it loads while the runs start.
-    daemon = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        with dg.DagsterInstance.get() as instance:
-            # Two runs fill max_concurrent_runs (2, dagster.yaml).
-            procs = [start_headless_run(env) for _ in range(2)]
-            killed = wait_started(instance, procs)
-            # One of them claims to run on another machine sharing this instance: its
-            # process cannot be checked from here, so it must be left alone.
-            elsewhere, dead = killed
-            instance.add_run_tags(elsewhere.run_id, {"process/host": "another-host"})
-            kill(procs)
-            launch = subprocess.run(
-                [str(Path(sys.executable).parent / "dagster"), "job", "launch", "-w",
-                 str(workspace), "-j", "ingest_and_features", "--tags",
-                 '{"dagster/asset_partition_range_start": "2026-05-01", '
-                 '"dagster/asset_partition_range_end": "2026-05-03"}'],
-                cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-            )
-            assert launch.returncode == 0, launch.stdout[-2000:] + launch.stderr[-2000:]
-            # The daemon's sweep may already have freed a slot, so the run may have left the
-            # queue by now: it is the one run besides the killed ones.
-            (queued,) = [r for r in instance.get_runs() if r.run_id not in
-                         {k.run_id for k in killed}]
-            assert instance.all_logs(queued.run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED)
+    with dagster_daemon(env, tmp_path, signal.SIGKILL) as (daemon, instance):
+        # Two runs fill max_concurrent_runs (2, dagster.yaml).
+        procs = [start_headless_run(env) for _ in range(2)]
+        killed = wait_started(instance, procs)
+        # One of them claims to run on another machine sharing this instance: its
+        # process cannot be checked from here, so it must be left alone.
+        elsewhere, dead = killed
+        instance.add_run_tags(elsewhere.run_id, {"process/host": "another-host"})
+        kill(procs)
+        launch = subprocess.run(
+            [str(Path(sys.executable).parent / "dagster"), "job", "launch", "-w",
+             str(tmp_path / "workspace.yaml"), "-j", "ingest_and_features", "--tags",
+             '{"dagster/asset_partition_range_start": "2026-05-01", '
+             '"dagster/asset_partition_range_end": "2026-05-03"}'],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert launch.returncode == 0, launch.stdout[-2000:] + launch.stderr[-2000:]
+        # The daemon's sweep may already have freed a slot, so the run may have left the
+        # queue by now: it is the one run besides the killed ones.
+        (queued,) = [r for r in instance.get_runs() if r.run_id not in
+                     {k.run_id for k in killed}]
+        assert instance.all_logs(queued.run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED)
 
-            def status(run: dg.DagsterRun) -> dg.DagsterRunStatus:
-                return instance.get_run_by_id(run.run_id).status
+        def status(run: dg.DagsterRun) -> dg.DagsterRunStatus:
+            return instance.get_run_by_id(run.run_id).status
 
-            launched = wait_until(lambda: status(queued) != dg.DagsterRunStatus.QUEUED,
-                                  timeout=90, daemon=daemon)
-            statuses = {r.run_id: status(r).value for r in killed}
-            assert status(dead) == dg.DagsterRunStatus.FAILURE, statuses
-            assert launched, f"the queued run never launched; killed runs: {statuses}"
-            assert status(elsewhere) == dg.DagsterRunStatus.STARTED
-            messages = [e.message for e in instance.all_logs(
-                dead.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
-            assert any(f"process {dead.tags['process/pid']} on host {socket.gethostname()} "
-                       "is gone" in m for m in messages), messages
-    finally:
-        if old is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = old
-        os.killpg(daemon.pid, signal.SIGKILL)
-        daemon.wait(timeout=30)
+        launched = wait_until(lambda: status(queued) != dg.DagsterRunStatus.QUEUED,
+                              timeout=90, daemon=daemon)
+        statuses = {r.run_id: status(r).value for r in killed}
+        assert status(dead) == dg.DagsterRunStatus.FAILURE, statuses
+        assert launched, f"the queued run never launched; killed runs: {statuses}"
+        assert status(elsewhere) == dg.DagsterRunStatus.STARTED
+        messages = [e.message for e in instance.all_logs(
+            dead.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
+        assert any(f"process {dead.tags['process/pid']} on host {socket.gethostname()} "
+                   "is gone" in m for m in messages), messages
 
 
 def test_sweep_leaves_live_and_foreign_runs_alone(tmp_path: Path) -> None:

@@ -6,10 +6,7 @@ whole loop under a real `dagster-daemon`."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -38,9 +35,9 @@ from resources import (
     MonitoringResource,
 )
 from sensors.drift import drift_sensor
-from tests.conftest import ROOT, pipeline_env
+from tests.conftest import pipeline_env
 from tests.inprocess import failure_messages, run_in_process
-from tests.servers import create_dagster_storage
+from tests.servers import dagster_daemon
 
 NEW_DAYS = ("2026-06-30", "2026-07-04")  # 5 days after the small simulation's last day
 END_DATE = "2026-07-31"
@@ -282,29 +279,15 @@ def test_daemon_launches_retraining_and_gate_runs(drifted: Path, tmp_path: Path)
     versions_before, events_before = registry.versions(), registry.events()
     env = {**pipeline_env(data_dir), **SMALL_RETRAIN_ENV, "MONITOR_SENSOR_INTERVAL": "5",
            "MONITOR_PERFORMANCE_FLOOR": "none", "EVIDENTLY_WORKSPACE": "none"}
-    home = Path(env["DAGSTER_HOME"])
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    create_dagster_storage(home)
-    workspace = tmp_path / "workspace.yaml"
-    workspace.write_text(f"load_from:\n  - python_module:\n      module_name: definitions\n"
-                         f"      working_directory: {ROOT}\n")
-    daemon = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    old = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
-    try:
+    with dagster_daemon(env, tmp_path) as (daemon, instance):
         deadline = time.monotonic() + 200
-        with dg.DagsterInstance.get() as instance:
-            while time.monotonic() < deadline:
-                runs = instance.get_runs(dg.RunsFilter(job_name="retrain"))
-                if runs and runs[0].is_finished:
-                    break
-                assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:]
-                time.sleep(2)
+        while time.monotonic() < deadline:
             runs = instance.get_runs(dg.RunsFilter(job_name="retrain"))
+            if runs and runs[0].is_finished:
+                break
+            assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:]
+            time.sleep(2)
+        runs = instance.get_runs(dg.RunsFilter(job_name="retrain"))
         assert len(runs) == 1, "the daemon launched no retrain run in time"
         assert runs[0].status == dg.DagsterRunStatus.SUCCESS
         assert runs[0].tags["monitoring/trigger"] == "drift"
@@ -318,10 +301,3 @@ def test_daemon_launches_retraining_and_gate_runs(drifted: Path, tmp_path: Path)
             [("registered", challenger), ("gate_rejected", challenger)],
         ), added
         assert added[-1]["trigger"]["run_id"] == runs[0].run_id, added[-1]
-    finally:
-        if old is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = old
-        os.killpg(daemon.pid, 15)
-        daemon.wait(timeout=30)
