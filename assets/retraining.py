@@ -57,6 +57,7 @@ def gate_metadata(outcome: GateOutcome | ShadowOutcome, role: str = "") -> dict:
          **outcome.challenger_metrics},
         {"model": f"champion {outcome.champion_version}", **outcome.champion_metrics},
     ])
+    shift = getattr(outcome, "importance_shift", None)
     return {
         "reason": dg.MetadataValue.text(decision.reason),
         "challenger": outcome.challenger_version,
@@ -66,6 +67,7 @@ def gate_metadata(outcome: GateOutcome | ShadowOutcome, role: str = "") -> dict:
         "challenger_score": round(decision.challenger, 5),
         "champion_score": round(decision.champion, 5),
         "scores": md_table(scores),
+        **({"importance_shift": md_table(shift)} if shift is not None else {}),
     }
 
 

@@ -13,12 +13,19 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from pydantic import Field
 
-from assets.common import SETTINGS, preview
+from assets.common import SETTINGS, md_table, preview
 from assets.features import transaction_features
 from assets.ingest import RAW_TRANSACTIONS
 from fraudkit import lake
 from fraudkit.features import FEATURE_COLUMNS, lookback_days
-from fraudkit.training import Candidate, TrainingParams, fit_candidate, precision_recall_png
+from fraudkit.training import (
+    Candidate,
+    TrainingParams,
+    fit_candidate,
+    importance_png,
+    importance_table,
+    precision_recall_png,
+)
 from resources import DeltaLakeResource, ModelRegistryResource
 
 #: Commit metadata of a training_set version: the source tables' versions (JSON).
@@ -181,6 +188,21 @@ def candidate_metadata(candidate: Candidate, frame: pd.DataFrame, title: str) ->
         "thresholds": dg.MetadataValue.json(candidate.thresholds.as_dict()),
         "precision_recall": dg.MetadataValue.md(f"![precision-recall](data:image/png;base64,"
                                                 f"{image})"),
+        **explanation_metadata(candidate.explanations, title),
+    }
+
+
+def explanation_metadata(explanations: dict, title: str) -> dict:
+    """The model's global explanations as the UI shows them: the table and a bar chart."""
+    if not explanations:
+        return {}
+    image = base64.b64encode(importance_png(explanations, title.replace("PR", "mean |SHAP|"))
+                             ).decode()
+    return {
+        "feature_importance": md_table(importance_table(explanations)),
+        "importance_plot": dg.MetadataValue.md(
+            f"![mean |SHAP|](data:image/png;base64,{image})"),
+        "shap_additivity_max_abs_diff": explanations["additivity_max_abs_diff"],
     }
 
 
@@ -220,6 +242,7 @@ def model(
         thresholds=candidate.thresholds,
         extra_files={"reference.parquet": reference_bytes(candidate)},
         notes={"params": params.__dict__, "feature_columns": list(FEATURE_COLUMNS)},
+        explanations=candidate.explanations,
     )
     if first:
         reg.promote(registered.version, reason="first model")

@@ -267,6 +267,7 @@ class ModelRegistry:
         thresholds: Thresholds,
         extra_files: dict[str, bytes] | None = None,
         notes: dict[str, Any] | None = None,
+        explanations: dict[str, Any] | None = None,
     ) -> ModelVersion:
         """Store a new version (never overwrites one) and return it. Not yet champion."""
         with self._locked():
@@ -287,6 +288,7 @@ class ModelRegistry:
                     "metrics": metrics,
                     "thresholds": thresholds.as_dict(),
                     "created_at": _now(),
+                    **({"explanations": explanations} if explanations else {}),
                     **({"notes": notes} if notes else {}),
                 }
                 (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str))

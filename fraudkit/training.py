@@ -203,6 +203,92 @@ def precision_recall_png(labels: np.ndarray, scores: np.ndarray, title: str) -> 
     return buf.getvalue()
 
 
+#: Held-out rows whose TreeSHAP values make a model's global importances. TreeSHAP costs
+#: about 1 ms a row for 300 trees on this machine's 2 cores, so a seeded sample of the
+#: held-out days rather than all of them (a mean of |SHAP| over 2,000 rows is stable to a
+#: few percent).
+SHAP_ROWS = 2_000
+
+
+def global_explanations(model: lgb.LGBMClassifier, rows: pd.DataFrame,
+                        onnx_scores: np.ndarray, sample: int = SHAP_ROWS) -> dict:
+    """Gain importance and mean |SHAP| per feature of ``model`` on (a sample of) ``rows``.
+
+    The SHAP values are LightGBM's TreeSHAP (``pred_contrib``) of the very trees exported
+    to ONNX, in log-odds. They are checked against the ONNX scores of the same rows: the
+    sigmoid of a row's contributions plus the bias is the model's probability, and
+    ``additivity_max_abs_diff`` records how far from the ONNX score it is at most.
+    """
+    booster = model.booster_
+    if tuple(booster.feature_name()) != FEATURE_COLUMNS:
+        raise ValueError(f"the model's features {booster.feature_name()} are not "
+                         f"FEATURE_COLUMNS {list(FEATURE_COLUMNS)}")
+    picked = np.arange(len(rows))
+    if len(rows) > sample:
+        picked = np.sort(np.random.default_rng(0).choice(len(rows), sample, replace=False))
+    matrix = feature_matrix(rows.iloc[picked]).astype(np.float64)
+    contributions = booster.predict(matrix, pred_contrib=True)
+    probability = 1.0 / (1.0 + np.exp(-contributions.sum(axis=1)))
+    gain = booster.feature_importance(importance_type="gain")
+    mean_abs = np.abs(contributions[:, : len(FEATURE_COLUMNS)]).mean(axis=0)
+    return {
+        "method": "LightGBM split gain; TreeSHAP (pred_contrib) of the exported trees",
+        "shap_rows": int(len(picked)),
+        "shap_units": "log-odds",
+        "additivity_max_abs_diff": float(np.max(np.abs(probability - onnx_scores[picked])))
+        if len(picked) else 0.0,
+        "features": {
+            name: {"gain": float(g), "gain_share": float(g / gain.sum()) if gain.sum() else 0.0,
+                   "mean_abs_shap": float(m)}
+            for name, g, m in zip(FEATURE_COLUMNS, gain, mean_abs, strict=True)
+        },
+    }
+
+
+def importance_table(explanations: dict) -> pd.DataFrame:
+    """One row per feature (gain share, mean |SHAP|), the most influential first."""
+    table = pd.DataFrame.from_dict(explanations["features"], orient="index")
+    table.index.name = "feature"
+    return (table[["mean_abs_shap", "gain_share"]].sort_values("mean_abs_shap",
+                                                                ascending=False).reset_index())
+
+
+def importance_png(explanations: dict, title: str) -> bytes:
+    """A horizontal bar chart of mean |SHAP| per feature (PNG), for the Dagster UI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = importance_table(explanations).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.barh(table["feature"], table["mean_abs_shap"], color="#4c72b0")
+    ax.set_xlabel(f"mean |SHAP| (log-odds), {explanations['shap_rows']:,} held-out rows")
+    ax.set_title(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def importance_shift(before: dict | None, after: dict) -> pd.DataFrame | None:
+    """How each feature's mean |SHAP| and rank moved from ``before`` (the champion's
+    explanations) to ``after`` (the challenger's), the largest moves first; None when the
+    champion has none (registered before models carried explanations)."""
+    if not before:
+        return None
+    old, new = importance_table(before), importance_table(after)
+    old["rank_before"] = range(1, len(old) + 1)
+    new["rank_after"] = range(1, len(new) + 1)
+    table = old[["feature", "mean_abs_shap", "rank_before"]].merge(
+        new[["feature", "mean_abs_shap", "rank_after"]], on="feature",
+        suffixes=("_before", "_after"))
+    table["change"] = table["mean_abs_shap_after"] - table["mean_abs_shap_before"]
+    return table.reindex(table["change"].abs().sort_values(ascending=False).index
+                         ).reset_index(drop=True)
+
+
 @dataclass
 class Candidate:
     """A trained model, exported and checked, ready to be registered."""
@@ -213,6 +299,8 @@ class Candidate:
     onnx_max_abs_diff: float
     test_scores: np.ndarray
     reference: pd.DataFrame
+    #: :func:`global_explanations` on the held-out rows (goes into the manifest)
+    explanations: dict = field(default_factory=dict)
 
 
 def fit_candidate(
@@ -253,4 +341,5 @@ def fit_candidate(
         onnx_max_abs_diff=float(np.max(np.abs(native - onnx_scores))) if len(native) else 0.0,
         test_scores=onnx_scores,
         reference=sample[[*FEATURE_COLUMNS, "tx_fraud", "day"]].reset_index(drop=True),
+        explanations=global_explanations(model, test_rows, onnx_scores),
     )

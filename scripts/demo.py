@@ -89,6 +89,14 @@ def summary(settings: Settings) -> None:
           f"{m['average_precision']:.4f}, card precision@100 {m['card_precision_at_100']:.4f}, "
           f"onnx max |diff| {m['onnx_max_abs_diff']:.1e}")
     print(f"    thresholds {champion.manifest['thresholds']}  ({champion.path})")
+    explanations = champion.manifest.get("explanations")
+    if explanations:
+        from fraudkit.training import importance_table
+
+        top = importance_table(explanations).head(5)
+        print(f"    what drives it (mean |SHAP| in log-odds on {explanations['shap_rows']:,} "
+              "held-out rows): " + ", ".join(f"{r.feature} {r.mean_abs_shap:.2f}"
+                                             for r in top.itertuples()))
 
 
 #: Training window for the small (test) scale: 60 days leave little room for warm-up.

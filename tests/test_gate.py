@@ -72,6 +72,13 @@ def test_worse_challenger_rejected_better_promoted_rollback(small_pipeline: Path
     assert promoted["trigger"] == {"event": "test-better"}
     assert list(better.candidate.reference.columns[:len(FEATURE_COLUMNS)]) == list(
         FEATURE_COLUMNS)
+    # The verdict says how the challenger's importances moved from the champion's.
+    assert set(registry.get(better.challenger_version).manifest["explanations"]["features"]
+               ) == set(FEATURE_COLUMNS)
+    moves = promoted["importance_shift"]  # the champion (v0001) carries explanations too
+    assert len(moves) == 5 and {"feature", "change", "rank_before", "rank_after"} <= set(
+        moves[0])
+    assert moves[0]["feature"] == better.importance_shift["feature"].iat[0]
 
     assert registry.rollback() == first
     assert registry.champion().version == first

@@ -39,6 +39,34 @@ def test_onnx_matches_lightgbm_and_the_model_learns() -> None:
     assert list(candidate.reference.columns[: len(FEATURE_COLUMNS)]) == list(FEATURE_COLUMNS)
 
 
+def test_explanations_are_the_exported_model_s_and_find_the_signal() -> None:
+    """Gain and mean |SHAP| per feature, from the trees exported to ONNX: each explained
+    row's contributions add up to its ONNX score; a feature the model was made to depend on
+    leads, and a feature shuffled into noise explains almost nothing."""
+    from fraudkit.training import SHAP_ROWS, importance_shift, importance_table
+
+    frame = small_training_set()
+    rng = np.random.default_rng(0)
+    # All the signal in one feature: the label itself, scaled, hidden among the others.
+    frame["terminal_risk_7d"] = frame["tx_fraud"] * 0.9 + rng.random(len(frame)) * 0.1
+    frame["customer_nb_tx_1d"] = rng.permutation(frame["customer_nb_tx_1d"].to_numpy())
+    candidate = fit_candidate(frame)
+    explanations = candidate.explanations
+    assert explanations["shap_rows"] == min(SHAP_ROWS, int((frame["split"] == "test").sum()))
+    assert explanations["additivity_max_abs_diff"] < 1e-5  # TreeSHAP of the ONNX model
+    table = importance_table(explanations)
+    assert list(table["feature"])[0] == "terminal_risk_7d", table
+    assert table["gain_share"].sum() == pytest.approx(1.0)
+    noise = table.set_index("feature").loc["customer_nb_tx_1d", "mean_abs_shap"]
+    assert noise < 0.05 * table["mean_abs_shap"].iat[0], table
+    # Against a model without the planted signal, that feature moves most.
+    plain = fit_candidate(small_training_set()).explanations
+    shift = importance_shift(plain, explanations)
+    assert shift["feature"].iat[0] == "terminal_risk_7d" and shift["change"].iat[0] > 0
+    assert shift["rank_after"].iat[0] == 1
+    assert importance_shift(None, explanations) is None
+
+
 def test_the_same_rows_in_another_order_give_the_same_model() -> None:
     frame = small_training_set()
     shuffled = frame.sample(frac=1.0, random_state=3)

@@ -85,6 +85,9 @@ class GateOutcome:
     new_champion: str
     test_days: tuple[str, str]
     candidate: Any = field(repr=False, default=None)
+    #: How the challenger's mean |SHAP| per feature moved from the champion's
+    #: (:func:`fraudkit.training.importance_shift`); None when the champion has none.
+    importance_shift: pd.DataFrame | None = field(repr=False, default=None)
 
 
 def score_version(model_path: Path, frame: pd.DataFrame) -> np.ndarray:
@@ -113,7 +116,7 @@ def retrain_and_gate(
     With ``evidence="shadow"`` a challenger that passes is not promoted but put in shadow:
     the online service scores it beside the champion, and :func:`judge_shadow` decides on
     that live traffic once its labels mature."""
-    from fraudkit.training import evaluate, fit_candidate
+    from fraudkit.training import evaluate, fit_candidate, importance_shift
 
     if evidence not in EVIDENCE:
         raise ValueError(f"gate evidence {evidence!r} is not one of {EVIDENCE}")
@@ -127,6 +130,7 @@ def retrain_and_gate(
     test_days = (str(test_rows["day"].min()), str(test_rows["day"].max()))
     buf = io.BytesIO()
     candidate.reference.to_parquet(buf, index=False)
+    shift = importance_shift(champion.manifest.get("explanations"), candidate.explanations)
     details = {
         "evidence": "holdout",
         "gate": decision.as_dict(),
@@ -135,6 +139,9 @@ def retrain_and_gate(
         "champion": champion.version,
         "test_days": list(test_days),
         "trigger": trigger or {},
+        # The largest moves of mean |SHAP| (log-odds) from the champion to the challenger.
+        "importance_shift": shift.head(5).round(4).to_dict(orient="records")
+        if shift is not None else f"champion {champion.version} has no explanations",
     }
     registered = registry.register(
         candidate.onnx_bytes,
@@ -143,6 +150,7 @@ def retrain_and_gate(
         thresholds=candidate.thresholds,
         extra_files={"reference.parquet": buf.getvalue()},
         notes={"role": "challenger", **details},
+        explanations=candidate.explanations,
     )
     if decision.promote and evidence == "shadow":
         registry.start_shadow(registered.version,
@@ -163,6 +171,7 @@ def retrain_and_gate(
         new_champion=registry.champion().version,
         test_days=test_days,
         candidate=candidate,
+        importance_shift=shift,
     )
 
 
