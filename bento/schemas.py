@@ -24,7 +24,7 @@ from pydantic import (
 from bento.settings import MAX_BATCH
 from fraudkit.features import FEATURES
 from fraudkit.online import FALLBACK_VERSION, check_not_future, to_time_us
-from fraudkit.schema import INT64_MAX, INT64_MIN
+from fraudkit.schema import INT64_MAX, INT64_MIN, MIN_TX_AMOUNT
 from fraudkit.store import StreamRow
 
 #: The example request shown in the OpenAPI document.
@@ -48,8 +48,11 @@ class Transaction(BaseModel):
         "the service's clock")
     customer_id: Id
     terminal_id: Id
-    tx_amount: Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False,
-                                            description="> 0 and finite")]
+    #: The raw contract's amount rule (:data:`fraudkit.schema.MIN_TX_AMOUNT`), the same bound
+    #: the batch ingest quarantines by: 0 is a card verification and is scored.
+    tx_amount: Annotated[StrictFloat, Field(
+        ge=MIN_TX_AMOUNT, allow_inf_nan=False,
+        description=f">= {MIN_TX_AMOUNT:g} and finite (0: a card verification)")]
 
     @field_validator("tx_datetime", mode="before")
     @classmethod

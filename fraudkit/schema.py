@@ -64,6 +64,14 @@ LANDING_SUFFIXES = (".parquet", ".csv", ".csv.gz")
 #: The contract's integer columns: read and checked as exact int64, never through float.
 INT_COLUMNS = ("transaction_id", "customer_id", "terminal_id", "tx_fraud")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: The smallest ``tx_amount`` the contract accepts (it must also be finite): the one
+#: statement of the amount rule, which the batch validation (:func:`validate_raw`, quarantine)
+#: and the service's request model (``bento.schemas.Transaction``, 422) both enforce, so the
+#: two paths never disagree on which transactions exist. Zero is allowed because a
+#: zero-amount authorization (a card verification) is a real transaction, and one that card
+#: testers use: it is kept, featured and scored like any other. Nothing divides by an
+#: amount, so a zero is an ordinary value in the features.
+MIN_TX_AMOUNT = 0.0
 
 
 class LandingFileError(ValueError):
@@ -354,9 +362,10 @@ def validate_raw(
     ``source`` names the file of each row (one name or one per row) and ``row_number`` its
     position in that file, so every quarantined row can be traced back.
 
-    Reasons, first match wins: a null field, an unparseable value, a non-positive or
-    non-finite amount, a label outside {0, 1}, a timestamp outside ``day``, and a
-    ``transaction_id`` seen before in the same day (the first valid occurrence is kept).
+    Reasons, first match wins: a null field, an unparseable value, a non-finite amount or
+    one below :data:`MIN_TX_AMOUNT` (a negative one; zero is kept), a label outside {0, 1},
+    a timestamp outside ``day``, and a ``transaction_id`` seen before in the same day (the
+    first valid occurrence is kept).
     Integers are checked exactly (never through float64), timestamps in microseconds.
 
     An unexpected error is raised again as :class:`LandingFileError` naming the file(s)
@@ -409,7 +418,9 @@ def _validate(
     flag(customers.isna(), "customer_id is not an int64 integer")
     flag(terminals.isna(), "terminal_id is not an int64 integer")
     flag(~np.isfinite(amounts.to_numpy()), "tx_amount is not a finite number")
-    flag(amounts <= 0, "tx_amount is not positive")
+    # The reason's text predates zero amounts (then quarantined too); it is kept so that
+    # old and new quarantine rows of the same rule group together.
+    flag(amounts < MIN_TX_AMOUNT, "tx_amount is not positive")
     flag(~labels.isin([0, 1]), "tx_fraud is not 0 or 1")
     day_start = pd.Timestamp(day, tz="UTC")
     outside = (times < day_start) | (times >= day_start + pd.Timedelta(days=1))

@@ -70,6 +70,23 @@ def test_other_label_delays(delay: int) -> None:
     assert_matches_reference(random_raw(100 + delay), delay=delay)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_zero_amounts_match_naive_loop(seed: int) -> None:
+    """Zero-amount authorizations (card verifications) are ordinary amounts in every window:
+    a third of the rows at $0, one customer with nothing but $0 (mean 0, not 0/0) and a
+    $0 first transaction (a one-row mean of 0)."""
+    raw = random_raw(200 + seed)
+    rng = np.random.default_rng(seed)
+    raw.loc[rng.random(len(raw)) < 1 / 3, "tx_amount"] = 0.0
+    raw.loc[raw["customer_id"] == 5, "tx_amount"] = 0.0
+    raw.loc[0, "tx_amount"] = 0.0  # customer 999's only transaction
+    assert_matches_reference(raw, delay=7)
+    got = features_frame(raw, 7).set_index("transaction_id")
+    zero_only = got.loc[raw.loc[raw["customer_id"] == 5, "transaction_id"]]
+    assert (zero_only[[f"customer_avg_amount_{w}d" for w in (1, 7, 30)]] == 0.0).all().all()
+    assert (zero_only["customer_nb_tx_30d"] >= 1).all()
+    assert got.loc[raw.loc[0, "transaction_id"], "customer_avg_amount_30d"] == 0.0
+
 def test_ties_window_edges_single_customer_and_unmatured_terminal() -> None:
     t0 = BASE + pd.Timedelta(hours=12)
     rows = [

@@ -165,3 +165,34 @@ def test_ids_on_several_days_are_found_across_the_table(tmp_path: Path) -> None:
     second.assign(transaction_id=[6, 4, 5]).to_parquet(landing / f"transactions_{day2}.parquet")
     ingest_days([day2], str(landing), t)  # the fixed file, re-run: nothing left
     assert ids_on_several_days([DAY, day2], t, DeltaTable(t.raw).version())["ids"] == 0
+
+
+def test_zero_amounts_are_kept_and_bad_amounts_quarantined(tmp_path: Path) -> None:
+    """A zero-amount authorization (a card verification) is a transaction: kept in
+    raw_transactions from Parquet and CSV alike, "-0.00" included (it is zero). Negative,
+    NaN and infinite amounts still go to quarantine with their reasons."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    parquet = good_rows(8)
+    parquet["tx_amount"] = [0.0, -0.0, 12.5, -5.0, -1e-9, np.nan, np.inf, -np.inf]
+    parquet.to_parquet(landing / f"transactions_{DAY}.parquet")
+    csv = good_rows(7).assign(transaction_id=np.arange(101, 108))
+    csv["tx_amount"] = ["0", "0.00", "-0.00", "-0.01", "NaN", "inf", "-inf"]
+    csv.to_csv(landing / f"extra_{DAY}.csv", index=False)
+
+    t = tables(tmp_path)
+    stats = ingest_days([DAY], str(landing), t)["days"][DAY]
+    assert stats["rows_in"] == 15 and stats["kept"] == 6 and stats["quarantined"] == 9
+    assert stats["reasons"] == {
+        "tx_amount is not positive": 3,  # -5, -1e-9, -0.01
+        "null tx_amount": 1,  # NaN in Parquet counts as missing
+        "tx_amount is not a finite number": 5,  # ±inf (Parquet), NaN and ±inf (CSV text)
+    }
+    raw = lake.dataset(t.raw).to_table().to_pandas().set_index("transaction_id")
+    assert sorted(raw.index) == [1, 2, 3, 101, 102, 103]
+    assert raw.loc[[1, 2, 101, 102, 103], "tx_amount"].tolist() == [0.0] * 5
+    assert raw.loc[3, "tx_amount"] == 12.5
+    quarantine = lake.dataset(t.quarantine).to_table().to_pandas()
+    by_value = dict(zip(quarantine["tx_amount"], quarantine["reason"], strict=True))
+    assert by_value["-5.0"] == by_value["-0.01"] == "tx_amount is not positive"
+    assert by_value["inf"] == by_value["-inf"] == "tx_amount is not a finite number"

@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from fraudkit import lake
+from fraudkit.batch import FEATURES_SCHEMA, Tables, features_for_days, ingest_days
 from fraudkit.config import Settings
 from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS
 from fraudkit.online import (
@@ -27,6 +29,7 @@ from fraudkit.online import (
     to_time_us,
 )
 from fraudkit.registry import ModelRegistry
+from fraudkit.schema import QUARANTINE_SCHEMA, RAW_SCHEMA
 
 CUTOFF = "2026-06-20"
 REPLAY = ["2026-06-21", "2026-06-22"]
@@ -123,6 +126,71 @@ def test_store_holding_the_future_gives_the_same_answer(small_pipeline: Path) ->
     _assert_equal_to_batch(got, req.transaction_id, small_pipeline, REPLAY)
 
 
+def test_zero_amounts_are_featured_the_same_on_both_paths(tmp_path: Path) -> None:
+    """Card verifications ($0) land through the real ingest, then get their features from
+    the batch path (``features_for_days``, what each Dask task of transaction_features runs)
+    and from the online path (history + requests), which must agree on all 15 features
+    exactly: as one batch on the day after the history, and one request at a time against
+    a history that already holds the day. Customer 1 only ever verifies cards ($0), so its
+    means are 0, not 0/0."""
+    days = ["2026-05-01", "2026-05-02", "2026-05-03", "2026-05-04"]
+    delay = 1  # labels of the earlier days reach the terminal windows of the last one
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    rng = np.random.default_rng(5)
+    n = 40
+    for k, day in enumerate(days):
+        # Whole minutes, a few ties: windows end exactly on rows of the days before.
+        minutes = np.sort(rng.integers(0, 24 * 60, n))
+        frame = pd.DataFrame({
+            "transaction_id": np.arange(k * 1000, k * 1000 + n, dtype="int64"),
+            "tx_datetime": pd.Timestamp(day, tz="UTC") + pd.to_timedelta(minutes, unit="min"),
+            "customer_id": rng.integers(1, 6, n).astype("int64"),
+            "terminal_id": rng.integers(1, 4, n).astype("int64"),
+            "tx_amount": np.where(rng.random(n) < 0.4, 0.0,
+                                  np.round(rng.gamma(2.0, 40.0, n), 2)),
+            "tx_fraud": (rng.random(n) < 0.3).astype("int8"),
+        })
+        frame.loc[frame["customer_id"] == 1, "tx_amount"] = 0.0
+        frame.loc[n - 1, "tx_amount"] = -1.0  # quarantined: on neither path
+        frame.to_parquet(landing / f"transactions_{day}.parquet")
+    tables = Tables(raw=str(tmp_path / "raw"), quarantine=str(tmp_path / "quarantine"),
+                    features=str(tmp_path / "features"),
+                    predictions=str(tmp_path / "predictions"))
+    lake.ensure_table(tables.raw, RAW_SCHEMA)
+    lake.ensure_table(tables.quarantine, QUARANTINE_SCHEMA)
+    lake.ensure_table(tables.features, FEATURES_SCHEMA)
+    ingest_days(days, str(landing), tables)
+    raw_version = lake.table_version(tables.raw)
+    features_for_days(days[-1:], tables, raw_version, delay)
+    batch = lake.read_days(tables.features, days[-1:]).to_pandas().set_index("transaction_id")
+
+    today = lake.read_days(tables.raw, days[-1:]).to_pandas()
+    today = today.sort_values(["tx_datetime", "transaction_id"]).reset_index(drop=True)
+    req = _requests(today)
+    assert (req.tx_amount == 0.0).sum() >= 10 and (today["customer_id"] == 1).any()
+    assert len(today) == n - 1 and (req.tx_amount >= 0).all()
+
+    def assert_same(got: dict[str, np.ndarray], ids: np.ndarray) -> None:
+        want = batch.loc[ids]
+        for name in FEATURE_COLUMNS:
+            np.testing.assert_array_equal(got[name], want[name].to_numpy(), err_msg=name)
+
+    as_batch, _ = OnlineFeatureStore(delay, load_history(tables.raw, delay, days[-2])
+                                     ).features(req)
+    assert_same(as_batch, req.transaction_id)
+    holding_the_day = OnlineFeatureStore(delay, load_history(tables.raw, delay))
+    for i in range(len(req)):
+        one = Requests(*(getattr(req, f)[i:i + 1] for f in
+                         ("transaction_id", "tx_time_us", "customer_id", "terminal_id",
+                          "tx_amount")))
+        alone, _ = holding_the_day.features(one)
+        assert_same(alone, one.transaction_id)
+    only_zero = batch[batch["customer_id"] == 1]
+    assert (only_zero["customer_avg_amount_30d"] == 0.0).all()
+    assert (only_zero["customer_nb_tx_30d"] >= 1).all()
+    assert (batch["terminal_risk_30d"] > 0).any()  # the terminal windows held labels
+
 def test_retry_does_not_count_twice(small_pipeline: Path, tmp_path: Path) -> None:
     scorer = _scorer_at_cutoff(small_pipeline, tmp_path)
     t = to_time_us(dt.datetime(2026, 6, 21, 12, tzinfo=dt.UTC))
@@ -152,6 +220,14 @@ def test_fallback_rules() -> None:
     assert decisions.tolist() == ["approve", "decline", "review"]
     assert scores.tolist() == [0.0, 1.0, 0.5]
 
+
+def test_fallback_rules_on_card_verifications() -> None:
+    """docs/contracts.md: a $0 transaction of a customer whose 30-day window is 5 or more
+    $0 card verifications meets the review rule (0 >= 3 x 0); with fewer it is approved."""
+    feats = {n: np.zeros(2) for n in FEATURE_COLUMNS}
+    feats["customer_nb_tx_30d"] = np.array([5, 4])
+    scores, decisions = fallback_scores(feats)
+    assert decisions.tolist() == ["review", "approve"] and scores.tolist() == [0.5, 0.0]
 
 def test_champion_watcher_follows_promotion_and_rollback(small_pipeline: Path,
                                                         tmp_path: Path) -> None:

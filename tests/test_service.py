@@ -114,8 +114,10 @@ def test_auth(server: httpx.Client) -> None:
         ({**GOOD, "customer_id": "42"}, "customer_id"),
         ({**GOOD, "customer_id": 4.5}, "customer_id"),
         ({**GOOD, "tx_amount": -1.0}, "tx_amount"),
-        ({**GOOD, "tx_amount": 0}, "tx_amount"),
+        ({**GOOD, "tx_amount": -0.01}, "tx_amount"),  # 0 is allowed, below it is not
         ({**GOOD, "tx_amount": "NaN-literal"}, "tx_amount"),
+        ({**GOOD, "tx_amount": "Infinity-literal"}, "tx_amount"),
+        ({**GOOD, "tx_amount": "-Infinity-literal"}, "tx_amount"),
         ({**GOOD, "tx_datetime": "not a date"}, "tx_datetime"),
         ({**GOOD, "tx_datetime": 1714558500}, "tx_datetime"),
         ({**GOOD, "transaction_id": 2**64}, "transaction_id"),
@@ -125,8 +127,9 @@ def test_auth(server: httpx.Client) -> None:
     ],
 )
 def test_bad_input_is_a_named_4xx(server: httpx.Client, body: dict, field: str) -> None:
-    if body.get("tx_amount") == "NaN-literal":
-        content = json.dumps({**body, "tx_amount": float("nan")})  # a bare NaN token
+    if str(body.get("tx_amount")).endswith("-literal"):  # a bare NaN/Infinity token
+        value = float(body["tx_amount"].removesuffix("-literal"))
+        content = json.dumps({**body, "tx_amount": value})
     else:
         content = json.dumps(body)
     response = server.post("/score", content=content, headers={
@@ -134,6 +137,35 @@ def test_bad_input_is_a_named_4xx(server: httpx.Client, body: dict, field: str) 
     assert response.status_code == 422, response.text
     assert field in response.json()["error"]
 
+
+def test_zero_amount_card_verification_is_scored(server: httpx.Client) -> None:
+    """A zero-amount authorization (a card verification, docs/contracts.md) is scored with
+    its features like any other transaction, alone and in a batch, and counts in its
+    customer's windows with amount 0; a negative amount is still a 422 naming the field."""
+    card = {**GOOD, "customer_id": 987_654_400, "terminal_id": 987_654_400}
+    first = server.post("/score", headers=HEADERS,
+                        json={**card, "transaction_id": 10_000_010, "tx_amount": 0})
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert 0.0 <= body["score"] <= 1.0 and body["decision"] in {"approve", "review", "decline"}
+    assert body["model_version"] == "v0001" and body["fallback"] is False
+    feats = body["features"]
+    assert (feats["tx_amount"], feats["customer_nb_tx_30d"],
+            feats["customer_avg_amount_30d"]) == (0.0, 1, 0.0)
+    batch = server.post("/score_batch", headers=HEADERS, json={"transactions": [
+        {**card, "transaction_id": 10_000_011, "tx_datetime": "2026-06-25T10:16:00Z",
+         "tx_amount": 0.0},
+        {**card, "transaction_id": 10_000_012, "tx_datetime": "2026-06-25T10:17:00Z",
+         "tx_amount": 30.0}]})
+    assert batch.status_code == 200, batch.text
+    results = batch.json()["results"]
+    assert all(0.0 <= r["score"] <= 1.0 for r in results)
+    assert [(r["features"]["customer_nb_tx_1d"], r["features"]["customer_avg_amount_1d"])
+            for r in results] == [(2, 0.0), (3, 10.0)]
+    negative = server.post("/score", headers=HEADERS,
+                           json={**card, "transaction_id": 10_000_013, "tx_amount": -0.01})
+    assert negative.status_code == 422
+    assert [p["field"] for p in negative.json()["problems"]] == ["tx_amount"]
 
 def test_ids_take_the_whole_int64_range_as_in_batch(server: httpx.Client) -> None:
     body = {**GOOD, "transaction_id": -(2**63), "customer_id": -7, "terminal_id": 2**63 - 1}
