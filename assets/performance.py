@@ -18,11 +18,21 @@ from assets.common import SETTINGS, daily_partitions, md_table, partition_days, 
 from assets.ingest import RAW_TRANSACTIONS
 from assets.scoring import batch_predictions
 from fraudkit import lake
+from fraudkit.features import FEATURE_COLUMNS
+from fraudkit.monitoring.fairness import (
+    SEGMENT_SCHEMA,
+    over_ratio,
+    segment_table,
+    worst_disparity,
+)
 from fraudkit.monitoring.performance import PERFORMANCE_SCHEMA, matured_until
+from fraudkit.schema import RAW_SCHEMA
 from fraudkit.training import evaluate
 from resources import DeltaLakeResource, MonitoringResource
 
 PERFORMANCE_TABLE = "model_performance"
+#: Per day, segment and value: the fairness figures (fraudkit/monitoring/fairness.py).
+SEGMENT_TABLE = "segment_performance"
 
 
 @dg.asset(
@@ -33,7 +43,13 @@ PERFORMANCE_TABLE = "model_performance"
         dg.AssetCheckSpec(
             "performance_above_floor", asset="model_performance",
             description="Every day's realized metric is at or above the monitoring floor.",
-        )
+        ),
+        dg.AssetCheckSpec(
+            "segment_fpr_within_ratio", asset="model_performance",
+            description="No segment's false-positive rate exceeds the overall one by more "
+            "than FAIRNESS_MAX_RATIO over the run's days (segments with enough non-fraud "
+            "rows; fraudkit/monitoring/fairness.py).",
+        ),
     ],
     group_name="monitoring",
     kinds={"deltalake"},
@@ -59,13 +75,28 @@ def model_performance(
             f"{SETTINGS.label_delay_days} days later, so only days up to {matured} can be "
             "evaluated; performance_sensor requests them when they mature"
         )
+    segments = monitoring.segments()
+    needed = sorted({s.column for s in segments})
+    from_features = [c for c in needed if c in FEATURE_COLUMNS]
+    from_raw = [c for c in needed if c not in FEATURE_COLUMNS and c in RAW_SCHEMA.names]
+    unknown = sorted(set(needed) - set(from_features) - set(from_raw))
+    if unknown:
+        raise dg.Failure(f"FAIRNESS_SEGMENTS names column(s) {', '.join(unknown)}, which "
+                         "neither transaction_features nor raw_transactions has; use one of "
+                         f"{', '.join([*FEATURE_COLUMNS, *RAW_SCHEMA.names])}")
     preds = lake.read_days(tables.predictions, days, ["transaction_id", "customer_id", "score",
-                                                      "model_version", "day"],
+                                                      "decision", "model_version", "day"],
                            storage_options=tables.storage_options).to_pandas()
-    labels = lake.read_days(tables.raw, days, ["transaction_id", "tx_fraud", "day"],
+    labels = lake.read_days(tables.raw, days,
+                            ["transaction_id", "tx_fraud", *from_raw, "day"],
                             storage_options=tables.storage_options).to_pandas()
     frame = preds.merge(labels, on=["transaction_id", "day"], how="inner",
                         validate="one_to_one")
+    if from_features:
+        feats = lake.read_days(tables.features, days, ["transaction_id", *from_features, "day"],
+                               storage_options=tables.storage_options).to_pandas()
+        frame = frame.merge(feats, on=["transaction_id", "day"], how="left",
+                            validate="one_to_one")
     now = dt.datetime.now(dt.UTC)
     rows = []
     for day, part in frame.groupby("day", sort=True):
@@ -86,6 +117,19 @@ def model_performance(
     version = lake.replace_days(uri, pa.Table.from_pylist(rows, schema=PERFORMANCE_SCHEMA), days,
                                 tables.storage_options)
     per_day = pd.DataFrame(rows).drop(columns=["computed_at"])
+    segment_rows = pd.concat(
+        [segment_table(part, segments).assign(
+            model_version=part["model_version"].mode().iat[0], day=day)
+         for day, part in frame.groupby("day", sort=True)], ignore_index=True)
+    segment_uri = delta.uri(SEGMENT_TABLE)
+    lake.ensure_table(segment_uri, SEGMENT_SCHEMA, tables.storage_options)
+    lake.replace_days(segment_uri, pa.Table.from_pandas(
+        segment_rows[SEGMENT_SCHEMA.names], schema=SEGMENT_SCHEMA, preserve_index=False),
+        days, tables.storage_options)
+    pooled = segment_table(frame, segments)
+    evidence = monitoring.fairness_min_false_positives
+    worst = worst_disparity(pooled, evidence)
+    over = over_ratio(pooled, monitoring.fairness_max_ratio, evidence)
     metric, floor = monitoring.performance_metric, monitoring.performance_floor
     below = [] if floor is None else per_day.loc[per_day[metric] < floor, "day"].tolist()
     return dg.MaterializeResult(
@@ -95,6 +139,9 @@ def model_performance(
             "average_precision": round(float(per_day["average_precision"].mean()), 4),
             "card_precision_at_100": round(float(per_day["card_precision_at_100"].mean()), 4),
             "per_day": md_table(per_day),
+            "segments": md_table(pooled.drop(columns=["negatives"])),
+            "worst_fpr_disparity": dg.MetadataValue.text(str(worst)),
+            "segment_table_uri": dg.MetadataValue.path(segment_uri),
             "table_uri": dg.MetadataValue.path(uri),
             "table_version": version,
         },
@@ -103,6 +150,17 @@ def model_performance(
             severity=dg.AssetCheckSeverity.WARN,
             metadata={"metric": metric, "floor": floor if floor is not None else "none",
                       "days_below": dg.MetadataValue.text(", ".join(below) or "none")},
+        ), dg.AssetCheckResult(
+            check_name="segment_fpr_within_ratio", passed=over.empty,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=None if over.empty else (
+                "false-positive rate above FAIRNESS_MAX_RATIO "
+                f"{monitoring.fairness_max_ratio:g}x the overall rate: " + "; ".join(
+                    f"{r.segment} = {r.value}: {r.fpr_ratio:.2f}x ({r.negatives:,} non-fraud "
+                    "rows)" for r in over.itertuples())),
+            metadata={"max_ratio": monitoring.fairness_max_ratio,
+                      "worst": dg.MetadataValue.text(str(worst)),
+                      "min_false_positives": monitoring.fairness_min_false_positives},
         )],
     )
 

@@ -68,7 +68,18 @@ def gate_metadata(outcome: GateOutcome | ShadowOutcome, role: str = "") -> dict:
         "champion_score": round(decision.champion, 5),
         "scores": md_table(scores),
         **({"importance_shift": md_table(shift)} if shift is not None else {}),
+        **fairness_metadata(getattr(outcome, "fairness", None)),
     }
+
+
+def fairness_metadata(table: pd.DataFrame | None) -> dict:
+    """Both models' false-positive rate and disparity per segment on the held-out rows."""
+    if table is None or table.empty:
+        return {}
+    wide = table.pivot_table(index=["segment", "value"], columns="model",
+                             values=["fpr", "fpr_ratio"], aggfunc="first")
+    wide.columns = [f"{metric} {model}" for metric, model in wide.columns]
+    return {"segment_fairness": md_table(wide.reset_index())}
 
 
 #: Run tags under this prefix (set by the drift sensor) say what triggered a retrain run;

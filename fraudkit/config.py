@@ -26,6 +26,15 @@ DEFAULT_LABEL_DELAY_DAYS = 7
 #: start on 2026-05-01; later days are room for new data (the drift demo lands some there).
 #: The day in progress is a partition too (the landing sensor's micro-batches replace it as
 #: its files land); the drift report and the freshness checks wait for a day to end.
+#: The default fairness segments (FAIRNESS_SEGMENTS; fraudkit/monitoring/fairness.py):
+#: amount band, new vs established customer, night vs day.
+DEFAULT_SEGMENTS = (
+    '{"amount_band": {"column": "tx_amount", "bins": [10, 50, 200], '
+    '"labels": ["<10", "10-50", "50-200", ">=200"]}, '
+    '"customer": {"column": "customer_nb_tx_30d", "bins": [4], '
+    '"labels": ["new (<=3 tx in 30 days)", "established"]}, '
+    '"time_of_day": {"column": "tx_during_night", "bins": [1], "labels": ["day", "night"]}}'
+)
 DEFAULT_START_DATE = "2026-05-01"
 DEFAULT_END_DATE = "2026-12-31"
 
@@ -224,6 +233,22 @@ class MonitoringSettings(BaseSettings):
         0.0, validation_alias=_env("GATE_TOLERANCE"),
         description="Promote when challenger >= champion - tolerance on gate_metric (same "
                     "held-out days).")
+    fairness_segments: str = Field(
+        DEFAULT_SEGMENTS, validation_alias=_env("FAIRNESS_SEGMENTS"),
+        description="Segments for fairness (JSON: name -> column, bin edges, labels; a "
+                    "column without bins is split by its values).")
+    fairness_max_ratio: float = Field(
+        1.25, ge=1, validation_alias=_env("FAIRNESS_MAX_RATIO"),
+        description="model_performance warns when a segment's false-positive rate exceeds "
+                    "the overall one by more than this ratio.")
+    fairness_gate_tolerance: float = Field(
+        0.25, ge=0, validation_alias=_env("FAIRNESS_GATE_TOLERANCE"),
+        description="The gate refuses a challenger whose worst segment disparity exceeds "
+                    "the champion's by more than this.")
+    fairness_min_false_positives: int = Field(
+        50, gt=0, validation_alias=_env("FAIRNESS_MIN_FALSE_POSITIVES"),
+        description="A segment value is judged only when the overall false-positive rate "
+                    "gives it at least this many false alarms (fewer are noise).")
     reference: str = Field(
         "holdout", validation_alias=_env("MONITOR_REFERENCE"),
         description="'holdout': the features of the champion's held-out days; 'stored': "
@@ -248,6 +273,14 @@ class MonitoringSettings(BaseSettings):
     evidently_ui_port: int = Field(8000, gt=0, validation_alias=_env("EVIDENTLY_UI_PORT"),
                                    description="Port of `evidently ui` in the links the drift "
                                                "report's metadata shows.")
+
+    @field_validator("fairness_segments")
+    @classmethod
+    def _segments(cls, value: str) -> str:
+        from fraudkit.monitoring.fairness import parse_segments
+
+        parse_segments(value)
+        return value
 
     @field_validator("performance_floor", mode="before")
     @classmethod

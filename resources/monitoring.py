@@ -16,6 +16,7 @@ from pydantic import Field
 from fraudkit.config import MonitoringSettings, Settings
 from fraudkit.features import lookback_days
 from fraudkit.monitoring.drift import DriftConfig
+from fraudkit.monitoring.fairness import Segment, parse_segments
 from fraudkit.monitoring.gate import EVIDENCE, GateConfig
 from fraudkit.monitoring.trigger import TriggerConfig
 
@@ -39,6 +40,10 @@ class MonitoringResource(dg.ConfigurableResource):
     gate_metric: str = _setting("gate_metric")
     gate_evidence: str = _setting("gate_evidence")
     gate_tolerance: float = _setting("gate_tolerance")
+    fairness_segments: str = _setting("fairness_segments")
+    fairness_max_ratio: float = _setting("fairness_max_ratio")
+    fairness_gate_tolerance: float = _setting("fairness_gate_tolerance")
+    fairness_min_false_positives: int = _setting("fairness_min_false_positives")
     reference: str = _setting("reference")
     reference_rows: int = _setting("reference_rows")
     max_current_rows: int = _setting("max_current_rows")
@@ -93,7 +98,13 @@ class MonitoringResource(dg.ConfigurableResource):
     def gate_config(self) -> GateConfig:
         if self.gate_evidence not in EVIDENCE:
             raise ValueError(f"gate evidence {self.gate_evidence!r} is not one of {EVIDENCE}")
-        return GateConfig(metric=self.gate_metric, tolerance=self.gate_tolerance)
+        return GateConfig(metric=self.gate_metric, tolerance=self.gate_tolerance,
+                          segments=self.segments(),
+                          fairness_tolerance=self.fairness_gate_tolerance,
+                          fairness_min_false_positives=self.fairness_min_false_positives)
+
+    def segments(self) -> tuple[Segment, ...]:
+        return parse_segments(self.fairness_segments)
 
     def workspace_dir(self) -> Path | None:
         if self.workspace and self.workspace.lower() == "none":

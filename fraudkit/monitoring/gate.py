@@ -1,20 +1,30 @@
 """The champion/challenger gate and the retraining it judges: a challenger is trained on a
 recent window, scored with the champion on the same held-out days, always registered, and
-promoted only when the gate passes. Both metric sets and the verdict go to the registry's
-event log, so a person can see why a model is (still) champion.
+promoted only when the gate passes: on its metric, and on segment fairness (a challenger
+whose worst false-positive disparity is worse than the champion's is refused). Both metric
+sets and the verdict go to the registry's event log, so a person can see why a model is
+(still) champion.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fraudkit.config import DEFAULT_SEGMENTS
+from fraudkit.model import Thresholds
+from fraudkit.monitoring.fairness import (
+    Segment,
+    fairness_verdict,
+    parse_segments,
+    segment_table,
+)
 from fraudkit.monitoring.performance import GATE_METRICS
 
 
@@ -25,6 +35,13 @@ class GateConfig:
 
     metric: str = "average_precision"
     tolerance: float = 0.0
+    #: Segment fairness (fraudkit/monitoring/fairness.py): the challenger's worst
+    #: false-positive disparity may exceed the champion's by at most ``fairness_tolerance``
+    #: on the same held-out rows (None: not judged).
+    segments: tuple[Segment, ...] = field(default_factory=lambda: parse_segments(
+        DEFAULT_SEGMENTS))
+    fairness_tolerance: float | None = 0.25
+    fairness_min_false_positives: int = 50
 
     def __post_init__(self) -> None:
         if self.metric not in GATE_METRICS:
@@ -88,6 +105,38 @@ class GateOutcome:
     #: How the challenger's mean |SHAP| per feature moved from the champion's
     #: (:func:`fraudkit.training.importance_shift`); None when the champion has none.
     importance_shift: pd.DataFrame | None = field(repr=False, default=None)
+    #: Both models' segment tables on the held-out rows (``model`` column), for the UI.
+    fairness: pd.DataFrame | None = field(repr=False, default=None)
+
+
+def judge_fairness(rows: pd.DataFrame, challenger_scores: np.ndarray,
+                   challenger_thresholds: Thresholds, champion_scores: np.ndarray,
+                   champion_thresholds: Thresholds, cfg: GateConfig) -> dict[str, Any]:
+    """The fairness half of the gate: both models' decisions on the same rows, split by
+    ``cfg.segments``; passes unless the challenger's worst false-positive disparity exceeds
+    the champion's by more than ``cfg.fairness_tolerance``. Segments whose column the rows
+    lack (a raw column the training set does not keep) are left out and named."""
+    from fraudkit.model import decide
+
+    usable = tuple(s for s in cfg.segments if s.column in rows.columns)
+    skipped = [s.name for s in cfg.segments if s not in usable]
+    tables = []
+    for model, scores, thresholds in (("challenger", challenger_scores, challenger_thresholds),
+                                      ("champion", champion_scores, champion_thresholds)):
+        frame = rows.assign(decision=decide(scores, thresholds))
+        tables.append(segment_table(frame, usable).assign(model=model))
+    new, old = tables
+    if cfg.fairness_tolerance is None or not usable:
+        passed, reason = True, "fairness not judged"
+        worst_new = worst_old = None
+    else:
+        passed, reason, worst_new, worst_old = fairness_verdict(
+            new, old, cfg.fairness_tolerance, cfg.fairness_min_false_positives)
+    return {"passed": bool(passed), "reason": reason,
+            "challenger_worst": str(worst_new) if worst_new else None,
+            "champion_worst": str(worst_old) if worst_old else None,
+            "tolerance": cfg.fairness_tolerance, "segments_left_out": skipped,
+            "table": pd.concat(tables, ignore_index=True)}
 
 
 def score_version(model_path: Path, frame: pd.DataFrame) -> np.ndarray:
@@ -125,8 +174,15 @@ def retrain_and_gate(
     champion.verify()
     test_rows = frame[frame["split"] == "test"]
     candidate = fit_candidate(frame, params)
-    champion_metrics = evaluate(test_rows, score_version(champion.model_path, test_rows))
+    champion_scores = score_version(champion.model_path, test_rows)
+    champion_metrics = evaluate(test_rows, champion_scores)
     decision = gate(candidate.metrics, champion_metrics, gate_cfg)
+    fairness = judge_fairness(test_rows, candidate.test_scores, candidate.thresholds,
+                              champion_scores, champion.thresholds, gate_cfg)
+    if decision.promote and not fairness["passed"]:
+        decision = replace(decision, promote=False,
+                           reason=f"fairness: {fairness['reason']}; champion kept (the "
+                                  f"metric alone would promote: {decision.reason})")
     test_days = (str(test_rows["day"].min()), str(test_rows["day"].max()))
     buf = io.BytesIO()
     candidate.reference.to_parquet(buf, index=False)
@@ -139,6 +195,7 @@ def retrain_and_gate(
         "champion": champion.version,
         "test_days": list(test_days),
         "trigger": trigger or {},
+        "fairness": {k: v for k, v in fairness.items() if k != "table"},
         # The largest moves of mean |SHAP| (log-odds) from the champion to the challenger.
         "importance_shift": shift.head(5).round(4).to_dict(orient="records")
         if shift is not None else f"champion {champion.version} has no explanations",
@@ -172,6 +229,7 @@ def retrain_and_gate(
         test_days=test_days,
         candidate=candidate,
         importance_shift=shift,
+        fairness=fairness["table"],
     )
 
 
