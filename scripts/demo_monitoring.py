@@ -190,6 +190,8 @@ def run_drift_story(settings: Settings, instance: dg.DagsterInstance, last_norma
     after = registry.champion().version
     _say(started, f"   {verdict['event']}: {verdict.get('gate', {}).get('reason')} "
                   f"(run {outcome.run_id[:8]})")
+    if "fairness" in verdict:
+        _say(started, f"   fairness: {verdict['fairness']['reason']}")
     _say(started, f"   champion {before} -> {after}")
     promoted = after != before
     landed_to_promotion = time.perf_counter() - landed_at if promoted else None

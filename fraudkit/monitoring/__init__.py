@@ -15,5 +15,7 @@ One module per concern:
 * :mod:`~fraudkit.monitoring.trigger`: when to retrain: drift and performance *events*, the
   *episodes* already launched and the cool-down;
 * :mod:`~fraudkit.monitoring.gate`: the champion/challenger gate and the retraining that
-  trains a challenger, scores both on the same held-out days and promotes by the gate.
+  trains a challenger, scores both on the same held-out days and promotes by the gate;
+* :mod:`~fraudkit.monitoring.fairness`: segments, the model's rates per segment value and
+  their disparity to the overall rates, and the fairness half of the gate.
 """
