@@ -21,7 +21,7 @@ from fraudkit.monitoring.fairness import (
     segment_table,
     worst_disparity,
 )
-from fraudkit.monitoring.gate import GateConfig, retrain_and_gate
+from fraudkit.monitoring.gate import GateConfig, judge_fairness, retrain_and_gate, score_version
 from fraudkit.registry import ModelRegistry
 from fraudkit.training import TrainingParams
 from tests.conftest import private_copy
@@ -99,9 +99,17 @@ def test_a_model_biased_against_night_is_refused_and_flagged(small_pipeline: Pat
     params = TrainingParams(n_estimators=100, review_rate=0.05)
     sound = retrain_and_gate(frame, registry, GateConfig(tolerance=1.0), params)
     assert sound.decision.promote, sound.decision.reason
-    biased = frame.copy()  # taught that the night means fraud
+    biased = frame.sample(frac=1.0, random_state=1)  # any row order; taught that the night
     biased.loc[(biased["split"] == "train") & (biased["tx_during_night"] == 1), "tx_fraud"] = 1
     outcome = retrain_and_gate(biased, registry, GateConfig(tolerance=1.0), params)
+    # The verdict's tables are those of the registered models' own scores of these rows.
+    test = biased[biased["split"] == "test"]
+    challenger, champion = (registry.get(outcome.challenger_version),
+                            registry.get(sound.challenger_version))
+    again = judge_fairness(test, score_version(challenger.model_path, test),
+                           challenger.thresholds, score_version(champion.model_path, test),
+                           champion.thresholds, GateConfig())
+    pd.testing.assert_frame_equal(again["table"], outcome.fairness)
     assert not outcome.decision.promote
     assert outcome.decision.reason.startswith("fairness: worst segment false-positive "
                                               "disparity"), outcome.decision.reason

@@ -172,7 +172,8 @@ def retrain_and_gate(
     gate_cfg = gate_cfg or GateConfig()
     champion = registry.champion()
     champion.verify()
-    test_rows = frame[frame["split"] == "test"]
+    # In fit_candidate's row order (by transaction_id), which its test_scores follow.
+    test_rows = frame[frame["split"] == "test"].sort_values("transaction_id", kind="stable")
     candidate = fit_candidate(frame, params)
     champion_scores = score_version(champion.model_path, test_rows)
     champion_metrics = evaluate(test_rows, champion_scores)
