@@ -139,11 +139,22 @@ class HyperparamsConfig(dg.Config):
         description="Share of all traffic sent to review: the most suspicious below the "
                     "declines.")
 
+    validation_days: int = Field(
+        _PARAMS.validation_days, ge=0,
+        description="The last train days held out in time order for early stopping (up to "
+                    "n_estimators rounds) and the class weighting; 0: off. "
+                    "benchmarks/model_selection.py measured it (README).")
+    class_weights: list[str] = Field(
+        list(_PARAMS.class_weights),
+        description="Class weightings tried on the validation days: none, balanced.")
+
     def params(self) -> TrainingParams:
         return TrainingParams(n_estimators=self.n_estimators, learning_rate=self.learning_rate,
                               num_leaves=self.num_leaves,
                               decline_precision=self.decline_precision,
-                              review_rate=self.review_rate)
+                              review_rate=self.review_rate,
+                              validation_days=self.validation_days,
+                              class_weights=tuple(self.class_weights))
 
 
 class ModelConfig(HyperparamsConfig):
@@ -241,7 +252,8 @@ def model(
         metrics={**candidate.metrics, "onnx_max_abs_diff": candidate.onnx_max_abs_diff},
         thresholds=candidate.thresholds,
         extra_files={"reference.parquet": reference_bytes(candidate)},
-        notes={"params": params.__dict__, "feature_columns": list(FEATURE_COLUMNS)},
+        notes={"params": params.__dict__, "feature_columns": list(FEATURE_COLUMNS),
+               **({"selection": candidate.selection} if candidate.selection else {})},
         explanations=candidate.explanations,
     )
     if first:

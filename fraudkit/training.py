@@ -9,7 +9,7 @@ and most of those processes (the daemon, the code server, a scoring step) never 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,6 +38,16 @@ class TrainingParams:
     decline_precision: float = 0.9
     #: Send this share of all traffic, the most suspicious below the declines, to review.
     review_rate: float = 0.01
+    #: The last days of the train window held out, in time order, as a validation set: it
+    #: stops the boosting early (at most ``n_estimators`` rounds) and picks the
+    #: class-imbalance handling by its average precision. 0: every train day trains, for
+    #: ``n_estimators`` rounds. The test days never take part in either choice.
+    validation_days: int = 0
+    #: Class-imbalance handling tried on the validation days: "none" and/or "balanced"
+    #: (LightGBM's inverse-frequency class weights).
+    class_weights: tuple[str, ...] = ("none",)
+    #: Rounds without a better validation average precision before boosting stops.
+    early_stopping_rounds: int = 50
     extra: dict = field(default_factory=dict)
 
 
@@ -47,8 +57,12 @@ def train(train_frame: pd.DataFrame, params: TrainingParams | None = None) -> lg
     Training on float32 values keeps the native model and its ONNX export on the same side
     of every split threshold.
     """
-    import lightgbm as lgb
+    return train_selected(train_frame, params)[0]
 
+
+def train_selected(train_frame: pd.DataFrame, params: TrainingParams | None = None
+                   ) -> tuple[lgb.LGBMClassifier, dict]:
+    """:func:`train`, and what the validation days chose (empty without them)."""
     params = params or TrainingParams()
     labels = train_frame["tx_fraud"].to_numpy()
     if len(np.unique(labels)) < 2:
@@ -56,6 +70,50 @@ def train(train_frame: pd.DataFrame, params: TrainingParams | None = None) -> lg
             f"the training window has {len(labels)} rows and only label(s) "
             f"{sorted(np.unique(labels).tolist())}; widen it so it holds frauds and non-frauds"
         )
+    if params.validation_days:
+        return _train_with_validation(train_frame, params)
+    return _fit(train_frame, params, "none"), {}
+
+
+def _train_with_validation(train_frame: pd.DataFrame, params: TrainingParams
+                           ) -> tuple[lgb.LGBMClassifier, dict]:
+    """Fit on the train days but the last ``validation_days``, once per class weighting,
+    each stopped early on the validation days' average precision; refit the best weighting
+    with its best number of rounds on all the train days."""
+    days = sorted(train_frame["day"].unique())
+    if len(days) <= params.validation_days:
+        raise ValueError(f"the train window has {len(days)} day(s); validation_days="
+                         f"{params.validation_days} leaves none to train on")
+    first_validation = days[-params.validation_days]
+    fit_rows = train_frame[train_frame["day"] < first_validation]
+    validation = train_frame[train_frame["day"] >= first_validation]
+    if validation["tx_fraud"].nunique() < 2:
+        raise ValueError(f"the validation days {first_validation}..{days[-1]} hold one label "
+                         "only; widen validation_days")
+    tried = {}
+    for weighting in params.class_weights:
+        model = _fit(fit_rows, params, weighting, validation)
+        tried[weighting] = (float(model.best_score_["valid_0"]["average_precision"]), model)
+    chosen = max(tried, key=lambda w: tried[w][0])
+    rounds = int(tried[chosen][1].best_iteration_ or params.n_estimators)
+    # The chosen weighting and rounds, refit on every train day: the validation days are
+    # the most recent ones, too valuable to leave out of the final model.
+    model = _fit(train_frame, replace(params, n_estimators=rounds), chosen)
+    return model, {
+        "validation_days": [first_validation, days[-1]],
+        "class_weight": chosen,
+        "validation_average_precision": {w: round(ap, 5) for w, (ap, _) in tried.items()},
+        "best_iteration": rounds,
+    }
+
+
+def _fit(train_frame: pd.DataFrame, params: TrainingParams, weighting: str,
+         validation: pd.DataFrame | None = None) -> lgb.LGBMClassifier:
+    import lightgbm as lgb
+
+    if weighting not in ("none", "balanced"):
+        raise ValueError(f"class weighting {weighting!r}: use 'none' or 'balanced'")
+    labels = train_frame["tx_fraud"].to_numpy()
     model = lgb.LGBMClassifier(
         n_estimators=params.n_estimators,
         learning_rate=params.learning_rate,
@@ -69,10 +127,22 @@ def train(train_frame: pd.DataFrame, params: TrainingParams | None = None) -> lg
         deterministic=True,  # with force_row_wise: the same model on every run
         force_row_wise=True,
         verbose=-1,
+        class_weight="balanced" if weighting == "balanced" else None,
         **params.extra,
     )
-    x = feature_matrix(train_frame).astype(np.float64)
-    model.fit(pd.DataFrame(x, columns=list(FEATURE_COLUMNS)), labels)
+
+    def matrix(frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(feature_matrix(frame).astype(np.float64),
+                            columns=list(FEATURE_COLUMNS))
+
+    if validation is None:
+        model.fit(matrix(train_frame), labels)
+    else:
+        model.fit(matrix(train_frame), labels,
+                  eval_set=[(matrix(validation), validation["tx_fraud"].to_numpy())],
+                  eval_metric="average_precision",
+                  callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)])
+    # model_to_string keeps the best iteration only, when early stopping found one.
     model._Booster = float32_safe_thresholds(model.booster_)
     return model
 
@@ -301,6 +371,8 @@ class Candidate:
     reference: pd.DataFrame
     #: :func:`global_explanations` on the held-out rows (goes into the manifest)
     explanations: dict = field(default_factory=dict)
+    #: What the validation days chose (:func:`train_selected`; empty without them)
+    selection: dict = field(default_factory=dict)
 
 
 def fit_candidate(
@@ -319,7 +391,7 @@ def fit_candidate(
     test_rows = training_set[training_set["split"] == "test"]
     if test_rows.empty:
         raise ValueError("the training set has no `test` rows to evaluate on")
-    model = train(train_rows, params)
+    model, selection = train_selected(train_rows, params)
     onnx_bytes = to_onnx(model)
     import tempfile
     from pathlib import Path
@@ -342,4 +414,5 @@ def fit_candidate(
         test_scores=onnx_scores,
         reference=sample[[*FEATURE_COLUMNS, "tx_fraud", "day"]].reset_index(drop=True),
         explanations=global_explanations(model, test_rows, onnx_scores),
+        selection=selection,
     )

@@ -11,7 +11,12 @@ import pytest
 from fraudkit.features import FEATURE_COLUMNS, features_frame
 from fraudkit.model import Thresholds, decide
 from fraudkit.simulator import SimulationConfig, simulate
-from fraudkit.training import card_precision_at_k, choose_thresholds, fit_candidate
+from fraudkit.training import (
+    TrainingParams,
+    card_precision_at_k,
+    choose_thresholds,
+    fit_candidate,
+)
 
 
 def small_training_set() -> pd.DataFrame:
@@ -65,6 +70,29 @@ def test_explanations_are_the_exported_model_s_and_find_the_signal() -> None:
     assert shift["feature"].iat[0] == "terminal_risk_7d" and shift["change"].iat[0] > 0
     assert shift["rank_after"].iat[0] == 1
     assert importance_shift(None, explanations) is None
+
+
+def test_validation_days_stop_early_and_pick_the_weighting_without_the_test_days() -> None:
+    """The last train days choose the rounds and the class weighting by their average
+    precision; the test days take no part: other test labels give the same model."""
+    params = TrainingParams(n_estimators=400, validation_days=5,
+                            class_weights=("none", "balanced"))
+    frame = small_training_set()
+    candidate = fit_candidate(frame, params)
+    selection = candidate.selection
+    train_days = sorted(frame.loc[frame["split"] == "train", "day"].unique())
+    assert selection["validation_days"] == [train_days[-5], train_days[-1]]
+    aps = selection["validation_average_precision"]
+    assert selection["class_weight"] == max(aps, key=aps.get)
+    assert 1 <= selection["best_iteration"] < 400  # stopped early
+    assert candidate.metrics["auc_roc"] > 0.8 and candidate.onnx_max_abs_diff < 1e-5
+    test = frame["split"] == "test"
+    frame.loc[test, "tx_fraud"] = np.random.default_rng(1).permutation(
+        frame.loc[test, "tx_fraud"].to_numpy())
+    assert fit_candidate(frame, params).onnx_bytes == candidate.onnx_bytes
+    with pytest.raises(ValueError, match="class weighting 'focal'"):
+        fit_candidate(small_training_set(), TrainingParams(validation_days=5,
+                                                           class_weights=("focal",)))
 
 
 def test_the_same_rows_in_another_order_give_the_same_model() -> None:

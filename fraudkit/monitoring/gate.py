@@ -207,7 +207,8 @@ def retrain_and_gate(
         metrics={**candidate.metrics, "onnx_max_abs_diff": candidate.onnx_max_abs_diff},
         thresholds=candidate.thresholds,
         extra_files={"reference.parquet": buf.getvalue()},
-        notes={"role": "challenger", **details},
+        notes={"role": "challenger", **details,
+               **({"selection": candidate.selection} if candidate.selection else {})},
         explanations=candidate.explanations,
     )
     if decision.promote and evidence == "shadow":
