@@ -247,8 +247,8 @@ class MonitoringSettings(BaseSettings):
                     "the champion's by more than this.")
     fairness_min_false_positives: int = Field(
         50, gt=0, validation_alias=_env("FAIRNESS_MIN_FALSE_POSITIVES"),
-        description="A segment value is judged only when the overall false-positive rate "
-                    "gives it at least this many false alarms (fewer are noise).")
+        description="A segment value is judged only with at least this many false alarms, "
+                    "seen or expected at the overall rate (fewer are noise).")
     reference: str = Field(
         "holdout", validation_alias=_env("MONITOR_REFERENCE"),
         description="'holdout': the features of the champion's held-out days; 'stored': "

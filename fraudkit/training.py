@@ -139,7 +139,7 @@ def _fit(train_frame: pd.DataFrame, params: TrainingParams, weighting: str,
         model.fit(matrix(train_frame), labels)
     else:
         model.fit(matrix(train_frame), labels,
-                  eval_set=[(matrix(validation), validation["tx_fraud"].to_numpy())],
+                  eval_X=matrix(validation), eval_y=validation["tx_fraud"].to_numpy(),
                   eval_metric="average_precision",
                   callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)])
     # model_to_string keeps the best iteration only, when early stopping found one.
