@@ -124,9 +124,9 @@ def model_performance(
     segment_uri = delta.uri(SEGMENT_TABLE)
     lake.ensure_table(segment_uri, SEGMENT_SCHEMA, tables.storage_options)
     lake.replace_days(segment_uri, pa.Table.from_pandas(
-        segment_rows[SEGMENT_SCHEMA.names], schema=SEGMENT_SCHEMA, preserve_index=False),
-        days, tables.storage_options)
-    pooled = segment_table(frame, segments)
+        segment_rows.reindex(columns=SEGMENT_SCHEMA.names), schema=SEGMENT_SCHEMA,
+        preserve_index=False), days, tables.storage_options)
+    pooled = segment_table(frame, segments)  # FAIRNESS_SEGMENTS={}: no rows, nothing judged
     evidence = monitoring.fairness_min_false_positives
     worst = worst_disparity(pooled, evidence)
     over = over_ratio(pooled, monitoring.fairness_max_ratio, evidence)
@@ -139,7 +139,7 @@ def model_performance(
             "average_precision": round(float(per_day["average_precision"].mean()), 4),
             "card_precision_at_100": round(float(per_day["card_precision_at_100"].mean()), 4),
             "per_day": md_table(per_day),
-            "segments": md_table(pooled.drop(columns=["negatives"])),
+            "segments": md_table(pooled.drop(columns=["negatives"], errors="ignore")),
             "worst_fpr_disparity": dg.MetadataValue.text(str(worst)),
             "segment_table_uri": dg.MetadataValue.path(segment_uri),
             "table_uri": dg.MetadataValue.path(uri),

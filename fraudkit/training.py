@@ -70,9 +70,14 @@ def train_selected(train_frame: pd.DataFrame, params: TrainingParams | None = No
             f"the training window has {len(labels)} rows and only label(s) "
             f"{sorted(np.unique(labels).tolist())}; widen it so it holds frauds and non-frauds"
         )
+    if not params.class_weights:
+        raise ValueError("class_weights is empty: give 'none' and/or 'balanced'")
     if params.validation_days:
         return _train_with_validation(train_frame, params)
-    return _fit(train_frame, params, "none"), {}
+    if len(params.class_weights) > 1:
+        raise ValueError(f"class_weights {list(params.class_weights)}: choosing among several "
+                         "needs validation_days > 0 (the days that choose)")
+    return _fit(train_frame, params, params.class_weights[0]), {}
 
 
 def _train_with_validation(train_frame: pd.DataFrame, params: TrainingParams
@@ -128,6 +133,8 @@ def _fit(train_frame: pd.DataFrame, params: TrainingParams, weighting: str,
         force_row_wise=True,
         verbose=-1,
         class_weight="balanced" if weighting == "balanced" else None,
+        # With validation days, the only metric tracked (so early stopping watches it alone).
+        **({"metric": "average_precision"} if validation is not None else {}),
         **params.extra,
     )
 
@@ -140,8 +147,8 @@ def _fit(train_frame: pd.DataFrame, params: TrainingParams, weighting: str,
     else:
         model.fit(matrix(train_frame), labels,
                   eval_X=matrix(validation), eval_y=validation["tx_fraud"].to_numpy(),
-                  eval_metric="average_precision",
-                  callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)])
+                  callbacks=[lgb.early_stopping(params.early_stopping_rounds,
+                                                first_metric_only=True, verbose=False)])
     # model_to_string keeps the best iteration only, when early stopping found one.
     model._Booster = float32_safe_thresholds(model.booster_)
     return model

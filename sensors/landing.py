@@ -15,7 +15,8 @@ day's partitions of ``raw_transactions``, ``transaction_features`` and
   a ``micro_batch`` run over the day and over the later days whose features look back on it
   (``transaction_features`` holds them, up to the look-back of the features), so their
   features are recomputed in the same run, in day order. A later day that must be
-  recomputed but has no landing file left is named in the tick's message as stale;
+  recomputed but has no landing file left is named as stale, with the day it looks back
+  on, in a warning of the sensor's log;
 * a file of a day still to come waits for its day; a file of a day outside
   ``FRAUD_START_DATE``..``FRAUD_END_DATE`` is skipped with a warning.
 
@@ -124,7 +125,10 @@ class Plan:
     days: tuple[str, ...] = ()
     reason: str = ""
     files: tuple[Path, ...] = ()
+    #: what the sensor's log should warn about, once (the cursor then knows the files)
     notes: tuple[str, ...] = ()
+    #: files of days still to come (said at info level: they wait, every tick)
+    waiting: str = ""
 
 
 def plan_tick(state: LandingState, by_day: dict[str, list[LandedFile]], today: str,
@@ -142,8 +146,7 @@ def plan_tick(state: LandingState, by_day: dict[str, list[LandedFile]], today: s
                      f"{SETTINGS.end_date}; skipped")
         state.done[day] = changed.pop(day)
     future = sorted(d for d in changed if d > today)
-    if future:
-        notes.append(f"files of {', '.join(future)} wait for their day to begin")
+    waiting = f"files of {', '.join(future)} wait for their day to begin" if future else ""
     dirty = sorted(d for d in changed if d <= today)
     # Days after a changed, ended day whose features look back on it.
     later = {d for day in dirty if day < today for d in featured
@@ -151,10 +154,16 @@ def plan_tick(state: LandingState, by_day: dict[str, list[LandedFile]], today: s
     closing = {d for d in state.open if d < today}
     owed = set(dirty) | set(state.stale) | later | closing
     orphans = sorted(d for d in owed if d not in by_day)
-    if orphans:
-        notes.append(f"stale: {', '.join(orphans)} look back on a day whose files changed but "
-                     "have no landing file to re-run from; re-land them and the sensor re-runs "
-                     "them")
+    for day in orphans:
+        if day in state.open:
+            notes.append(f"{day}: its landing files were removed while it was in progress; it "
+                         "will not be closed (no drift report) unless files of it land again")
+            continue
+        origin = [d for d in dirty if d < day <= lake.shift_day(d, LOOKBACK)]
+        notes.append(f"stale: {day} looks back on "
+                     f"{', '.join(origin) if origin else 'an earlier day'} whose files changed, "
+                     "but it has no landing file to re-run from; land its files again and the "
+                     "sensor re-runs it")
     owed -= set(orphans)
     # Named once, then forgotten: landing them again makes them new files.
     state.stale = [d for d in state.stale if d not in orphans]
@@ -168,7 +177,7 @@ def plan_tick(state: LandingState, by_day: dict[str, list[LandedFile]], today: s
         why = (f"{today} in progress: {len(by_day[today])} file(s) so far"
                if today in dirty else f"{today} in progress looks back on a re-run day")
     else:
-        return Plan(notes=tuple(notes))
+        return Plan(notes=tuple(notes), waiting=waiting)
     for day in days:
         state.done[day] = fingerprint(by_day[day])
     state.stale = sorted((set(state.stale) | later | set(dirty) - {today}) - set(days)
@@ -177,7 +186,7 @@ def plan_tick(state: LandingState, by_day: dict[str, list[LandedFile]], today: s
                         | ({today} if job == micro_batch_intraday_job.name else set()))
     state.requests += 1
     files = tuple(f.path for day in days for f in by_day[day])
-    return Plan(job, tuple(days), why, files, tuple(notes))
+    return Plan(job, tuple(days), why, files, tuple(notes), waiting)
 
 
 def _why(days: list[str], dirty: set[str], later: set[str], closing: set[str]) -> str:
@@ -271,9 +280,12 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneReso
     plan = plan_tick(state, by_day, now().date().isoformat(), featured)
     for note in plan.notes:
         context.log.warning(note)
+    if plan.waiting:
+        context.log.info(plan.waiting)
     context.update_cursor(state.to_cursor())
     if plan.job is None:
-        return dg.SkipReason("; ".join(plan.notes) or f"no new landing file in {folder}")
+        said = [*plan.notes, *([plan.waiting] if plan.waiting else [])]
+        return dg.SkipReason("; ".join(said) or f"no new landing file in {folder}")
     first, last = plan.days[0], plan.days[-1]
     names = sorted(p.name for p in plan.files)
     tags = {"dagster/sensor_name": SENSOR_NAME,

@@ -72,6 +72,24 @@ def test_the_verdict_refuses_a_worse_disparity_only_when_the_segment_is_harmed()
     assert passed and "fell" in reason
 
 
+def test_a_champion_too_quiet_to_judge_is_compared_in_the_challenger_s_worst_segment(
+) -> None:
+    """The champion alarms so rarely that none of its segments has the evidence; the
+    challenger's worst segment is still judged against the champion's ratio there."""
+    quiet = segment_table(rows(20_000, 0.25, 0.0005, 0.0005), SEGMENTS)
+    assert math.isnan(worst_disparity(quiet, 50).ratio)
+    biased = segment_table(rows(20_000, 0.25, 0.02, 0.08), SEGMENTS)
+    passed, reason, worst, old = fairness_verdict(biased, quiet, 0.25, 50)
+    assert not passed and (worst.segment, worst.value) == ("time_of_day", "night"), reason
+    assert (old.segment, old.value) == ("time_of_day", "night")
+
+
+def test_no_segments_judge_nothing() -> None:
+    table = segment_table(rows(1_000, 0.25, 0.02, 0.02), parse_segments("{}"))
+    assert table.empty and "fpr_ratio" in table.columns
+    assert over_ratio(table, 1.25, 50).empty and math.isnan(worst_disparity(table, 50).ratio)
+
+
 def test_segments_are_configuration_and_a_bad_one_names_the_variable() -> None:
     [segment] = parse_segments('{"channel": {"column": "channel"}}')
     frame = pd.DataFrame({"channel": ["web", "pos", "web"]})

@@ -300,7 +300,7 @@ def test_a_later_day_without_a_landing_file_is_named_stale_once() -> None:
     assert (plan.job, plan.days) == ("micro_batch", ("2026-06-20", "2026-06-21"))
     assert "look back on it (2026-06-21..2026-06-21)" in plan.reason
     [note] = plan.notes
-    assert note.startswith("stale: 2026-06-22 look back on a day whose files changed")
+    assert note.startswith("stale: 2026-06-22 looks back on 2026-06-20 whose files changed")
     again = plan_tick(state, by_day, "2026-06-25", featured)
     assert again.job is None and not again.notes
 

@@ -90,6 +90,10 @@ def test_validation_days_stop_early_and_pick_the_weighting_without_the_test_days
     frame.loc[test, "tx_fraud"] = np.random.default_rng(1).permutation(
         frame.loc[test, "tx_fraud"].to_numpy())
     assert fit_candidate(frame, params).onnx_bytes == candidate.onnx_bytes
+    with pytest.raises(ValueError, match="needs validation_days"):
+        fit_candidate(small_training_set(), TrainingParams(class_weights=("none", "balanced")))
+    with pytest.raises(ValueError, match="class_weights is empty"):
+        fit_candidate(small_training_set(), TrainingParams(class_weights=()))
     with pytest.raises(ValueError, match="class weighting 'focal'"):
         fit_candidate(small_training_set(), TrainingParams(validation_days=5,
                                                            class_weights=("focal",)))

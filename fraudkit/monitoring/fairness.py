@@ -113,14 +113,16 @@ def segment_table(frame: pd.DataFrame, segments: tuple[Segment, ...]) -> pd.Data
                          f"(columns: {', '.join(map(str, frame.columns))}); fix "
                          "FAIRNESS_SEGMENTS")
     overall = _rates(frame["tx_fraud"].to_numpy(), frame["decision"].to_numpy())
-    rows = []
+    rows: list[dict] = []
     for segment in segments:
         for value, part in frame.groupby(segment.assign(frame), sort=True):
             rates = _rates(part["tx_fraud"].to_numpy(), part["decision"].to_numpy())
             rows.append({"segment": segment.name, "value": str(value), **rates, **{
                 f"{m}_ratio": rates[m] / overall[m] if overall[m] else math.nan
                 for m in METRICS}})
-    return pd.DataFrame(rows)
+    columns = ["segment", "value", "rows", "frauds", "negatives", *METRICS,
+               *(f"{m}_ratio" for m in METRICS)]
+    return pd.DataFrame(rows, columns=columns)
 
 
 @dataclass(frozen=True)
@@ -168,10 +170,15 @@ def fairness_verdict(challenger: pd.DataFrame, champion: pd.DataFrame, tolerance
     (both measured on the same rows), and why."""
     new = worst_disparity(challenger, min_false_positives)
     old = worst_disparity(champion, min_false_positives)
-    if not math.isfinite(new.ratio) or not math.isfinite(old.ratio):
-        return (True, "fairness not judged: no segment has enough expected false alarms "
-                f"(FAIRNESS_MIN_FALSE_POSITIVES {min_false_positives}) for both models",
-                new, old)
+    if not math.isfinite(new.ratio):
+        return (True, "fairness not judged: no segment value of the challenger has enough "
+                f"false alarms (FAIRNESS_MIN_FALSE_POSITIVES {min_false_positives})", new, old)
+    if not math.isfinite(old.ratio):
+        # The champion alarms too rarely to judge any segment: compare with its own ratio in
+        # the challenger's worst segment value (1.0, parity, when it has none there).
+        row = champion[(champion["segment"] == new.segment) & (champion["value"] == new.value)]
+        ratio = float(row["fpr_ratio"].iat[0]) if len(row) else math.nan
+        old = Disparity(ratio if math.isfinite(ratio) else 1.0, new.segment, new.value)
     if new.ratio > old.ratio + tolerance:
         fpr_new = _fpr_of(challenger, new)
         fpr_old = _fpr_of(champion, new)
