@@ -13,13 +13,14 @@
    sets the two paths side by side;
 5. micro-batches within the day: the next day lands as hourly files while the landing
    sensor runs, each scored seconds after it lands, and the day closes with its drift
-   report (``scripts/demo_micro_batch.py``).
+   report (``scripts/demo_micro_batch.py``);
+6. fairness: ``model_performance`` of the newest matured week and its segment table.
 
 Every step is a real Dagster run recorded in the project's instance (``DAGSTER_HOME``), so
 `make dev` afterwards shows the same runs, materializations and checks in the UI. The demo
 owns its DATA_DIR: it starts afresh there each time (and refuses a folder it did not make).
 
-``--batch-only`` stops after step 1; ``--skip-batch`` then runs steps 2 to 5 on that
+``--batch-only`` stops after step 1; ``--skip-batch`` then runs steps 2 to 6 on that
 DATA_DIR as it is (the tests build the small batch path once and tell the rest of the story
 on copies of it).
 """
@@ -234,7 +235,7 @@ def show_serving(settings: Settings, instance: dg.DagsterInstance, days: list[st
 
 def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last_normal: str,
                           small: bool) -> None:
-    """Steps 2 to 5 of the demo (the service process runs throughout steps 2 and 3)."""
+    """Steps 2 to 6 of the demo (the service process runs throughout steps 2 and 3)."""
     from scripts.demo_monitoring import run_drift_story
     from scripts.demo_online import ServiceProcess, live_traffic, newest_landed, print_answer
 
@@ -265,6 +266,7 @@ def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last
     show_online_drift(settings, instance, live)
     show_serving(settings, instance, live)
     micro_batches(settings, instance, last_normal, small)
+    show_fairness(settings, instance)
     if story.promoted:
         print(f"\n    champion {story.before} -> {story.after}; from the drifted days landing "
               f"to the promotion {story.landed_to_promotion_s:.0f}s, to the online service "
@@ -273,6 +275,37 @@ def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last
         print(f"\n    the gate kept champion {story.before} (see the reason above)")
     print("    rollback: `make rollback`; drift reports: `evidently ui --workspace "
           f"{settings.data_dir / 'evidently'}` or {settings.reports_dir / 'drift'}")
+
+
+def show_fairness(settings: Settings, instance: dg.DagsterInstance) -> None:
+    """model_performance of the newest week of matured labels, and its segment table."""
+    from assets.performance import SEGMENT_TABLE
+    from fraudkit.monitoring.performance import matured_until
+
+    latest = lake.partition_values(settings.table_uri("raw_transactions"))[-1]
+    last = matured_until(latest, settings.label_delay_days)
+    first = lake.shift_day(last, -6)
+    started = step(f"fairness on matured labels: model_performance of {first}..{last}, per "
+                   "segment (segment_performance)")
+    run_job("monitor_performance", instance, (first, last))
+    rows = lake.read_days(settings.table_uri(SEGMENT_TABLE), lake.day_range(first, last)
+                          ).to_pandas()
+    rows["false_alarms"] = rows["fpr"].fillna(0) * rows["negatives"]
+    rows["recalled"] = rows["recall"].fillna(0) * rows["frauds"]
+    rows["declines"] = rows["decline_rate"].fillna(0) * rows["rows"]
+    table = rows.groupby(["segment", "value"], sort=True)[
+        ["rows", "frauds", "negatives", "false_alarms", "recalled", "declines"]].sum()
+    negatives = table.groupby(level="segment")[["false_alarms", "negatives"]].transform("sum")
+    overall = negatives["false_alarms"] / negatives["negatives"]
+    print(f"    {'segment':12s} {'value':24s} {'rows':>8s} {'recall':>7s} {'FPR':>7s} "
+          f"{'x overall':>9s} {'declined':>8s}")
+    for (segment, value), r in table.iterrows():
+        fpr = r["false_alarms"] / r["negatives"] if r["negatives"] else float("nan")
+        print(f"    {segment:12s} {value:24s} {int(r['rows']):>8,d} "
+              f"{r['recalled'] / r['frauds'] if r['frauds'] else float('nan'):>7.1%} "
+              f"{fpr:>7.2%} {fpr / overall[(segment, value)]:>9.2f} "
+              f"{r['declines'] / r['rows']:>8.2%}")
+    done(started, f"({settings.table_uri(SEGMENT_TABLE)})")
 
 
 def micro_batches(settings: Settings, instance: dg.DagsterInstance, last_normal: str,

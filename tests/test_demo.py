@@ -72,6 +72,10 @@ def test_demo_tells_the_whole_story(small_pipeline: Path, tmp_path: Path) -> Non
                      "each once", out)
     assert kept and kept.group(1) == kept.group(2), out[-3000:]
     assert "the day ended: micro_batch re-ran 2026-07-25 over its 24 files" in out
+    # Fairness on the newest matured week: the segment table and its check.
+    assert "fairness on matured labels: model_performance of 2026-07-12..2026-07-18" in out
+    assert "check model_performance:segment_fpr_within_ratio" in out, out[-3000:]
+    assert re.search(r"time_of_day +night +[\d,]+ +[\d.]+% +[\d.]+% +[\d.]+", out), out[-3000:]
     assert "2026-07-25" in {r["day"] for r in lake.read_days(
         str(data_dir / "tables" / "drift_metrics"), ["2026-07-25"], ["day"]).to_pylist()}
 
