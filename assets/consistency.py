@@ -20,6 +20,7 @@ from fraudkit import lake
 from fraudkit.features import FEATURE_COLUMNS
 from fraudkit.monitoring.consistency import (
     CONSISTENCY_SCHEMA,
+    REASONS,
     SCORE,
     ConsistencyWorkspace,
     DayConsistency,
@@ -31,6 +32,9 @@ CONSISTENCY_TABLE = "online_consistency"
 
 
 def _read(uri: str, day: str, columns: list[str], options: dict) -> pd.DataFrame:
+    """The day's rows; ``reasons`` only if the table has it (tables of earlier releases)."""
+    if "reasons" in columns and "reasons" not in lake.column_names(uri, options):
+        columns = [c for c in columns if c != "reasons"]
     return lake.read_days(uri, [day], columns, storage_options=options).to_pandas()
 
 
@@ -41,8 +45,9 @@ def _read(uri: str, day: str, columns: list[str], options: dict) -> pd.DataFrame
     check_specs=[
         dg.AssetCheckSpec(
             "consistency_at_floor", asset=CONSISTENCY_TABLE,
-            description="Every day's share of online decisions whose 15 features (and score, "
-                        "for the same model version) equal the batch path's is at or above "
+            description="Every day's share of online decisions whose 15 features (and score "
+                        "and reasons, for the same model version) equal the batch path's is "
+                        "at or above "
                         "MONITOR_CONSISTENCY_FLOOR.",
         )
     ],
@@ -50,8 +55,8 @@ def _read(uri: str, day: str, columns: list[str], options: dict) -> pd.DataFrame
     kinds={"deltalake"},
     description="Online/offline consistency per day and feature: online_predictions joined "
     "with transaction_features and batch_predictions by transaction_id (counts equal, other "
-    "features within 1e-9, scores within 1e-6 for the same model version); missing and "
-    "never-decided transactions.",
+    "features within 1e-9, scores and reason contributions within 1e-6 for the same model "
+    "version); missing and never-decided transactions.",
 )
 def online_consistency(
     context: dg.AssetExecutionContext,
@@ -71,10 +76,10 @@ def online_consistency(
     results: list[DayConsistency] = []
     for day in days:
         online = _read(online_uri, day, ["transaction_id", *FEATURE_COLUMNS, "score",
-                                         "model_version", "degraded"], options)
+                                         "model_version", "degraded", "reasons"], options)
         feats = _read(tables.features, day, ["transaction_id", *FEATURE_COLUMNS], options)
-        preds = _read(tables.predictions, day, ["transaction_id", "score", "model_version"],
-                      options)
+        preds = _read(tables.predictions, day, ["transaction_id", "score", "model_version",
+                                                "reasons"], options)
         if online.empty:
             context.log.info(f"{day}: the service logged no decision for this day")
         elif feats.empty:
@@ -117,7 +122,7 @@ def online_consistency(
          "mismatched": sum(r.items[item]["compared"] - r.items[item]["matched"]
                            for r in results),
          "max_abs_diff": max(r.items[item]["max_abs_diff"] for r in results)}
-        for item in [*FEATURE_COLUMNS, SCORE]])
+        for item in [*FEATURE_COLUMNS, SCORE, REASONS] if all(item in r.items for r in results)])
     examples = [f"{r.day} transaction {e['transaction_id']}: {', '.join(e['differed'])}"
                 for r in below for e in r.examples()]
     detail = {f"{r.day} {item}": r.items[item]["examples"] for r in below
@@ -134,7 +139,7 @@ def online_consistency(
             "per_day": md_table(per_day),
             "per_feature": md_table(per_feature[per_feature["mismatched"] > 0])
             if (per_feature["mismatched"] > 0).any() else dg.MetadataValue.text(
-                "every feature and score matched"),
+                "every feature, score and reason matched"),
             "table_uri": dg.MetadataValue.path(uri),
             "table_version": version,
             **({"evidently_report": dg.MetadataValue.url(

@@ -32,8 +32,8 @@ from resources.online import OnlineStoreResource
     group_name="online",
     kinds={"sqlite", "redis", "deltalake"},
     description="Every decision the online service made on the day: the request, the 15 "
-    "features, score, decision, thresholds, model_version, fallback, shadow model, "
-    "received_at, latency and worker.",
+    "features, score, decision, the reasons of a review or decline, thresholds, "
+    "model_version, fallback, shadow model, received_at, latency and worker.",
 )
 def online_predictions(
     context: dg.AssetExecutionContext,

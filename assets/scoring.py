@@ -5,7 +5,7 @@ from collections import Counter
 
 import dagster as dg
 
-from assets.common import daily_partitions, partition_days, preview, single_run
+from assets.common import SETTINGS, daily_partitions, partition_days, preview, single_run
 from assets.features import transaction_features
 from assets.training import model
 from fraudkit import lake
@@ -32,8 +32,9 @@ DAYS_PER_TASK = 45
     ],
     group_name="batch",
     kinds={"onnx", "dask", "deltalake"},
-    description="transaction_id, score, decision, model_version, scored_at and the feature "
-    "table version, per day, from the registry's champion at run time.",
+    description="transaction_id, score, decision, the top reasons of each review and "
+    "decline, model_version, scored_at and the feature table version, per day, from the "
+    "registry's champion at run time.",
 )
 def batch_predictions(
     context: dg.AssetExecutionContext,
@@ -54,7 +55,7 @@ def batch_predictions(
         context, score_days, chunk_days(days, DAYS_PER_TASK), "score",
         tables=tables, features_version=features_version,
         model_path=str(champion.model_path), model_version=champion.version,
-        thresholds=champion.manifest["thresholds"],
+        thresholds=champion.manifest["thresholds"], reason_codes=SETTINGS.reason_codes,
     )
     predicted = lake.rows_per_day(tables.predictions, days, storage_options=tables.storage_options)
     kept = lake.rows_per_day(tables.raw, days, storage_options=tables.storage_options)
@@ -78,6 +79,7 @@ def batch_predictions(
             "table_version": lake.table_version(tables.predictions, tables.storage_options),
             "table_uri": dg.MetadataValue.path(tables.predictions),
             "decisions": dg.MetadataValue.json(dict(decisions)),
+            "explained": dg.MetadataValue.text(_explained(results, decisions)),
             "task_seconds": round(seconds, 2),
             "task_cpu_seconds": round(sum(r["cpu_seconds"] for r in results), 3),
             "preview": preview(sample.to_pandas()),
@@ -98,3 +100,16 @@ def batch_predictions(
             ),
         ],
     )
+
+
+def _explained(results: list[dict], decisions: Counter) -> str:
+    """What the UI says about reason codes for the run."""
+    flagged = decisions.get("review", 0) + decisions.get("decline", 0)
+    explained = sum(r["explained"] for r in results)
+    if SETTINGS.reason_codes == 0:
+        return "reason codes are off (REASON_CODES=0)"
+    if not all(r["explainer"] for r in results):
+        return ("no reasons: the champion's model file carries no explainer (registered "
+                "before reason codes); retrain or promote a newer version")
+    return (f"{explained:,} of {flagged:,} reviews and declines carry their top "
+            f"{SETTINGS.reason_codes} reasons (column `reasons`)")

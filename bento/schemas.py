@@ -86,6 +86,14 @@ Features = create_model(
 )
 
 
+class Reason(BaseModel):
+    """One feature behind a review or decline."""
+
+    feature: str = Field(description="a feature name of `features`")
+    contribution: float = Field(description="its TreeSHAP contribution to the score, in "
+                                "log-odds (positive: towards fraud)")
+
+
 class ScoreResult(BaseModel):
     """Answer for one transaction (documentation of the response)."""
 
@@ -98,6 +106,11 @@ class ScoreResult(BaseModel):
     degraded: bool = Field(description="true when the online store could not be read or "
                            "written: the customer windows may miss recent transactions and "
                            "the decision waits in the worker's memory until the store is back")
+    reasons: list[Reason] | None = Field(
+        description="for a review or decline, the features that pushed the score up the "
+        "most (REASON_CODES, default 3), largest first, from the model that scored it; "
+        "equal to batch_predictions.reasons. null for an approval, the fallback rules, or a "
+        "model version registered without an explainer")
     features: Features
 
 

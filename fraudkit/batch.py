@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fraudkit import lake
+from fraudkit import explain, lake
 from fraudkit.features import (
     COUNT_COLUMNS,
     FEATURE_COLUMNS,
@@ -60,6 +60,8 @@ PREDICTIONS_SCHEMA = pa.schema(
         ("tx_datetime", pa.timestamp("us", tz="UTC")),
         ("score", pa.float64()),
         ("decision", pa.string()),
+        # the top features behind a review or decline (fraudkit.explain); null otherwise
+        ("reasons", explain.REASONS_TYPE),
         ("model_version", pa.string()),
         ("scored_at", pa.timestamp("us", tz="UTC")),
         ("feature_table_version", pa.int64()),
@@ -227,16 +229,25 @@ def score_days(
     model_path: str,
     model_version: str,
     thresholds: dict,
+    reason_codes: int = 3,
 ) -> dict:
     """Score the features of ``days`` with the ONNX model and replace those partitions of
-    the predictions table. One onnxruntime thread: the Dask workers are the parallelism."""
+    the predictions table. One onnxruntime thread: the Dask workers are the parallelism.
+
+    Each review and decline gets its top ``reason_codes`` reasons from the explainer in
+    the model file (:mod:`fraudkit.explain`), computed from the same float32 matrix the
+    model scored, as the online service does; none when the version carries no explainer
+    or ``reason_codes`` is 0."""
     started, cpu_started = time.perf_counter(), time.process_time()
     columns = ["transaction_id", "customer_id", "tx_datetime", *FEATURE_COLUMNS, "day"]
     feats = lake.read_days(tables.features, days, columns, features_version,
                            tables.storage_options)
     matrix = feature_matrix({c: feats[c].to_numpy() for c in FEATURE_COLUMNS})
-    scores = OnnxModel(model_path, threads=1).predict(matrix)
+    model = OnnxModel(model_path, threads=1)
+    scores = model.predict(matrix)
     decisions = decide(scores, Thresholds(**thresholds))
+    explainer = explain.Explainer.of(model, model_version) if reason_codes else None
+    reasons = explain.reasons(explainer, matrix, decisions, reason_codes)
     n = feats.num_rows
     out = pa.table(
         {
@@ -245,6 +256,7 @@ def score_days(
             "tx_datetime": feats["tx_datetime"],
             "score": pa.array(scores, pa.float64()),
             "decision": pa.array(decisions.tolist(), pa.string()),
+            "reasons": explain.to_arrow(reasons),
             "model_version": pa.array([model_version] * n, pa.string()),
             "scored_at": pa.array(
                 np.full(n, np.datetime64(dt.datetime.now(dt.UTC).replace(tzinfo=None), "us")),
@@ -271,6 +283,8 @@ def score_days(
         "max_score": float(scores.max()) if n else None,
         "out_of_range": int(((scores < 0) | (scores > 1) | ~np.isfinite(scores)).sum()),
         "decisions": dict(counts),
+        "explained": sum(r is not None for r in reasons),
+        "explainer": explainer is not None,
         "seconds": time.perf_counter() - started,
         # The worker process's CPU (its threads: reads, scoring, the commit): what the
         # serving report prices per 1,000 predictions.

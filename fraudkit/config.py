@@ -91,6 +91,10 @@ class Settings(BaseSettings):
         DEFAULT_LABEL_DELAY_DAYS, ge=1, validation_alias=_env("LABEL_DELAY_DAYS"),
         description="Days until a transaction's label is known; at least 1, or labels would "
                     "leak into the terminal risk windows.")
+    reason_codes: int = Field(
+        3, ge=0, le=15, validation_alias=_env("REASON_CODES"),
+        description="Reasons (top TreeSHAP features) given with each review and decline, "
+                    "on both paths; 0 turns them off. Set it alike for batch and service.")
     # the online service -------------------------------------------------------------------
     online_store_url: str = Field(
         "", validation_alias=_env("ONLINE_STORE_URL"),

@@ -106,7 +106,12 @@ def replace_days(
 ) -> int:
     """Atomically replace the partitions ``days`` (contiguous) with ``data``; returns the
     table version written. Concurrent writers of other days can make a commit fail: retry
-    with jittered backoff, as delta-rs recommends."""
+    with jittered backoff, as delta-rs recommends.
+
+    A column that ``data`` has and the table lacks (a table written by an earlier release,
+    e.g. ``reasons``) is added by this commit (schema merge); the other days read it as
+    null. Only then: a commit that changes the schema conflicts with every concurrent one.
+    """
     days = sorted(days)
     for attempt in range(attempts):
         try:
@@ -117,6 +122,8 @@ def replace_days(
                 predicate=days_predicate(days),
                 partition_by=[PARTITION],
                 storage_options=storage_options,
+                schema_mode="merge" if _new_columns(uri, data.schema, storage_options)
+                else None,
             )
             return DeltaTable(uri, storage_options=storage_options).version()
         except CommitFailedError:
@@ -124,6 +131,20 @@ def replace_days(
                 raise
             time.sleep(0.05 * 2**attempt * (1 + random.random()))
     raise AssertionError("unreachable")
+
+
+def column_names(uri: str, storage_options: dict | None = None) -> list[str]:
+    """The table's columns (its current schema)."""
+    return [f.name for f in DeltaTable(uri, storage_options=storage_options).schema().fields]
+
+
+def _new_columns(uri: str, schema: pa.Schema, storage_options: dict | None) -> bool:
+    """True when the table exists and lacks some of ``schema``'s columns."""
+    try:
+        have = set(column_names(uri, storage_options))
+    except TableNotFoundError:
+        return False
+    return any(name not in have for name in schema.names)
 
 
 def read_days(

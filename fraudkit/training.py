@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from fraudkit import explain
 from fraudkit.features import FEATURE_COLUMNS, feature_matrix
 from fraudkit.model import Thresholds
 
@@ -185,7 +186,8 @@ def predict_native(model: lgb.LGBMClassifier, frame: pd.DataFrame) -> np.ndarray
 
 
 def to_onnx(model: lgb.LGBMClassifier) -> bytes:
-    """Export to ONNX: one float32 input ``[N, F]``, outputs ``label`` and ``probabilities``."""
+    """Export to ONNX: one float32 input ``[N, F]``, outputs ``label`` and ``probabilities``;
+    the LightGBM model embedded for reason codes (:func:`fraudkit.explain.embed`)."""
     from onnxmltools import convert_lightgbm
     from onnxmltools.convert.common.data_types import FloatTensorType
 
@@ -196,6 +198,9 @@ def to_onnx(model: lgb.LGBMClassifier) -> bytes:
         zipmap=False,
         target_opset=15,
     )
+    # The trees' LightGBM text rides in the same file, so the registry's hash covers what
+    # explains each decision (fraudkit.explain) as well as what scores it.
+    explain.embed(onnx_model, model.booster_.model_to_string())
     return onnx_model.SerializeToString()
 
 
@@ -406,7 +411,10 @@ def fit_candidate(
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         path.write_bytes(onnx_bytes)
-        onnx_scores = OnnxModel(path).predict(feature_matrix(test_rows))
+        exported = OnnxModel(path)
+        onnx_scores = exported.predict(feature_matrix(test_rows))
+        explainer = explain.Explainer.of(exported)  # raises when it would explain wrongly
+    assert explainer is not None  # to_onnx embeds it
     native = predict_native(model, test_rows)
     metrics = evaluate(test_rows, onnx_scores)
     params = params or TrainingParams()
@@ -420,6 +428,9 @@ def fit_candidate(
         onnx_max_abs_diff=float(np.max(np.abs(native - onnx_scores))) if len(native) else 0.0,
         test_scores=onnx_scores,
         reference=sample[[*FEATURE_COLUMNS, "tx_fraud", "day"]].reset_index(drop=True),
-        explanations=global_explanations(model, test_rows, onnx_scores),
+        explanations={**global_explanations(model, test_rows, onnx_scores),
+                      "reason_codes": {"embedded_as": explain.EXPLAINER_KEY,
+                                       "probe_rows": explain.PROBE_ROWS,
+                                       "probe_max_abs_diff": explainer.probe_max_abs_diff}},
         selection=selection,
     )

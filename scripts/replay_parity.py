@@ -5,7 +5,8 @@ The service must have been started with ``ONLINE_STORE_CUTOFF`` = the day before
 from the replayed stream). Transactions go out in ``(tx_datetime, transaction_id)`` order:
 in ordered ``/score_batch`` chunks, with every ``--single-every``-th one sent alone to
 ``/score``. Each answer is compared with ``transaction_features`` (counts exactly, the rest
-within 1e-9) and ``batch_predictions`` (score within 1e-6).
+within 1e-9) and ``batch_predictions`` (score within 1e-6; the reasons of a review or
+decline: the same features, contributions within 1e-6).
 
     .venv/bin/python -m scripts.replay_parity --url http://localhost:3000 \\
         --first 2026-06-21 --last 2026-06-23
@@ -35,7 +36,7 @@ import pandas as pd
 from fraudkit import lake
 from fraudkit.config import Settings
 from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS
-from fraudkit.monitoring.consistency import feature_matches, score_matches
+from fraudkit.monitoring.consistency import feature_matches, reasons_match, score_matches
 from fraudkit.store import open_store
 from scripts.serving import BentoServer
 
@@ -46,6 +47,8 @@ class ParityReport:
     matched: int = 0
     max_feature_diff: float = 0.0
     max_score_diff: float = 0.0
+    explained: int = 0  # answers with reasons (reviews and declines)
+    max_reason_diff: float = 0.0
     seconds: float = 0.0
     mismatches: list[str] = field(default_factory=list)
     crashed_at: int | None = None
@@ -58,7 +61,9 @@ class ParityReport:
     def __str__(self) -> str:
         return (f"parity {self.rate:.2%} ({self.matched}/{self.transactions} transactions), "
                 f"largest feature difference {self.max_feature_diff:.3g}, largest score "
-                f"difference {self.max_score_diff:.3g}, {self.seconds:.1f}s"
+                f"difference {self.max_score_diff:.3g}, {self.explained} answers with "
+                f"reasons (largest contribution difference {self.max_reason_diff:.3g}), "
+                f"{self.seconds:.1f}s"
                 + (f"; crashed after {self.crashed_at} and went on"
                    if self.crashed_at is not None else "")
                 + (f"; {self.logged}/{self.transactions} answers in the decision log"
@@ -147,6 +152,14 @@ def replay(url: str, first: str, last: str, settings: Settings | None = None,
             ok = False
             report.mismatches.append(f"{tx_id} score: online {answer['score']} batch "
                                      f"{scores.loc[tx_id, 'score']}")
+        batch_reasons = scores.loc[tx_id, "reasons"] if "reasons" in scores.columns else None
+        same, reason_diff = reasons_match(answer.get("reasons"), batch_reasons)
+        report.explained += answer.get("reasons") is not None
+        report.max_reason_diff = max(report.max_reason_diff, reason_diff)
+        if not same:
+            ok = False
+            report.mismatches.append(f"{tx_id} reasons: online {answer.get('reasons')} "
+                                     f"batch {batch_reasons}")
         report.matched += ok
     served = {a["model_version"] for a in answers}
     scored_by = set(scores.loc[raw["transaction_id"], "model_version"])

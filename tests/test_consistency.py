@@ -15,7 +15,7 @@ import pytest
 from assets.consistency import online_consistency
 from fraudkit import lake
 from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS
-from fraudkit.monitoring.consistency import ALL, SCORE, compare_day
+from fraudkit.monitoring.consistency import ALL, REASONS, SCORE, compare_day
 from fraudkit.store import DECISION_SCHEMA
 from resources import DeltaLakeResource, MonitoringResource
 from tests.conftest import private_copy
@@ -77,6 +77,28 @@ def test_scores_compare_only_for_the_same_model_and_unjoined_rows_are_counted() 
     assert result.examples() == [{"transaction_id": 3, "differed": [SCORE]}]
 
 
+def test_reasons_compare_for_the_same_model_within_1e_6() -> None:
+    feats, preds = _batch(6)
+    why = [{"feature": "tx_amount", "contribution": 1.5},
+           {"feature": "terminal_risk_7d", "contribution": 0.25}]
+    preds["reasons"] = [None, why, why, why, why, None]
+    online = _online(feats, preds)
+    online["reasons"] = online["reasons"].astype(object)
+    online.at[2, "reasons"] = [why[0], {**why[1], "contribution": 0.25 + 5e-7}]  # within
+    online.at[3, "reasons"] = [why[1], why[0]]  # another order: a mismatch
+    online.at[4, "reasons"] = [why[0], {**why[1], "contribution": 0.26}]  # 1e-2 off
+    online.at[5, "reasons"] = why  # explained online, not in batch
+    result = compare_day(DAY, online, feats, preds)
+    assert result.items[REASONS]["compared"] == 6
+    assert (result.compared, result.matched) == (6, 3)
+    assert [e["transaction_id"] for e in result.examples()] == [4, 5, 6]
+    assert all(e["differed"] == [REASONS] for e in result.examples())
+    # Another model version's reasons are not compared (nor its score).
+    online.loc[online["transaction_id"].isin([4, 5, 6]), "model_version"] = "v0002"
+    result = compare_day(DAY, online, feats, preds)
+    assert (result.items[REASONS]["compared"], result.matched) == (3, 6)
+
+
 def _log_decisions(data_dir: Path, day: str) -> pd.DataFrame:
     """online_predictions of ``day`` as a service answering with the batch numbers would
     have logged them (the service's own path is tested by the replay tests)."""
@@ -86,7 +108,8 @@ def _log_decisions(data_dir: Path, day: str) -> pd.DataFrame:
     preds = lake.read_days(str(tables / "batch_predictions"), [day]).to_pandas()
     frame = raw[["transaction_id", "tx_datetime", "customer_id", "terminal_id"]].merge(
         feats[["transaction_id", *FEATURE_COLUMNS]], on="transaction_id").merge(
-        preds[["transaction_id", "score", "decision", "model_version"]], on="transaction_id")
+        preds[["transaction_id", "score", "decision", "model_version", "reasons"]],
+        on="transaction_id")
     frame = frame.assign(threshold_review=0.5, threshold_decline=0.9, fallback=False,
                          shadow_version=None, shadow_score=None, received_at=frame["tx_datetime"],
                          latency_ms=2.0, worker="test:1", degraded=False, day=day)
@@ -141,7 +164,17 @@ def test_the_asset_passes_on_equal_numbers_and_fails_naming_a_corrupted_feature(
     assert check["values"][f"{DAY} customer_avg_amount_30d"][0]["transaction_id"] == victim
     assert meta["matched"].value == len(logged) - 1
     table = lake.read_days(str(data_dir / "tables" / "online_consistency"), [DAY]).to_pandas()
-    assert len(table) == len(FEATURE_COLUMNS) + 2  # a row per feature, score, transaction
+    assert len(table) == len(FEATURE_COLUMNS) + 3  # per feature, score, reasons, transaction
     row = table.set_index("item").loc["customer_avg_amount_30d"]
     assert row["compared"] - row["matched"] == 1
     assert row["max_abs_diff"] == pytest.approx(0.01)
+
+    # A review or decline logged with other reasons than batch_predictions gave it.
+    logged.loc[logged["transaction_id"] == victim, "customer_avg_amount_30d"] -= 0.01
+    explained = logged.index[logged["reasons"].map(lambda r: r is not None and len(r) > 1)]
+    assert len(explained) > 0
+    other = int(logged.at[explained[0], "transaction_id"])
+    logged.at[explained[0], "reasons"] = list(logged.at[explained[0], "reasons"])[::-1]
+    _write_log(data_dir, logged, DAY)
+    passed, check, meta = _check(data_dir)
+    assert not passed and f"transaction {other}: reasons" in check["mismatched_transactions"]

@@ -92,8 +92,10 @@ def test_sigkill_of_the_service_mid_replay_loses_nothing(backend: str, data_dir:
         print(report)
         assert report.crashed_at == half and report.transactions > 800
         assert report.rate == 1.0, report.mismatches[:10]
+        assert report.explained > 0  # reviews and declines, explained as in batch
         assert report.logged == report.transactions
         assert _move_to_delta(data_dir, url, DAYS) == _raw_ids(data_dir, DAYS)
+        # features, scores and the logged reasons all equal the batch path's
         assert _consistency(data_dir, DAYS) == {day: 1.0 for day in DAYS}
 
 

@@ -44,6 +44,14 @@ def test_graph_materializes_with_consistent_tables(small_pipeline: Path) -> None
     assert not feats[list(FEATURE_COLUMNS)].isna().any().any()
     assert preds["score"].between(0, 1).all()
     assert set(preds["decision"]) <= {"approve", "review", "decline"}
+    # Every review and decline carries its reasons (the top features, largest first, from
+    # the explainer inside the champion's file); approvals carry none.
+    flagged = preds["decision"] != "approve"
+    assert flagged.any() and preds.loc[~flagged, "reasons"].isna().all()
+    for found in preds.loc[flagged, "reasons"]:
+        contributions = [r["contribution"] for r in found]
+        assert 1 <= len(found) <= 3 and contributions == sorted(contributions, reverse=True)
+        assert {r["feature"] for r in found} <= set(FEATURE_COLUMNS) and min(contributions) > 0
     # The Dask path equals the kernel run once over everything (no chunk-edge effects).
     whole = features_frame(raw, 7).sort_values("transaction_id").reset_index(drop=True)
     for col in FEATURE_COLUMNS:

@@ -51,6 +51,9 @@ def test_replay_parity_is_exact(server: httpx.Client, data_dir: Path, monkeypatc
     assert report.transactions > 1000
     assert report.rate == 1.0, report.mismatches[:10]
     assert report.max_score_diff <= 1e-6
+    # The reviews and declines were explained online exactly as batch_predictions explains
+    # them (the same features, contributions within 1e-6: rate 1.0 includes them).
+    assert report.explained > 10 and report.max_reason_diff <= 1e-6
 
 
 def test_health_ready_metrics_docs(server: httpx.Client) -> None:
@@ -74,6 +77,21 @@ def test_score_answer_shape(server: httpx.Client) -> None:
     assert body["model_version"] == "v0001" and body["fallback"] is False
     assert set(body["thresholds"]) == {"review", "decline"}
     assert body["features"]["tx_amount"] == 57.3 and len(body["features"]) == 15
+    assert "reasons" in body
+
+
+def test_a_decline_says_why(server: httpx.Client) -> None:
+    """A very large amount from a new card at a new terminal: declined, and its reasons
+    (from the champion's embedded explainer, announced in /status) name the amount."""
+    status = server.get("/status", headers=HEADERS).json()["reason_codes"]
+    assert status == {"top": 3, "explainer": True, "error": None, "failed_calls": 0}
+    body = server.post("/score", headers=HEADERS, json={
+        **GOOD, "transaction_id": 10_000_005, "tx_amount": 5000.0}).json()
+    assert body["decision"] == "decline", body
+    reasons = body["reasons"]
+    assert 1 <= len(reasons) <= 3 and "tx_amount" in [r["feature"] for r in reasons]
+    assert [r["contribution"] for r in reasons] == sorted(
+        (r["contribution"] for r in reasons), reverse=True)
 
 
 def test_cold_start_customer_and_terminal(server: httpx.Client) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from fraudkit.explain import REASONS_TYPE, to_text
 from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS, US_PER_DAY
 from fraudkit.store import (
     DECISION_COLUMNS,
+    DECISION_SCHEMA,
     OnlineStore,
     StoreError,
     day_of,
@@ -24,7 +27,8 @@ T0 = day_start_us(DAY) + 10 * 3_600_000_000
 
 
 def decision(tx_id: int, t_us: int, customer: int, terminal: int, amount: float,
-             score: float = 0.25, received_us: int | None = None) -> tuple:
+             score: float = 0.25, received_us: int | None = None,
+             reasons: str | None = None) -> tuple:
     """A decision row in DECISION_COLUMNS order, with made-up features."""
     values = {
         "transaction_id": tx_id, "tx_datetime": t_us, "customer_id": customer,
@@ -35,7 +39,7 @@ def decision(tx_id: int, t_us: int, customer: int, terminal: int, amount: float,
         "threshold_decline": 0.8, "model_version": "v0001", "fallback": False,
         "shadow_version": None, "shadow_score": None,
         "received_at": received_us or t_us, "latency_ms": 1.25, "worker": "test:1",
-        "degraded": False, "day": day_of(t_us),
+        "degraded": False, "day": day_of(t_us), "reasons": reasons,
     }
     values["tx_amount"] = amount
     return tuple(values[c] for c in DECISION_COLUMNS)
@@ -74,6 +78,44 @@ def test_rows_come_back_exactly_and_a_retry_replaces(store: OnlineStore) -> None
     assert by_id[1]["score"] == 0.9 and by_id[1]["customer_id"] == 43
     assert by_id[big]["tx_amount"] == 0.1 + 0.2
     assert store.day_counts() == {DAY: 2}
+
+
+def test_reasons_come_back_and_rows_of_an_earlier_release_read_as_none(
+        store: OnlineStore) -> None:
+    """A logged decline's reasons (JSON in the store) come back as the Delta column's
+    structs; a row stored before the column existed (one value short) reads as null."""
+    why = [{"feature": "tx_amount", "contribution": 2.5},
+           {"feature": "terminal_risk_7d", "contribution": 0.125}]
+    store.write([decision(1, T0, 42, 7, 10.0, reasons=to_text([(r["feature"],
+                                                                 r["contribution"])
+                                                                for r in why])),
+                 # Redis keeps rows as JSON arrays: one of an earlier release is shorter
+                 # (SQLite's own migration is the next test)
+                 decision(2, T0 + 1, 42, 7, 10.0)[:-1] if store.backend == "redis"
+                 else decision(2, T0 + 1, 42, 7, 10.0)])
+    table = store.day_decisions(DAY)
+    assert table.schema.field("reasons").type == REASONS_TYPE
+    by_id = {r["transaction_id"]: r["reasons"] for r in table.to_pylist()}
+    assert by_id == {1: why, 2: None}
+
+
+def test_an_sqlite_store_of_an_earlier_release_gains_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    old = [f for f in DECISION_SCHEMA if f.name != "reasons"]
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE decisions (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                   + ", ".join(f.name for f in old) + ")")
+        db.execute(f"INSERT INTO decisions ({', '.join(f.name for f in old)}) VALUES "
+                   f"({', '.join('?' for _ in old)})", decision(7, T0, 1, 2, 3.0)[:-1])
+        db.commit()
+    store = open_store(f"sqlite:///{path}")
+    try:
+        store.write([decision(8, T0 + 1, 1, 2, 4.0, reasons='[{"feature":"tx_amount",'
+                                                             '"contribution":1.0}]')])
+        rows = {r["transaction_id"]: r["reasons"] for r in store.day_decisions(DAY).to_pylist()}
+        assert rows == {7: None, 8: [{"feature": "tx_amount", "contribution": 1.0}]}
+    finally:
+        store.close()
 
 
 def test_time_bounds_and_terminals(store: OnlineStore) -> None:

@@ -9,11 +9,13 @@ with the project's exact rule instead of a statistical one.
 
 The rule (one implementation, used by the ``online_consistency`` asset and by
 ``scripts.replay_parity``): a count matches when it is equal, any other feature when it is
-within :data:`FEATURE_TOLERANCE`; a score matches within :data:`SCORE_TOLERANCE`, and is
-compared only where the online answer and the batch prediction come from the same model
-version (after a promotion the two paths may legitimately differ until the day is
-re-scored). A transaction *matches* when all its features match and its score matches
-where compared.
+within :data:`FEATURE_TOLERANCE`; a score matches within :data:`SCORE_TOLERANCE`, and the
+reasons of a review or decline (:func:`reasons_match`) name the same features with
+contributions within :data:`REASON_TOLERANCE`. Scores and reasons are compared only where
+the online answer and the batch prediction come from the same model version (after a
+promotion the two paths may legitimately differ until the day is re-scored). A
+transaction *matches* when all its features match and its score and reasons match where
+compared.
 
 Besides the matches, a day reports the transactions decided online that never landed
 (``missing``: lost upstream of the batch path, or a request that was never a real
@@ -37,9 +39,12 @@ from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS
 
 FEATURE_TOLERANCE = 1e-9
 SCORE_TOLERANCE = 1e-6
+#: Reason contributions (log-odds) of the same model on the same features.
+REASON_TOLERANCE = 1e-6
 #: The item of a day's summary row (every feature and the score together).
 ALL = "transaction"
 SCORE = "score"
+REASONS = "reasons"
 #: Mismatched transactions named per item and day.
 EXAMPLES = 5
 
@@ -76,6 +81,28 @@ def score_matches(online: np.ndarray, batch: np.ndarray) -> np.ndarray:
     """Element-wise: do two scores of the same model agree?"""
     return np.abs(np.asarray(online, np.float64) - np.asarray(batch, np.float64)) \
         <= SCORE_TOLERANCE
+
+
+def reasons_match(online: Any, batch: Any) -> tuple[bool, float]:
+    """Do one decision's reasons agree on both paths (the same model version)? Both absent,
+    or the same features in the same order with contributions within
+    :data:`REASON_TOLERANCE`; and the largest contribution difference. Reasons are lists
+    of ``{"feature", "contribution"}`` (as the API answers and the Delta tables hold)."""
+    online, batch = _reason_list(online), _reason_list(batch)
+    if online is None or batch is None:
+        return online is None and batch is None, 0.0
+    if [r["feature"] for r in online] != [r["feature"] for r in batch]:
+        return False, float("inf")
+    diff = max((abs(a["contribution"] - b["contribution"]) for a, b in zip(
+        online, batch, strict=True)), default=0.0)
+    return diff <= REASON_TOLERANCE, diff
+
+
+def _reason_list(value: Any) -> list[dict] | None:
+    """None for a missing value (None, NaN from a merge); else a plain list."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return list(value)
 
 
 @dataclass
@@ -134,12 +161,15 @@ def compare_day(day: str, online: pd.DataFrame, features: pd.DataFrame,
     (``transaction_id``, ``score``, ``model_version``), all of ``day``.
     """
     online = online.drop_duplicates("transaction_id", keep="last")
+    # Reasons are compared when both tables have them (not tables of an earlier release).
+    explained = "reasons" in online.columns and "reasons" in predictions.columns
+    extra = ["reasons"] if explained else []
     batch = features[["transaction_id", *FEATURE_COLUMNS]].merge(
-        predictions[["transaction_id", "score", "model_version"]], on="transaction_id",
-        how="left", suffixes=("", "_batch"))
+        predictions[["transaction_id", "score", "model_version", *extra]],
+        on="transaction_id", how="left", suffixes=("", "_batch"))
     joined = online[["transaction_id", *FEATURE_COLUMNS, "score", "model_version",
-                     "degraded"]].merge(batch, on="transaction_id", how="inner",
-                                        suffixes=("", "_b"))
+                     "degraded", *extra]].merge(batch, on="transaction_id", how="inner",
+                                                suffixes=("", "_b"))
     ids = joined["transaction_id"].to_numpy()
     landed_ids = set(features["transaction_id"].tolist())
     online_ids = set(online["transaction_id"].tolist())
@@ -173,10 +203,29 @@ def compare_day(day: str, online: pd.DataFrame, features: pd.DataFrame,
     ok = score_matches(got, want)
     record(SCORE, ok, got, want, same_model)
     row_ok &= ok | ~same_model
+    if explained:  # the same model's reasons: equal features, contributions within 1e-6
+        pairs = [reasons_match(a, b) for a, b in zip(joined["reasons"], joined["reasons_b"],
+                                                     strict=True)]
+        ok = np.array([p[0] for p in pairs], dtype=bool)
+        diff = np.array([p[1] for p in pairs], dtype=np.float64)
+        got = np.array([json.dumps(_reason_list(v)) for v in joined["reasons"]], dtype=object)
+        want = np.array([json.dumps(_reason_list(v)) for v in joined["reasons_b"]],
+                        dtype=object)
+        bad = same_model & ~ok
+        for i in ids[bad]:
+            differed.setdefault(int(i), []).append(REASONS)
+        items[REASONS] = {
+            "compared": int(same_model.sum()), "matched": int((same_model & ok).sum()),
+            "max_abs_diff": float(np.max(diff[same_model], initial=0.0)),
+            "examples": [{"transaction_id": int(i), "online": g, "batch": w} for i, g, w in
+                         zip(ids[bad][:EXAMPLES], got[bad][:EXAMPLES], want[bad][:EXAMPLES],
+                             strict=True)]}
+        row_ok &= ok | ~same_model
     bad_ids = ids[~row_ok]
     items[ALL] = {
         "compared": len(joined), "matched": int(row_ok.sum()), "max_abs_diff": max(
-            (v["max_abs_diff"] for k, v in items.items() if k != SCORE), default=0.0),
+            (v["max_abs_diff"] for k, v in items.items() if k not in (SCORE, REASONS)),
+            default=0.0),
         "examples": [{"transaction_id": int(i), "differed": differed.get(int(i), [])}
                      for i in bad_ids[:EXAMPLES]]}
     return DayConsistency(

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from fraudkit.explain import Explainer, ExplainerError
 from fraudkit.features import FEATURE_COLUMNS
 from fraudkit.model import OnnxModel, Thresholds
 from fraudkit.registry import (
@@ -37,6 +38,10 @@ class LoadedModel:
     model: OnnxModel
     version: str
     thresholds: Thresholds
+    #: TreeSHAP of the same file's trees (reason codes); None when the version carries
+    #: none or it failed its check (``explainer_error`` says why).
+    explainer: Explainer | None = None
+    explainer_error: str | None = None
 
 
 def load_version(registry: ModelRegistry, version: str) -> tuple[LoadedModel, ModelVersion]:
@@ -46,7 +51,18 @@ def load_version(registry: ModelRegistry, version: str) -> tuple[LoadedModel, Mo
     entry.verify()
     model = OnnxModel(entry.model_path, threads=1)
     model.predict(np.zeros((1, len(FEATURE_COLUMNS)), dtype=np.float32))  # warm up
-    return LoadedModel(model, entry.version, entry.thresholds), entry
+    explainer, error = None, None
+    try:  # inside the file just verified, so the hash covers it; checked against the graph
+        explainer = Explainer.of(model, entry.version)
+        if explainer is None:
+            error = (f"{version} carries no explainer (registered before reason codes): its "
+                     "reviews and declines have no reasons; retrain to get them")
+    except ExplainerError as exc:  # scores stay right; only reasons would be wrong
+        error = f"{exc}; its reviews and declines have no reasons"
+    if error:
+        log.warning("%s", error)
+        error = error.replace(str(registry.root), "registry")  # /status shows it
+    return LoadedModel(model, entry.version, entry.thresholds, explainer, error), entry
 
 
 class ChampionWatcher:

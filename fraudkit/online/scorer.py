@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fraudkit import lake
+from fraudkit import explain, lake
 from fraudkit.config import Settings
 from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS, feature_matrix
 from fraudkit.model import Thresholds, decide
@@ -47,6 +47,8 @@ class Scored:
     degraded: bool = False
     #: The shadow model's version and its scores of the same rows (logged, never answered).
     shadow: tuple[str, np.ndarray] | None = None
+    #: Each row's reasons (reviews and declines of a model with an explainer), else None.
+    reasons: list[explain.Reasons | None] | None = None
 
     def rows(self, req: Requests) -> list[dict[str, Any]]:
         """JSON-ready answers; counts as ints, the rest as floats (exact repr)."""
@@ -58,6 +60,7 @@ class Scored:
         ids = req.transaction_id.tolist()
         scores = self.scores.tolist()
         decisions = self.decisions.tolist()
+        reasons = self.reasons or [None] * len(ids)
         return [
             {
                 "transaction_id": ids[i],
@@ -67,6 +70,7 @@ class Scored:
                 "thresholds": thresholds,
                 "fallback": self.fallback,
                 "degraded": self.degraded,
+                "reasons": explain.as_json(reasons[i]),
                 "features": {name: feats[name][i] for name in FEATURE_COLUMNS},
             }
             for i in range(len(ids))
@@ -90,6 +94,8 @@ class OnlineScorer:
     watcher: ChampionWatcher = field(init=False)
     predictions: PredictionIndex | None = field(init=False, default=None)
     refresh_errors: int = field(init=False, default=0)
+    #: Calls whose reasons could not be computed (answered without them).
+    explain_errors: int = field(init=False, default=0)
     #: Called with the scorer after what it serves changed: the first load, then a new
     #: feature history, new batch predictions or another model, in the thread that made the
     #: change (the refresh thread), never on the request path. The service's state gauges
@@ -196,6 +202,10 @@ class OnlineScorer:
             "champion_version": self.watcher.champion_version,
             "serving_champion": self.watcher.serving_champion,
             "model_error": self.watcher.last_error,
+            "reason_codes": {"top": self.settings.reason_codes,
+                             "explainer": bool(current and current.explainer),
+                             "error": current.explainer_error if current else None,
+                             "failed_calls": self.explain_errors},
             "feature_rows": snap.rows,
             "feature_days": [snap.first_day, snap.last_day],
             "raw_table_version": snap.table_version,
@@ -244,7 +254,7 @@ class OnlineScorer:
             model_version=scored.model_version,
             thresholds=(scored.thresholds.review, scored.thresholds.decline)
             if scored.thresholds else None,
-            fallback=scored.fallback, shadow=scored.shadow,
+            fallback=scored.fallback, shadow=scored.shadow, reasons=scored.reasons,
             received_us=received_us if received_us is not None else [now_us] * len(req),
             decided_us=now_us, worker=self.worker, degraded=scored.degraded)
         return scored, self.decisions.submit(rows)
@@ -256,8 +266,10 @@ class OnlineScorer:
         if current is not None:
             try:
                 scores = current.model.predict(matrix)
-                scored = Scored(scores, decide(scores, current.thresholds), current.version,
-                                current.thresholds, False, feats)
+                decisions = decide(scores, current.thresholds)
+                scored = Scored(scores, decisions, current.version, current.thresholds, False,
+                                feats)
+                scored.reasons = self._reasons(current.explainer, matrix, decisions)
             except Exception:  # noqa: BLE001 - a model failure must not fail the request
                 log.exception("model %s failed to score; using the fallback rules",
                               current.version)
@@ -271,3 +283,16 @@ class OnlineScorer:
             except Exception:  # noqa: BLE001 - the shadow never fails a request
                 log.exception("shadow model %s failed to score", shadow.version)
         return scored
+
+    def _reasons(self, explainer: explain.Explainer | None, matrix: np.ndarray,
+                 decisions: np.ndarray) -> list[explain.Reasons | None] | None:
+        """Reasons of the reviews and declines; None (no reasons) if explaining fails: an
+        explanation must never fail or change a decision."""
+        try:
+            return explain.reasons(explainer, matrix, decisions.tolist(),
+                                   self.settings.reason_codes)
+        except Exception:  # noqa: BLE001
+            self.explain_errors += 1
+            log.exception("explaining %s failed; answering without reasons",
+                          explainer.version if explainer else None)
+            return None

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from fraudkit.explain import REASONS_TYPE, from_text
 from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS, US_PER_DAY
 
 #: The request fields of the raw contract (no label), in this order everywhere.
@@ -62,11 +63,16 @@ DECISION_SCHEMA = pa.schema(
         ("worker", pa.string()),
         ("degraded", pa.bool_()),
         ("day", pa.string()),
+        # Last, so rows stored by an earlier release (without it) read as null: the top
+        # features behind a review or decline (fraudkit.explain); stores keep it as JSON.
+        ("reasons", REASONS_TYPE),
     ]
 )
 DECISION_COLUMNS: tuple[str, ...] = tuple(DECISION_SCHEMA.names)
 #: Columns kept as microseconds since the epoch inside a store.
 TIME_COLUMNS = frozenset({"tx_datetime", "received_at"})
+#: Columns kept as JSON text inside a store.
+JSON_COLUMNS = frozenset({"reasons"})
 
 #: ``(lo, hi)``: times (microseconds) with ``lo < time <= hi``.
 Span = tuple[int, int]
@@ -201,7 +207,11 @@ class OnlineStore(ABC):
 
 
 def rows_to_table(rows: list[tuple]) -> pa.Table:
-    """Stored decision tuples (times in microseconds) as a :data:`DECISION_SCHEMA` table."""
+    """Stored decision tuples (times in microseconds, reasons as JSON) as a
+    :data:`DECISION_SCHEMA` table. A row stored by an earlier release lacks the last
+    columns; they read as null."""
+    width = len(DECISION_COLUMNS)
+    rows = [r if len(r) == width else tuple(r) + (None,) * (width - len(r)) for r in rows]
     columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in
                                                                     DECISION_COLUMNS]
     arrays = []
@@ -209,6 +219,8 @@ def rows_to_table(rows: list[tuple]) -> pa.Table:
         field = DECISION_SCHEMA.field(name)
         if name in TIME_COLUMNS:
             arrays.append(pa.array(values, pa.int64()).cast(field.type))
+        elif name in JSON_COLUMNS:
+            arrays.append(pa.array([from_text(v) for v in values], field.type))
         elif pa.types.is_boolean(field.type):  # SQLite keeps booleans as 0/1
             arrays.append(pa.array([None if v is None else bool(v) for v in values],
                                    pa.bool_()))

@@ -28,6 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
+from fraudkit.explain import Reasons, to_text
 from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS
 from fraudkit.store import (
     DECISION_COLUMNS,
@@ -59,6 +60,7 @@ def decision_rows(
     thresholds: tuple[float, float] | None,
     fallback: bool,
     shadow: tuple[str, np.ndarray] | None,
+    reasons: Sequence[Reasons | None] | None = None,
     received_us: Sequence[int],
     decided_us: int,
     worker: str,
@@ -85,6 +87,7 @@ def decision_rows(
         "received_at": list(received_us),
         "latency_ms": [(decided_us - r) / 1000.0 for r in received_us],
         "day": [day_of(t) for t in times],
+        "reasons": [to_text(r) for r in reasons] if reasons is not None else [None] * n,
     }
     constant = {"threshold_review": review, "threshold_decline": decline,
                 "model_version": model_version, "fallback": fallback,

@@ -40,6 +40,7 @@ from fraudkit.features import US_PER_DAY
 from fraudkit.store import (
     DECISION_COLUMNS,
     DECISION_SCHEMA,
+    JSON_COLUMNS,
     OnlineStore,
     Span,
     StoreError,
@@ -54,6 +55,8 @@ _SQL_TYPES = {pa.int64(): "INTEGER", pa.float64(): "REAL", pa.string(): "TEXT",
 
 
 def _sql_type(field: pa.Field) -> str:
+    if field.name in JSON_COLUMNS:
+        return "TEXT"
     return "INTEGER" if pa.types.is_timestamp(field.type) else _SQL_TYPES[field.type]
 
 
@@ -96,7 +99,17 @@ class SqliteStore(OnlineStore):
         self._write_lock = threading.Lock()
         self._db = self._connect()
         self._db.executescript(SCHEMA_SQL)
+        self._add_new_columns()
         self._wdb = self._connect()
+
+    def _add_new_columns(self) -> None:
+        """A store written by an earlier release lacks the newer decision columns (e.g.
+        ``reasons``): add them, null for the rows already there."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
+        for field in DECISION_SCHEMA:
+            if field.name not in have:
+                self._db.execute(f"ALTER TABLE decisions ADD COLUMN {field.name} "
+                                 f"{_sql_type(field)}")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
