@@ -1,7 +1,10 @@
 -- wrk script for benchmarks/online.py: replay distinct transactions, one JSON per line of
 -- $REPLAY_FILE. Thread k of $REPLAY_THREADS sends lines k, k + threads, ... so no two
 -- requests of one run carry the same transaction, and each thread keeps time order.
+-- $REPLAY_DELAY_MS (default 0, flat out) paces each connection: it waits that long after
+-- an answer before its next request, so connections / (delay + latency) is the rate.
 local counter = 1
+local pause = tonumber(os.getenv("REPLAY_DELAY_MS") or "0")
 
 function setup(thread)
   thread:set("tid", counter)
@@ -21,4 +24,8 @@ function request()
   local body = bodies[(position % #bodies) + 1]
   position = position + step
   return wrk.format("POST", "/score", {["Content-Type"] = "application/json"}, body)
+end
+
+function delay()
+  return pause
 end

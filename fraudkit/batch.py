@@ -81,9 +81,12 @@ class Tables:
     storage_options: dict | None = None
 
 
-def chunk_days(days: list[str], max_days: int) -> list[list[str]]:
-    """Split a sorted run of days into contiguous runs of at most ``max_days``."""
-    return [days[i : i + max_days] for i in range(0, len(days), max(1, max_days))]
+def chunk_days(days: list[str], max_days: int, min_chunks: int = 1) -> list[list[str]]:
+    """Split a sorted run of days into contiguous runs of at most ``max_days``, and into at
+    least ``min_chunks`` runs when there are that many days (one per Dask worker, so a short
+    run of days still keeps every worker busy)."""
+    size = min(max_days, -(-len(days) // max(1, min_chunks)))
+    return [days[i : i + size] for i in range(0, len(days), max(1, size))]
 
 
 # -- raw_transactions ------------------------------------------------------------------------

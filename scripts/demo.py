@@ -170,7 +170,7 @@ def show_consistency(settings: Settings, instance: dg.DagsterInstance, days: lis
                      ) -> None:
     """online_consistency of the live days: did every online answer use the batch numbers?"""
     from assets.consistency import CONSISTENCY_TABLE
-    from fraudkit.monitoring.consistency import ALL, SCORE
+    from fraudkit.monitoring.consistency import ALL, REASONS, SCORE
 
     started = step(f"online/offline consistency of {days[0]}..{days[-1]}: the decision log "
                    "against transaction_features and batch_predictions")
@@ -187,7 +187,34 @@ def show_consistency(settings: Settings, instance: dg.DagsterInstance, days: lis
           "without such a batch score)")
     print(f"    decided online but never landed: {int(whole['missing'])}; landed but never "
           f"decided online: {int(whole['landed_not_decided'])}")
+    if REASONS in rows.index:
+        why = rows.loc[REASONS]
+        print(f"    reasons of reviews and declines equal on both paths for "
+              f"{int(why['matched']):,}/{int(why['compared']):,} decisions (the same model)")
+    show_decline_reasons(settings, days)
     done(started, f"({settings.table_uri(CONSISTENCY_TABLE)})")
+
+
+def show_decline_reasons(settings: Settings, days: list[str]) -> None:
+    """The newest online decline of these days that batch scored with the same model: why
+    the service declined it, beside why batch_predictions did."""
+    online = lake.read_days(settings.table_uri("online_predictions"), days, [
+        "transaction_id", "tx_amount", "score", "decision", "model_version", "reasons",
+        "received_at"]).to_pandas()
+    batch = lake.read_days(settings.table_uri("batch_predictions"), days, [
+        "transaction_id", "model_version", "reasons"]).to_pandas()
+    both = online[online["decision"] == "decline"].merge(batch, on="transaction_id",
+                                                         suffixes=("", "_batch"))
+    both = both[(both["model_version"] == both["model_version_batch"])
+                & both["reasons"].notna()]
+    if both.empty:
+        return
+    row = both.sort_values("received_at").iloc[-1]
+    print(f"    why transaction {row['transaction_id']} (amount {row['tx_amount']:.2f}, score "
+          f"{row['score']:.4f}) was declined, TreeSHAP of {row['model_version']} in log-odds:")
+    for path, found in (("online", row["reasons"]), ("batch", row["reasons_batch"])):
+        print(f"      {path:6s} " + ", ".join(f"{r['feature']} {r['contribution']:+.4f}"
+                                               for r in found))
 
 
 def show_online_drift(settings: Settings, instance: dg.DagsterInstance, days: list[str]

@@ -94,6 +94,9 @@ def print_answer(tx: dict[str, Any], answer: dict[str, Any], ms: float | None = 
           f"{answer['decision']:8s} score {answer['score']:.4f} model {answer['model_version']}"
           f" ({took}customer_nb_tx_7d={f['customer_nb_tx_7d']}, "
           f"terminal_risk_30d={f['terminal_risk_30d']:.3f})", flush=True)
+    if answer.get("reasons"):
+        print("      reasons: " + ", ".join(f"{r['feature']} {r['contribution']:+.3f}"
+                                            for r in answer["reasons"]), flush=True)
 
 
 def live_traffic(service: ServiceProcess, day: str, landing_file: Path,

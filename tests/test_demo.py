@@ -54,6 +54,12 @@ def test_demo_tells_the_whole_story(small_pipeline: Path, tmp_path: Path) -> Non
                      r"batch features \(100\.00%", out), out[-3000:]
     assert "decided online but never landed: 0; landed but never decided online: 0" in out
     assert "check online_consistency:consistency_at_floor passed" in out, out[-3000:]
+    # A declined transaction's top reasons, online and in batch_predictions: the same.
+    why = re.search(r"was declined, TreeSHAP of v\d+ in log-odds:\n +online (.+)\n +batch  (.+)",
+                    out)
+    assert why and why.group(1) == why.group(2), out[-3000:]
+    assert re.search(r"reasons of reviews and declines equal on both paths for "
+                     r"([\d,]+)/\1 decisions", out), out[-3000:]
     # The drift report of the live traffic sees the first drifted day's larger amounts (its
     # share stays under the threshold at this scale: the windows drift over the next days).
     for day in ("2026-06-30", "2026-07-01", "2026-07-02"):  # the live days

@@ -47,8 +47,12 @@ class Scored:
     degraded: bool = False
     #: The shadow model's version and its scores of the same rows (logged, never answered).
     shadow: tuple[str, np.ndarray] | None = None
-    #: Each row's reasons (reviews and declines of a model with an explainer), else None.
+    #: Each row's reasons (reviews and declines of a model with an explainer), else None;
+    #: set on the decision log's writer thread before the write completes.
     reasons: list[explain.Reasons | None] | None = None
+    #: What explains the reviews and declines of these rows: the model's explainer and
+    #: the feature matrix it scored (None: nothing to explain).
+    to_explain: tuple[explain.Explainer, np.ndarray] | None = None
 
     def rows(self, req: Requests) -> list[dict[str, Any]]:
         """JSON-ready answers; counts as ints, the rest as floats (exact repr)."""
@@ -254,10 +258,10 @@ class OnlineScorer:
             model_version=scored.model_version,
             thresholds=(scored.thresholds.review, scored.thresholds.decline)
             if scored.thresholds else None,
-            fallback=scored.fallback, shadow=scored.shadow, reasons=scored.reasons,
+            fallback=scored.fallback, shadow=scored.shadow,
             received_us=received_us if received_us is not None else [now_us] * len(req),
             decided_us=now_us, worker=self.worker, degraded=scored.degraded)
-        return scored, self.decisions.submit(rows)
+        return scored, self.decisions.submit(rows, self._explainer_of(scored))
 
     def _model_scores(self, feats: dict[str, np.ndarray]) -> Scored:
         current = self.watcher.current
@@ -269,7 +273,9 @@ class OnlineScorer:
                 decisions = decide(scores, current.thresholds)
                 scored = Scored(scores, decisions, current.version, current.thresholds, False,
                                 feats)
-                scored.reasons = self._reasons(current.explainer, matrix, decisions)
+                flagged = explain.EXPLAINED_DECISIONS.intersection(decisions.tolist())
+                if current.explainer is not None and self.settings.reason_codes and flagged:
+                    scored.to_explain = (current.explainer, matrix)
             except Exception:  # noqa: BLE001 - a model failure must not fail the request
                 log.exception("model %s failed to score; using the fallback rules",
                               current.version)
@@ -284,15 +290,23 @@ class OnlineScorer:
                 log.exception("shadow model %s failed to score", shadow.version)
         return scored
 
-    def _reasons(self, explainer: explain.Explainer | None, matrix: np.ndarray,
-                 decisions: np.ndarray) -> list[explain.Reasons | None] | None:
-        """Reasons of the reviews and declines; None (no reasons) if explaining fails: an
-        explanation must never fail or change a decision."""
-        try:
-            return explain.reasons(explainer, matrix, decisions.tolist(),
-                                   self.settings.reason_codes)
-        except Exception:  # noqa: BLE001
-            self.explain_errors += 1
-            log.exception("explaining %s failed; answering without reasons",
-                          explainer.version if explainer else None)
+    def _explainer_of(self, scored: Scored) -> Callable[[], list[str | None]] | None:
+        """The reasons of ``scored``'s reviews and declines, to compute on the decision
+        log's writer thread (off the event loop; LightGBM releases the GIL): they set
+        ``scored.reasons`` for the answer and return the logged column. None when there is
+        nothing to explain."""
+        if scored.to_explain is None:
             return None
+        explainer, matrix = scored.to_explain
+
+        def reasons() -> list[str | None]:
+            try:
+                found = explain.reasons(explainer, matrix, scored.decisions.tolist(),
+                                        self.settings.reason_codes)
+            except Exception:  # an explanation must never fail or change a decision
+                self.explain_errors += 1
+                raise
+            scored.reasons = found
+            return [explain.to_text(r) for r in found]
+
+        return reasons
