@@ -66,8 +66,9 @@ P99_TARGET_MS = 10.0
 THROUGHPUT_TARGET = 0.5
 TWO_WORKERS_TARGET = 1.3
 SERVICES = ("sqlite", "redis", "redis-2w")
-#: The paced replay's wait between an answer and a connection's next request (ms).
-MIX_DELAY_MS = 20
+#: The paced replay's wait between an answer and a connection's next request (ms): with
+#: the answer's few ms, a request every ~20 ms per connection, as ``hey -q 50`` sends.
+MIX_DELAY_MS = 16
 #: The service without reasons (REASON_CODES=0), run paced only: what the reasons cost.
 NO_REASONS = "sqlite-no-reasons"
 
@@ -284,9 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-online-"))
     bodies = workdir / "replay.jsonl"
     n_bodies, cutoff, last = replay_bodies(settings, bodies, last=args.last_day)
-    # The paced replay: MIX_DELAY_MS between an answer and a connection's next request,
-    # and enough connections for the rate at a few ms of latency.
-    mix_connections = max(1, round(args.rate * (MIX_DELAY_MS + 3) / 1000))
+    # The paced replay, shaped like hey's fixed rate: a connection per 50 req/s, each
+    # sending about every 20 ms (MIX_DELAY_MS after an answer, plus its latency).
+    mix_connections = max(1, args.rate // 50)
     raw_uri = settings.table_uri("raw_transactions")
     last_day = [last]
     # hey's one body: the day's first transaction that batch approved, as most traffic is
