@@ -262,3 +262,43 @@ def test_submitted_rows_count_in_reads_until_their_write_is_done(
     assert ok and sorted(rows.amount.tolist()) == [1.5, 2.0]  # stored: the retry replaced
     assert {r["transaction_id"]: r["tx_amount"]
             for r in store.day_decisions(DAY).to_pylist()} == {1: 1.5, 2: 2.0}
+
+
+def test_reasons_are_added_on_the_writer_thread_and_a_failure_loses_no_decision(
+        tmp_path: Path) -> None:
+    """The service hands the decision log the reasons to compute with the rows: the rows are
+    visible to feature reads at once, the reasons land in the same write, and an explainer
+    that fails leaves them null without failing or changing the decisions."""
+    import threading
+
+    from fraudkit.store.log import DecisionLog
+
+    store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    dlog = DecisionLog(store)
+    try:
+        started, release = threading.Event(), threading.Event()
+        writer: list[str] = []
+
+        def reasons() -> list[str | None]:
+            writer.append(threading.current_thread().name)
+            started.set()
+            assert release.wait(10)
+            return ['[{"feature":"tx_amount","contribution":2.0}]', None]
+
+        done = dlog.submit([decision(1, T0, 5, 6, 1.0), decision(2, T0 + 1, 5, 6, 2.0)],
+                           reasons)
+        assert started.wait(10)
+        rows, ok = dlog.stream_rows([5], (0, 2**62), [], (0, 2**62))
+        assert ok and sorted(rows.amount.tolist()) == [1.0, 2.0] and not done.done()
+        release.set()
+        assert done.result(10) is True and writer[0].startswith("decision-writer")
+
+        def broken() -> list[str | None]:
+            raise RuntimeError("explainer broke")
+
+        assert dlog.submit([decision(3, T0 + 2, 5, 6, 3.0)], broken).result(10) is True
+        logged = {r["transaction_id"]: r["reasons"] for r in store.day_decisions(DAY).to_pylist()}
+        assert logged == {1: [{"feature": "tx_amount", "contribution": 2.0}], 2: None, 3: None}
+    finally:
+        dlog.drain(10)
+        store.close()
