@@ -296,25 +296,23 @@ def global_explanations(model: lgb.LGBMClassifier, rows: pd.DataFrame,
                         onnx_scores: np.ndarray, sample: int = SHAP_ROWS) -> dict:
     """Gain importance and mean |SHAP| per feature of ``model`` on (a sample of) ``rows``.
 
-    The SHAP values are LightGBM's TreeSHAP (``pred_contrib``) of the very trees exported
-    to ONNX, in log-odds. They are checked against the ONNX scores of the same rows: the
+    The SHAP values are path-dependent TreeSHAP (:mod:`fraudkit.treeshap`, equal to
+    LightGBM's ``pred_contrib``) of the very trees exported to ONNX, in log-odds, as the
+    reason codes compute them. They are checked against the ONNX scores of the same rows: the
     sigmoid of a row's contributions plus the bias is the model's probability, and
     ``additivity_max_abs_diff`` records how far from the ONNX score it is at most.
     """
     booster = model.booster_
-    if tuple(booster.feature_name()) != FEATURE_COLUMNS:
-        raise ValueError(f"the model's features {booster.feature_name()} are not "
-                         f"FEATURE_COLUMNS {list(FEATURE_COLUMNS)}")
+    explainer = explain.Explainer(booster)  # the reason codes' TreeSHAP
     picked = np.arange(len(rows))
     if len(rows) > sample:
         picked = np.sort(np.random.default_rng(0).choice(len(rows), sample, replace=False))
-    matrix = feature_matrix(rows.iloc[picked]).astype(np.float64)
-    contributions = booster.predict(matrix, pred_contrib=True)
+    contributions = explainer.contributions(feature_matrix(rows.iloc[picked]))
     probability = 1.0 / (1.0 + np.exp(-contributions.sum(axis=1)))
     gain = booster.feature_importance(importance_type="gain")
     mean_abs = np.abs(contributions[:, : len(FEATURE_COLUMNS)]).mean(axis=0)
     return {
-        "method": "LightGBM split gain; TreeSHAP (pred_contrib) of the exported trees",
+        "method": "LightGBM split gain; path-dependent TreeSHAP of the exported trees",
         "shap_rows": int(len(picked)),
         "shap_units": "log-odds",
         "additivity_max_abs_diff": float(np.max(np.abs(probability - onnx_scores[picked])))

@@ -47,6 +47,9 @@ def test_the_explainer_rides_in_the_model_file_and_adds_up_to_its_scores(
     # One row alone gets exactly the contributions it gets in a batch (online vs batch).
     for i in (0, 17, len(matrix) - 1):
         assert np.array_equal(explainer.contributions(matrix[i:i + 1])[0], contributions[i])
+    # The tables compute LightGBM's own TreeSHAP (pred_contrib), to rounding.
+    reference = explainer.booster.predict(matrix.astype(np.float64), pred_contrib=True)
+    assert np.max(np.abs(contributions - reference)) < 1e-10
 
 
 def test_reviews_and_declines_get_the_planted_feature_first_and_approvals_nothing(
