@@ -80,6 +80,7 @@ bench: install bench-deps
 	$(BIN)/python benchmarks/online_shadow.py
 	$(BIN)/python benchmarks/micro_batch.py
 	$(BIN)/python benchmarks/model_selection.py
+	$(BIN)/python benchmarks/treeshap.py
 
 rollback: install
 	$(BIN)/python -m fraudkit.registry rollback

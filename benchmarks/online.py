@@ -69,7 +69,7 @@ SERVICES = ("sqlite", "redis", "redis-2w")
 #: The paced replay's wait between an answer and a connection's next request (ms): with
 #: the answer's few ms, a request every ~20 ms per connection, as ``hey -q 50`` sends.
 MIX_DELAY_MS = 16
-#: The service without reasons (REASON_CODES=0), run paced only: what the reasons cost.
+#: The service without reasons (REASON_CODES=0), in the same runs: what the reasons cost.
 NO_REASONS = "sqlite-no-reasons"
 
 
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     servers = {name: BentoServer({**env, "ONLINE_STORE_URL": stores[name],
                                   "ONLINE_WORKERS": "2" if name.endswith("2w") else "1"},
                                  workdir / f"{name}.log") for name in SERVICES}
-    # The baseline of the reasons' cost: SQLite, one worker, REASON_CODES=0 (paced only).
+    # The baseline of the reasons' cost: SQLite, one worker, REASON_CODES=0.
     stores[NO_REASONS] = f"sqlite:///{workdir / 'store-no-reasons.sqlite3'}"
     servers[NO_REASONS] = BentoServer({**env, "ONLINE_STORE_URL": stores[NO_REASONS],
                                        "REASON_CODES": "0"}, workdir / "no-reasons.log")
@@ -348,14 +348,6 @@ def main(argv: list[str] | None = None) -> None:
             hey(urls[name] + "/score", body, 2, None, args.concurrency)
         for repeat in range(args.repeats):
             for name in urls:
-                if name == NO_REASONS:
-                    run = wrk(urls[name], bodies, args.duration, mix_connections,
-                              delay_ms=MIX_DELAY_MS)
-                    results.setdefault((name, "mix"), []).append(run)
-                    not_ok += run["non_200"]
-                    print(f"  round {repeat + 1} {name}: paced replay p50 {run['p50_ms']:.2f} "
-                          f"p99 {run['p99_ms']:.2f} ms ({run['rps']:.0f}/s)", flush=True)
-                    continue
                 runs = {
                     "fixed": hey(urls[name] + "/score", body, args.duration, args.rate,
                                  max(1, args.rate // 50)),
@@ -393,8 +385,6 @@ def main(argv: list[str] | None = None) -> None:
                   f"{'cores busy':>12s}")
         print(header)
         for name in urls:
-            if name == NO_REASONS:
-                continue
             f, m, r = med[(name, "fixed")], med[(name, "max")], med[(name, "replay")]
             x = med[(name, "mix")]
             print(f"{name:9s}{f['p50_ms']:>9.2f}{f['p99_ms']:>9.2f}{f['rps']:>9.0f}"
@@ -402,10 +392,11 @@ def main(argv: list[str] | None = None) -> None:
                   f"{m['rps']:>11.0f}{r['rps']:>14.0f}{r['p99_ms']:>10.1f}ms"
                   f"{r['busy']:>12.0%}")
         on, off = med[("sqlite", "mix")], med[(NO_REASONS, "mix")]
-        print(f"reasons' cost, paced real traffic on SQLite ({on['explained']:.1%} of it "
-              f"reviews and declines, answered with reasons): p99 {on['p99_ms']:.2f} ms with "
-              f"them, {off['p99_ms']:.2f} ms with REASON_CODES=0 (p50 {on['p50_ms']:.2f} / "
-              f"{off['p50_ms']:.2f} ms)")
+        print(f"reasons' cost on SQLite, the same runs with REASON_CODES=0: paced real "
+              f"traffic ({on['explained']:.1%} of it reviews and declines, answered with "
+              f"reasons) p99 {on['p99_ms']:.2f} vs {off['p99_ms']:.2f} ms, p50 "
+              f"{on['p50_ms']:.2f} vs {off['p50_ms']:.2f} ms; replay max "
+              f"{med[('sqlite', 'replay')]['rps'] / med[(NO_REASONS, 'replay')]['rps']:.2f}x")
         bare_replay = med[("bare", "replay")]["rps"]
         failed = []
         for name in ("sqlite", "redis"):
@@ -427,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
               f"p99 at {args.rate}/s {med[('redis-2w', 'fixed')]['p99_ms']:.2f} ms")
         cores = os.cpu_count() or 1
         cost = {n: med[(n, "replay")]["busy"] * cores * 1000 / med[(n, "replay")]["rps"]
-                for n in urls if n != NO_REASONS}
+                for n in urls}
         print(f"cores busy during the replay: one worker {med[('redis', 'replay')]['busy']:.0%},"
               f" two workers {med[('redis-2w', 'replay')]['busy']:.0%}; CPU per transaction "
               "(server, store and load generator together): "
@@ -435,8 +426,6 @@ def main(argv: list[str] | None = None) -> None:
         print("CPU per transaction during the replay, by process (core-ms; medians of the "
               "rounds; 'other' is the rest of the machine, this script included):")
         for name in urls:
-            if name == NO_REASONS:
-                continue
             runs = results[(name, "replay")]
             per_tx = {part: statistics.median(r["cpu"][part] * 1000 / (r["rps"] * args.duration)
                                               for r in runs)
