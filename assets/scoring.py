@@ -16,7 +16,7 @@ from resources import DaskResource, DeltaLakeResource, ModelRegistryResource
 #: so fewer, larger tasks score faster (benchmarks/batch_scoring.py: 0.86x of in-memory
 #: onnxruntime at 15 days, 0.92x at 45), while 4 tasks still keep 2 workers busy for the
 #: default 180 days and the run log shows each one finish. A shorter run is split into one
-#: task per worker at least: explaining its reviews and declines (about 1.4 ms of CPU
+#: task per worker at least: explaining its reviews and declines (about 0.7 ms of CPU
 #: each) is most of the work when a drifted day flags a quarter of its transactions.
 DAYS_PER_TASK = 45
 

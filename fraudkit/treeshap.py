@@ -1,10 +1,10 @@
 """Exact path-dependent TreeSHAP of a LightGBM model, from per-leaf tables.
 
 LightGBM's own ``predict(pred_contrib=True)`` walks every tree for every row and costs
-about 1.5 ms a row for the champion's 300 trees of 31 leaves; reason codes need it on the
+about 2 ms a row for the champion's 300 trees of 31 leaves; reason codes need it on the
 request path. This module computes the *same numbers* (the same algorithm's definition,
-equal to LightGBM's within 1e-12, tested) about three times faster for one row, by doing
-per model, once, the work that does not depend on the row.
+equal to LightGBM's within 1e-10, tested) 2 to 3 times faster (``benchmarks/treeshap.py``),
+by doing per model, once, the work that does not depend on the row.
 
 Why it can. In path-dependent TreeSHAP a leaf ``l`` adds to feature ``i`` a term that
 depends on the row only through which of the features on the leaf's path the row agrees

@@ -292,7 +292,7 @@ class OnlineScorer:
 
     def _explainer_of(self, scored: Scored) -> Callable[[], list[str | None]] | None:
         """The reasons of ``scored``'s reviews and declines, to compute on the decision
-        log's writer thread (off the event loop; LightGBM releases the GIL): they set
+        log's writer thread (off the event loop, which scores the next requests): they set
         ``scored.reasons`` for the answer and return the logged column. None when there is
         nothing to explain."""
         if scored.to_explain is None:
