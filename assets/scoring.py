@@ -81,7 +81,7 @@ def batch_predictions(
             "table_version": lake.table_version(tables.predictions, tables.storage_options),
             "table_uri": dg.MetadataValue.path(tables.predictions),
             "decisions": dg.MetadataValue.json(dict(decisions)),
-            "explained": dg.MetadataValue.text(_explained(results, decisions)),
+            "explained": dg.MetadataValue.text(_explained(results)),
             "task_seconds": round(seconds, 2),
             "task_cpu_seconds": round(sum(r["cpu_seconds"] for r in results), 3),
             "preview": preview(sample.to_pandas()),
@@ -104,14 +104,15 @@ def batch_predictions(
     )
 
 
-def _explained(results: list[dict], decisions: Counter) -> str:
+def _explained(results: list[dict]) -> str:
     """What the UI says about reason codes for the run."""
-    flagged = decisions.get("review", 0) + decisions.get("decline", 0)
+    flagged = sum(r["flagged"] for r in results)
     explained = sum(r["explained"] for r in results)
     if SETTINGS.reason_codes == 0:
         return "reason codes are off (REASON_CODES=0)"
-    if not all(r["explainer"] for r in results):
-        return ("no reasons: the champion's model file carries no explainer (registered "
-                "before reason codes); retrain or promote a newer version")
+    if explained < flagged:
+        return (f"{flagged - explained:,} of {flagged:,} reviews and declines have no "
+                "reasons: the champion's model file carries no explainer (registered before "
+                "reason codes); retrain or promote a newer version")
     return (f"{explained:,} of {flagged:,} reviews and declines carry their top "
             f"{SETTINGS.reason_codes} reasons (column `reasons`)")

@@ -249,7 +249,10 @@ def score_days(
     model = OnnxModel(model_path, threads=1)
     scores = model.predict(matrix)
     decisions = decide(scores, Thresholds(**thresholds))
-    explainer = explain.Explainer.of(model, model_version) if reason_codes else None
+    flagged = int(np.isin(decisions, list(explain.EXPLAINED_DECISIONS)).sum())
+    # Loading the explainer (its tables, its check) costs about a second: only when needed.
+    explainer = (explain.Explainer.of(model, model_version) if reason_codes and flagged
+                 else None)
     reasons = explain.reasons(explainer, matrix, decisions, reason_codes)
     n = feats.num_rows
     out = pa.table(
@@ -286,8 +289,8 @@ def score_days(
         "max_score": float(scores.max()) if n else None,
         "out_of_range": int(((scores < 0) | (scores > 1) | ~np.isfinite(scores)).sum()),
         "decisions": dict(counts),
+        "flagged": flagged,  # reviews and declines
         "explained": sum(r is not None for r in reasons),
-        "explainer": explainer is not None,
         "seconds": time.perf_counter() - started,
         # The worker process's CPU (its threads: reads, scoring, the commit): what the
         # serving report prices per 1,000 predictions.

@@ -119,20 +119,11 @@ class Explainer:
         """float32 rows whose values sit just below or above the model's own split
         thresholds, so the probe runs through both branches of many splits."""
         rng = np.random.default_rng(seed)
-        trees = self.booster.dump_model()["tree_info"]
-        splits: dict[int, list[float]] = {i: [] for i in range(len(FEATURE_COLUMNS))}
-
-        def walk(node: dict[str, Any]) -> None:
-            if "split_feature" in node:
-                splits[node["split_feature"]].append(float(node["threshold"]))
-                walk(node["left_child"])
-                walk(node["right_child"])
-
-        for tree in trees:
-            walk(tree["tree_structure"])
+        features, thresholds = self.tables.node_feature, self.tables.node_threshold
         out = np.zeros((rows, len(FEATURE_COLUMNS)), dtype=np.float32)
-        for j, values in splits.items():
-            if values:
+        for j in range(len(FEATURE_COLUMNS)):
+            values = thresholds[features == j]
+            if len(values):
                 picked = np.asarray(values)[rng.integers(0, len(values), rows)]
                 nudge = np.maximum(np.abs(picked) * 1e-3, 1e-3) * rng.choice([-1.0, 1.0], rows)
                 out[:, j] = (picked + nudge).astype(np.float32)

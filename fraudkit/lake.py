@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pa_ds
 import pyarrow.fs as pa_fs
 from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, SchemaMismatchError, TableNotFoundError
 
 PARTITION = "day"
 
@@ -110,9 +110,11 @@ def replace_days(
 
     A column that ``data`` has and the table lacks (a table written by an earlier release,
     e.g. ``reasons``) is added by this commit (schema merge); the other days read it as
-    null. Only then: a commit that changes the schema conflicts with every concurrent one.
+    null. Only then, after the plain write refused the schema: a commit that changes the
+    schema conflicts with every concurrent one, and every write stays one call.
     """
     days = sorted(days)
+    merge = False
     for attempt in range(attempts):
         try:
             write_deltalake(
@@ -122,10 +124,13 @@ def replace_days(
                 predicate=days_predicate(days),
                 partition_by=[PARTITION],
                 storage_options=storage_options,
-                schema_mode="merge" if _new_columns(uri, data.schema, storage_options)
-                else None,
+                schema_mode="merge" if merge else None,
             )
             return DeltaTable(uri, storage_options=storage_options).version()
+        except SchemaMismatchError:
+            if merge or not _new_columns(uri, data.schema, storage_options):
+                raise
+            merge = True
         except CommitFailedError:
             if attempt == attempts - 1:
                 raise

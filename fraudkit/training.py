@@ -293,7 +293,8 @@ SHAP_ROWS = 2_000
 
 
 def global_explanations(model: lgb.LGBMClassifier, rows: pd.DataFrame,
-                        onnx_scores: np.ndarray, sample: int = SHAP_ROWS) -> dict:
+                        onnx_scores: np.ndarray, sample: int = SHAP_ROWS,
+                        explainer: explain.Explainer | None = None) -> dict:
     """Gain importance and mean |SHAP| per feature of ``model`` on (a sample of) ``rows``.
 
     The SHAP values are path-dependent TreeSHAP (:mod:`fraudkit.treeshap`, equal to
@@ -303,7 +304,8 @@ def global_explanations(model: lgb.LGBMClassifier, rows: pd.DataFrame,
     ``additivity_max_abs_diff`` records how far from the ONNX score it is at most.
     """
     booster = model.booster_
-    explainer = explain.Explainer(booster)  # the reason codes' TreeSHAP
+    # the reason codes' TreeSHAP (the caller's, when it already built the tables)
+    explainer = explainer or explain.Explainer(booster)
     picked = np.arange(len(rows))
     if len(rows) > sample:
         picked = np.sort(np.random.default_rng(0).choice(len(rows), sample, replace=False))
@@ -426,7 +428,8 @@ def fit_candidate(
         onnx_max_abs_diff=float(np.max(np.abs(native - onnx_scores))) if len(native) else 0.0,
         test_scores=onnx_scores,
         reference=sample[[*FEATURE_COLUMNS, "tx_fraud", "day"]].reset_index(drop=True),
-        explanations={**global_explanations(model, test_rows, onnx_scores),
+        explanations={**global_explanations(model, test_rows, onnx_scores,
+                                          explainer=explainer),
                       "reason_codes": {"embedded_as": explain.EXPLAINER_KEY,
                                        "probe_rows": explain.PROBE_ROWS,
                                        "probe_max_abs_diff": explainer.probe_max_abs_diff}},

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
+from deltalake.exceptions import SchemaMismatchError
 
 from fraudkit import lake
 
@@ -68,3 +69,21 @@ def test_reading_no_days_gives_the_table_s_empty_columns(
     uri, _ = daily_table
     assert lake.read_days(uri, []).schema.names == ["transaction_id", "payload", "day"]
     assert lake.read_days(uri, [], ["transaction_id"]).num_rows == 0
+
+
+def test_a_new_column_is_merged_into_a_table_of_an_earlier_release(tmp_path: Path) -> None:
+    """A table written before a column existed (e.g. ``reasons``) takes it on the next
+    replace of some days; the other days read it as null. Anything else that breaks the
+    schema is still refused."""
+    uri = str(tmp_path / "t")
+    old = pa.table({"a": pa.array([1, 2], pa.int64()), "day": ["2026-06-01", "2026-06-02"]})
+    lake.replace_days(uri, old, ["2026-06-01", "2026-06-02"])
+    new = pa.table({"a": pa.array([3], pa.int64()), "day": ["2026-06-02"],
+                    "reasons": pa.array([["x"]], pa.list_(pa.string()))})
+    lake.replace_days(uri, new, ["2026-06-02"])
+    assert "reasons" in lake.column_names(uri)
+    rows = {r["day"]: r for r in lake.read_days(uri, ["2026-06-01", "2026-06-02"]).to_pylist()}
+    assert rows["2026-06-01"]["reasons"] is None and rows["2026-06-02"]["reasons"] == ["x"]
+    bad = pa.table({"a": pa.array(["text"]), "day": ["2026-06-01"]})
+    with pytest.raises(SchemaMismatchError):
+        lake.replace_days(uri, bad, ["2026-06-01"])

@@ -44,7 +44,8 @@ class LoadedModel:
     explainer_error: str | None = None
 
 
-def load_version(registry: ModelRegistry, version: str) -> tuple[LoadedModel, ModelVersion]:
+def load_version(registry: ModelRegistry, version: str, explained: bool = True
+                 ) -> tuple[LoadedModel, ModelVersion]:
     """``version`` verified (sha256 against its manifest), loaded for one thread and warmed
     up; raises on any failure."""
     entry = registry.get(version)
@@ -52,6 +53,8 @@ def load_version(registry: ModelRegistry, version: str) -> tuple[LoadedModel, Mo
     model = OnnxModel(entry.model_path, threads=1)
     model.predict(np.zeros((1, len(FEATURE_COLUMNS)), dtype=np.float32))  # warm up
     explainer, error = None, None
+    if not explained:  # a shadow model: scored, never explained (its tables cost ~25 MB)
+        return LoadedModel(model, entry.version, entry.thresholds), entry
     try:  # inside the file just verified, so the hash covers it; checked against the graph
         explainer = Explainer.of(model, entry.version)
         if explainer is None:
@@ -223,7 +226,8 @@ class ShadowWatcher:
             if state is None:
                 self.current, self.last_error = None, None
             elif before != state["version"]:
-                self.current, _ = load_version(self.registry, state["version"])
+                self.current, _ = load_version(self.registry, state["version"],
+                                               explained=False)
                 self.last_error = None
                 log.info("scoring %s in shadow", state["version"])
         except Exception as exc:  # noqa: BLE001 - a shadow never stops serving
