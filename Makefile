@@ -10,7 +10,7 @@ PORT ?= 3000
 # The Dagster UI moves off 3000, where the online service listens.
 DAGSTER_PORT ?= 3001
 
-.PHONY: install system-deps demo dev serve bento test lint lock bench bench-deps rollback clean
+.PHONY: install instance system-deps demo dev serve bento test lint lock bench bench-deps rollback clean
 
 install: $(STAMP)
 
@@ -27,21 +27,17 @@ lock:
 	test -x $(BIN)/uv || ($(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install -q uv)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
-# DAGSTER_HOME's instance settings follow the checkout's dagster.yaml: copied on first use,
-# and replaced when dagster.yaml is newer than the copy and differs from it (new settings,
-# such as run_monitoring, reach an existing .dagster_home); the replaced file is kept as
-# dagster.yaml.bak-<time>, to merge back any setting of your own.
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME)
-	@if [ -e $@ ] && ! cmp -s dagster.yaml $@; then \
-		backup=$@.bak-$$(date +%Y%m%d-%H%M%S); cp -p $@ $$backup; \
-		echo "$@: updated from dagster.yaml; the previous file is $$backup"; fi
-	cp dagster.yaml $@
+# DAGSTER_HOME's instance settings: the checkout's dagster.yaml, plus PostgreSQL storage
+# (deploy/dagster-postgres.yaml) when DAGSTER_POSTGRES_URL is set. Rewritten when a source is
+# newer or the storage changed; the replaced file is kept as dagster.yaml.bak-<time>, to
+# merge back any setting of your own (scripts/instance.py).
+instance: install
+	$(BIN)/python -m scripts.instance
 
-demo: install $(DAGSTER_HOME)/dagster.yaml
+demo: instance
 	$(BIN)/python -m scripts.demo
 
-dev: install $(DAGSTER_HOME)/dagster.yaml
+dev: instance
 	$(BIN)/dagster dev -w workspace.yaml -p $(DAGSTER_PORT)
 
 serve: install
@@ -52,12 +48,14 @@ bento: install
 	$(BIN)/python bento/bundle.py bundle-champion
 	$(BIN)/bentoml build -f bento/bentofile.yaml .
 
-# Servers the tests start on free ports (the Redis online store) and promtool, which checks
-# and unit-tests monitoring/alerts.yml: Debian's packages, installed when missing (sessions
-# and CI run as root; elsewhere, install them yourself).
+# Servers the tests start on free ports (the Redis online store, PostgreSQL for Dagster's
+# instance) and promtool, which checks and unit-tests monitoring/alerts.yml: Debian's
+# packages, installed when missing (sessions and CI run as root; elsewhere, install them
+# yourself). Debian's postgresql also creates the `postgres` user the tests' server runs as.
 system-deps:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 	@command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
 
 test: install system-deps
 	$(BIN)/ruff check .

@@ -25,6 +25,12 @@ daily_partitions = dg.DailyPartitionsDefinition(
 #: A back-fill of many days runs as one run that processes the whole range.
 single_run = dg.BackfillPolicy.single_run()
 
+#: The Dagster concurrency pool of the assets that train a model (``model``,
+#: ``retrained_model``). dagster.yaml gives every pool one slot at run granularity, so the run
+#: queue holds a second training run, however launched (drift sensor, UI, CLI), until the
+#: first has finished: two trainings would share the cores and race to register versions.
+TRAINING_POOL = "model_training"
+
 
 def today() -> str:
     """The UTC day in progress on the wall clock: the partition that has not ended yet."""

@@ -14,7 +14,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from assets.common import SETTINGS, md_table
+from assets.common import SETTINGS, TRAINING_POOL, md_table
 from assets.features import transaction_features
 from assets.ingest import RAW_TRANSACTIONS
 from assets.training import (
@@ -91,6 +91,7 @@ TRIGGER_TAG_PREFIX = "monitoring/"
     deps=[transaction_features, RAW_TRANSACTIONS],
     group_name="monitoring",
     kinds={"lightgbm", "onnx"},
+    pool=TRAINING_POOL,
     description="A challenger trained on the most recent matured window, scored with the "
     "champion on the same held-out days; promoted only if the gate passes. The verdict is "
     "in the registry's event log and this asset's metadata.",

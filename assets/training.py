@@ -13,7 +13,7 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from pydantic import Field
 
-from assets.common import SETTINGS, md_table, preview
+from assets.common import SETTINGS, TRAINING_POOL, md_table, preview
 from assets.features import transaction_features
 from assets.ingest import RAW_TRANSACTIONS
 from fraudkit import lake
@@ -227,6 +227,7 @@ def reference_bytes(candidate: Candidate) -> bytes:
     deps=[training_set],
     group_name="training",
     kinds={"lightgbm", "onnx"},
+    pool=TRAINING_POOL,
     description="A LightGBM model exported to ONNX, checked against onnxruntime, measured on "
     "the held-out window and registered; the first one in an empty registry becomes champion.",
 )

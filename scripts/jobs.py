@@ -7,13 +7,14 @@ and tagged with the process that runs it (see sensors/dead_runs.py).
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+
+from scripts.instance import postgres_url_from_env, write_instance
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RANGE_START = "dagster/asset_partition_range_start"
@@ -29,11 +30,10 @@ def quiet_beta_warnings() -> None:
 
 def ensure_dagster_home() -> Path:
     """DAGSTER_HOME (default: the checkout's .dagster_home, the instance `make dev` shows)
-    with the project's dagster.yaml."""
+    with the project's instance settings (:mod:`scripts.instance`: SQLite, or PostgreSQL when
+    DAGSTER_POSTGRES_URL is set)."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    write_instance(home, postgres=postgres_url_from_env() is not None)
     return home
 
 

@@ -176,3 +176,113 @@ class RedisServer:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def postgres_bindir() -> Path:
+    """The newest server binaries of Debian's ``postgresql`` package (or on PATH)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
+                   else 0)
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    if initdb is None:
+        raise RuntimeError("PostgreSQL's server is not installed: `make test` installs it "
+                           "(apt-get install -y postgresql)")
+    return Path(initdb).parent
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL server for Dagster's instance: ``initdb`` into a folder of its
+    own, password authentication (scram-sha-256), one database, 127.0.0.1 on a free port.
+
+    PostgreSQL refuses to run as root; as root (sessions and CI) the server runs as the
+    ``postgres`` user that Debian's package creates, so its folder is made under the system's
+    temporary directory (a pytest folder is not readable by another user) and removed by
+    :meth:`stop`. :meth:`kill` is a SIGKILL of the server; :meth:`start` again reuses the
+    folder, as after a crash.
+    """
+
+    def __init__(self, database: str = "dagster", user: str = "dagster",
+                 password: str = "fraudkit-test") -> None:
+        import tempfile
+
+        self.database, self.user, self.password = database, user, password
+        self.port = free_port()
+        self.bindir = postgres_bindir()
+        self.folder = Path(tempfile.mkdtemp(prefix="fraudkit-postgres-"))
+        self.data = self.folder / "data"
+        self.as_user = "postgres" if os.geteuid() == 0 else None
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return (f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/"
+                f"{self.database}")
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "postgres.log"
+
+    def _initdb(self) -> None:
+        if self.as_user:
+            shutil.chown(self.folder, self.as_user, self.as_user)
+        pwfile = self.folder / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        if self.as_user:
+            shutil.chown(pwfile, self.as_user, self.as_user)
+        done = subprocess.run(
+            [str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user,
+             "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8",
+             "--no-instructions"],
+            user=self.as_user, capture_output=True, text=True, cwd=self.folder)
+        pwfile.unlink()
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+    def start(self, timeout: float = 30) -> None:
+        first = not self.data.exists()
+        if first:
+            self._initdb()
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port),
+                 "-h", "127.0.0.1", "-k", str(self.folder)],
+                user=self.as_user, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder)
+        env = {**os.environ, "PGPASSWORD": self.password}
+        deadline = time.monotonic() + timeout
+        while subprocess.run([str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p",
+                              str(self.port), "-U", self.user], env=env).returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"PostgreSQL did not start:\n"
+                                   f"{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        if first:
+            subprocess.run([str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p",
+                            str(self.port), "-U", self.user, self.database],
+                           env=env, check=True, capture_output=True)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, remove: bool = True) -> None:
+        """A fast shutdown (SIGINT: roll back open transactions, stop), then the folder goes."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if remove:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> PostgresServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scripts.serving import RedisServer
+import httpx
+
+from scripts.instance import POSTGRES_URL, prepare_instance
+from scripts.serving import RedisServer, free_port
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -32,48 +35,75 @@ def redis_server(folder: Path, password: str | None = None,
         server.stop()
 
 
-def create_dagster_storage(home: Path) -> None:
-    """Create the SQLite storage of a fresh DAGSTER_HOME in this process, before a daemon and
-    runs open it: processes that create it at the same moment race in its schema migration
-    (alembic: "Version table 'alembic_version' has more than one head present")."""
-    import dagster as dg
-
-    # local_temp: the instance of the dagster.yaml in a given folder (temporary or not).
-    with dg.DagsterInstance.local_temp(tempdir=str(home)):
-        pass
-
-
 @contextmanager
 def dagster_daemon(env: dict[str, str], folder: Path, sig: int = signal.SIGTERM
                    ) -> Iterator[tuple[subprocess.Popen, dg.DagsterInstance]]:
     """`dagster-daemon run` on the code location (``folder/workspace.yaml``), with ``env``
-    (its ``DAGSTER_HOME`` gets the project's dagster.yaml and its storage first), and the
-    instance it runs on; this
-    process's DAGSTER_HOME points there meanwhile. The daemon runs in a session of its own
-    and is stopped with ``sig`` to its whole process group."""
+    (its ``DAGSTER_HOME`` gets the project's instance settings, PostgreSQL storage when
+    ``env`` has DAGSTER_POSTGRES_URL, its storage and pool limits first:
+    :func:`scripts.instance.prepare_instance`), and the instance it runs on;
+    this process's DAGSTER_HOME (and DAGSTER_POSTGRES_URL) point there meanwhile. The daemon
+    runs in a session of its own and is stopped with ``sig`` to its whole process group."""
     import dagster as dg
 
     home = Path(env["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    create_dagster_storage(home)
-    workspace = folder / "workspace.yaml"
-    workspace.write_text(f"load_from:\n  - python_module:\n      module_name: definitions\n"
-                         f"      working_directory: {ROOT}\n")
-    daemon = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    old = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
+    names = ("DAGSTER_HOME", POSTGRES_URL)
+    old = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: env[name] for name in names if name in env})
+    daemon = None
     try:
+        prepare_instance(home, postgres=POSTGRES_URL in env)
+        workspace = write_workspace(folder)
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         with dg.DagsterInstance.get() as instance:
             yield daemon, instance
     finally:
-        if old is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = old
-        os.killpg(daemon.pid, sig)
-        daemon.wait(timeout=30)
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if daemon is not None:
+            os.killpg(daemon.pid, sig)
+            daemon.wait(timeout=30)
+
+
+def write_workspace(folder: Path) -> Path:
+    """A workspace.yaml in ``folder`` that loads this checkout's ``definitions``."""
+    workspace = folder / "workspace.yaml"
+    workspace.write_text(f"load_from:\n  - python_module:\n      module_name: definitions\n"
+                         f"      working_directory: {ROOT}\n")
+    return workspace
+
+
+@contextmanager
+def dagster_webserver(env: dict[str, str], folder: Path) -> Iterator[str]:
+    """`dagster-webserver` on a free port over ``folder/workspace.yaml`` (see
+    :func:`dagster_daemon`), in a session of its own; its URL once /server_info answers."""
+    port = free_port()
+    log = folder / "webserver.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-webserver"), "-w",
+             str(write_workspace(folder)), "-h", "127.0.0.1", "-p", str(port)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            try:
+                if httpx.get(url + "/server_info", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
+import httpx
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -34,10 +35,12 @@ from resources import (
     ModelRegistryResource,
     MonitoringResource,
 )
+from scripts.instance import POSTGRES_URL
+from scripts.serving import PostgresServer
 from sensors.drift import drift_sensor
 from tests.conftest import pipeline_env
 from tests.inprocess import failure_messages, run_in_process
-from tests.servers import dagster_daemon
+from tests.servers import dagster_daemon, dagster_webserver
 
 NEW_DAYS = ("2026-06-30", "2026-07-04")  # 5 days after the small simulation's last day
 END_DATE = "2026-07-31"
@@ -269,35 +272,71 @@ def test_an_older_cursor_s_launched_names_still_hold_their_episode() -> None:
                                           "drift-2026-07-01")]
 
 
+RUNS_QUERY = """query Runs($filter: RunsFilter) {
+  runsOrError(filter: $filter) { ... on Runs { results { runId status jobName } } }
+}"""
+
+
 @pytest.mark.slow
-def test_daemon_launches_retraining_and_gate_runs(drifted: Path, tmp_path: Path) -> None:
-    """The real loop: `dagster-daemon run` ticks the drift sensor, which launches `retrain`;
-    the run trains a challenger and the gate records its verdict in the registry."""
+def test_daemon_on_postgres_launches_retraining_and_queues_a_second_one(
+        drifted: Path, tmp_path: Path) -> None:
+    """The real loop on Dagster's PostgreSQL storage (a server this test starts):
+    `dagster-daemon run` ticks the drift sensor, which launches `retrain`; the run trains a
+    challenger and the gate records its verdict in the registry. Meanwhile a user launches a
+    second `retrain` through `dagster-webserver` (its GraphQL API, as the UI does): the run
+    queue holds it QUEUED (pool model_training, one slot) until the first has finished."""
+    from dagster_graphql import DagsterGraphQLClient
+
     data_dir = tmp_path / "data"
     shutil.copytree(drifted, data_dir)
     registry = ModelRegistry(data_dir / "registry")
     versions_before, events_before = registry.versions(), registry.events()
-    env = {**pipeline_env(data_dir), **SMALL_RETRAIN_ENV, "MONITOR_SENSOR_INTERVAL": "5",
-           "MONITOR_PERFORMANCE_FLOOR": "none", "EVIDENTLY_WORKSPACE": "none"}
-    with dagster_daemon(env, tmp_path) as (daemon, instance):
-        deadline = time.monotonic() + 200
-        while time.monotonic() < deadline:
-            runs = instance.get_runs(dg.RunsFilter(job_name="retrain"))
-            if runs and runs[0].is_finished:
-                break
-            assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:]
-            time.sleep(2)
-        runs = instance.get_runs(dg.RunsFilter(job_name="retrain"))
-        assert len(runs) == 1, "the daemon launched no retrain run in time"
-        assert runs[0].status == dg.DagsterRunStatus.SUCCESS
-        assert runs[0].tags["monitoring/trigger"] == "drift"
-        # The copied registry already ends with a promotion, so its last event proves
-        # nothing: the run must have added exactly one version and, after its registration,
-        # the verdict on that version, carrying this run's id in its trigger.
-        [challenger] = sorted(set(registry.versions()) - set(versions_before))
-        added = registry.events()[len(events_before):]
-        assert [(e["event"], e["version"]) for e in added] in (
-            [("registered", challenger), ("promoted", challenger)],
-            [("registered", challenger), ("gate_rejected", challenger)],
-        ), added
-        assert added[-1]["trigger"]["run_id"] == runs[0].run_id, added[-1]
+    with PostgresServer() as postgres:
+        env = {**pipeline_env(data_dir), **SMALL_RETRAIN_ENV, "MONITOR_SENSOR_INTERVAL": "5",
+               "MONITOR_PERFORMANCE_FLOOR": "none", "EVIDENTLY_WORKSPACE": "none",
+               POSTGRES_URL: postgres.url}
+        with (dagster_daemon(env, tmp_path) as (daemon, instance),
+              dagster_webserver(env, tmp_path) as url):
+            assert "postgres" in type(instance.run_storage).__module__
+            port = int(url.rsplit(":", 1)[1])
+            client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+            by_user, queued_behind = None, False
+            deadline = time.monotonic() + 360
+            while time.monotonic() < deadline:
+                assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:]
+                runs = instance.get_runs(dg.RunsFilter(job_name="retrain"))
+                if runs and by_user is None:  # the sensor's run exists: a user asks for one
+                    by_user = client.submit_job_execution("retrain", tags={"launched": "ui"})
+                statuses = {run.status for run in runs}
+                queued_behind |= {dg.DagsterRunStatus.STARTED,
+                                  dg.DagsterRunStatus.QUEUED} <= statuses
+                if len(runs) == 2 and all(run.is_finished for run in runs):
+                    break
+                time.sleep(1)
+            records = instance.get_run_records(dg.RunsFilter(job_name="retrain"))
+            assert len(records) == 2, "the daemon launched no retrain run, or the UI's " \
+                                      "stayed queued, in time"
+            assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
+            first, second = sorted(records, key=lambda r: r.start_time)
+            assert second.start_time >= first.end_time, "two trainings ran at once"
+            assert queued_behind, "one run was never seen QUEUED while the other ran"
+            sensor_run = next(r.dagster_run for r in records if r.dagster_run.run_id != by_user)
+            assert sensor_run.tags["monitoring/trigger"] == "drift"
+            # The webserver reads the same PostgreSQL storage.
+            answer = httpx.post(url + "/graphql", json={
+                "query": RUNS_QUERY, "variables": {"filter": {"pipelineName": "retrain"}}})
+            shown = {r["runId"]: r["status"] for r in
+                     answer.json()["data"]["runsOrError"]["results"]}
+            assert shown == {r.dagster_run.run_id: "SUCCESS" for r in records}
+    # Each run added one version and, after its registration, the verdict on it carrying
+    # its run id (the copied registry already ends with a promotion, which proves nothing).
+    added = registry.events()[len(events_before):]
+    challengers = sorted(set(registry.versions()) - set(versions_before))
+    assert len(challengers) == 2
+    for challenger, run_id in zip(challengers, (first.dagster_run.run_id,
+                                                second.dagster_run.run_id), strict=True):
+        mine = [(e["event"], e["version"]) for e in added if e["version"] == challenger]
+        assert mine in ([("registered", challenger), ("promoted", challenger)],
+                        [("registered", challenger), ("gate_rejected", challenger)]), added
+        verdict = [e for e in added if e["version"] == challenger][-1]
+        assert verdict["trigger"]["run_id"] == run_id, verdict
