@@ -10,7 +10,7 @@ PORT ?= 3000
 # The Dagster UI moves off 3000, where the online service listens.
 DAGSTER_PORT ?= 3001
 
-.PHONY: install instance system-deps demo dev serve bento test lint lock bench bench-deps rollback clean
+.PHONY: install instance up down system-deps demo dev serve bento test lint lock bench bench-deps rollback clean
 
 install: $(STAMP)
 
@@ -39,6 +39,17 @@ demo: instance
 
 dev: instance
 	$(BIN)/dagster dev -w workspace.yaml -p $(DAGSTER_PORT)
+
+# The whole stack as supervised processes: Dagster webserver and daemon, the online service,
+# the Evidently UI; health-checked, restarted when one dies; `make down` stops every process
+# tree (scripts/stack.py). PostgreSQL, an object store, Redis and a Dask scheduler are used
+# when the settings name them (README, "Deploy beyond one machine").
+up: instance
+	$(BIN)/python -m scripts.stack up
+
+down:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m scripts.stack down; \
+	else echo "make down: no .venv, so nothing was started"; fi
 
 serve: install
 	cd bento && ../$(BIN)/bentoml serve service:FraudService --port $(PORT)

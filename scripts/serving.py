@@ -31,6 +31,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process ``pid`` and every process below it, children first (a BentoML worker or a
+    Dagster run worker in a session of its own included)."""
+    try:
+        root = psutil.Process(pid)
+        return [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def kill_tree(procs: list[psutil.Process], sig: int = signal.SIGTERM,
+              timeout: float = 20) -> None:
+    """Signal ``procs`` (a :func:`process_tree`), children first, and wait until every one is
+    gone; a graceful stop that hangs past ``timeout`` ends as a SIGKILL."""
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(sig)
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
 class BentoServer:
     """``bentoml serve service:FraudService`` on a localhost port, its log in a file.
 
@@ -83,25 +107,11 @@ class BentoServer:
 
     def tree(self) -> list[psutil.Process]:
         """``bentoml serve`` and every process below it (workers, in their own sessions)."""
-        if self.proc is None:
-            return []
-        try:
-            root = psutil.Process(self.proc.pid)
-            return [*root.children(recursive=True), root]
-        except psutil.NoSuchProcess:
-            return []
+        return process_tree(self.proc.pid) if self.proc is not None else []
 
     def kill(self, sig: int = signal.SIGKILL, timeout: float = 20) -> None:
         """Signal the whole tree, children first, and wait until every process is gone."""
-        procs = self.tree()
-        for proc in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.send_signal(sig)
-        _, alive = psutil.wait_procs(procs, timeout=timeout)
-        for proc in alive:  # a graceful stop that hangs ends as a kill
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
-        psutil.wait_procs(alive, timeout=5)
+        kill_tree(self.tree(), sig, timeout)
         if self.proc is not None:
             try:
                 self.proc.wait(timeout=5)

@@ -31,6 +31,7 @@ FILE_ORDER = (
     "test_micro_batch.py",  # ~240: a day in files, a late file, a run in progress, the daemon
     "test_demo.py",  # 110-130
     "test_online_durable.py",  # 75-80
+    "test_stack.py",  # 60-70: make up, a crash of the service, make down
     "test_pipeline.py",  # 24-30
     "test_dask_cluster.py",  # 24
     "test_service.py",  # 18-25

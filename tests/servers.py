@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from scripts.instance import POSTGRES_URL, prepare_instance
-from scripts.serving import RedisServer, free_port
+from scripts.serving import RedisServer, free_port, kill_tree, process_tree
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -43,7 +43,7 @@ def dagster_daemon(env: dict[str, str], folder: Path, sig: int = signal.SIGTERM
     ``env`` has DAGSTER_POSTGRES_URL, its storage and pool limits first:
     :func:`scripts.instance.prepare_instance`), and the instance it runs on;
     this process's DAGSTER_HOME (and DAGSTER_POSTGRES_URL) point there meanwhile. The daemon
-    runs in a session of its own and is stopped with ``sig`` to its whole process group."""
+    runs in a session of its own and is stopped with ``sig`` to its whole process tree."""
     import dagster as dg
 
     home = Path(env["DAGSTER_HOME"])
@@ -67,8 +67,8 @@ def dagster_daemon(env: dict[str, str], folder: Path, sig: int = signal.SIGTERM
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        if daemon is not None:
-            os.killpg(daemon.pid, sig)
+        if daemon is not None:  # the whole tree: its code server outlives a killed group
+            kill_tree(process_tree(daemon.pid), sig)
             daemon.wait(timeout=30)
 
 
@@ -105,5 +105,5 @@ def dagster_webserver(env: dict[str, str], folder: Path) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        kill_tree(process_tree(proc.pid), signal.SIGTERM)
         proc.wait(timeout=30)
