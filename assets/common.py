@@ -27,8 +27,9 @@ single_run = dg.BackfillPolicy.single_run()
 
 #: The Dagster concurrency pool of the assets that train a model (``model``,
 #: ``retrained_model``). dagster.yaml gives every pool one slot at run granularity, so the run
-#: queue holds a second training run, however launched (drift sensor, UI, CLI), until the
-#: first has finished: two trainings would share the cores and race to register versions.
+#: queue holds a second training run that goes through it (drift sensor, UI, ``dagster job
+#: launch``) until the first has finished: two trainings would share the cores and race to
+#: register versions. Runs executed in process (scripts.run_job, make demo) skip the queue.
 TRAINING_POOL = "model_training"
 
 

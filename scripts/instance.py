@@ -36,7 +36,11 @@ def postgres_url_from_env(env: dict[str, str] | None = None) -> str | None:
     url = (env if env is not None else os.environ).get(POSTGRES_URL, "").strip()
     if not url:
         return None
-    if not url.startswith(("postgresql://", "postgres://")):
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme == "postgres":
+        raise InstanceConfigError(f"{POSTGRES_URL} starts with postgres://, which SQLAlchemy "
+                                  f"does not open: write postgresql:// instead")
+    if scheme not in ("postgresql", "postgresql+psycopg2"):
         raise InstanceConfigError(
             f"{POSTGRES_URL} must be a PostgreSQL URL such as "
             f"postgresql://dagster:secret@db.internal:5432/dagster, not {url.split('@')[-1]!r}; "
@@ -68,7 +72,9 @@ def write_instance(home: Path, postgres: bool) -> Path:
         shutil.copy2(target, backup)
         print(f"{target}: rewritten ({'PostgreSQL' if postgres else 'SQLite'} storage); "
               f"the previous file is {backup}")
-    target.write_text(text)
+    tmp = target.with_name("dagster.yaml.tmp")  # a process starting now reads old or new
+    tmp.write_text(text)
+    tmp.replace(target)
     return target
 
 

@@ -251,6 +251,16 @@ class PostgresServer:
             raise RuntimeError(f"initdb failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
     def start(self, timeout: float = 30) -> None:
+        """Start (``initdb`` and the database the first time) and wait until it accepts
+        connections; on any failure the server is stopped, its folder removed, and the
+        error carries PostgreSQL's own words."""
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> None:
         first = not self.data.exists()
         if first:
             self._initdb()
@@ -264,14 +274,15 @@ class PostgresServer:
         while subprocess.run([str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p",
                               str(self.port), "-U", self.user], env=env).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
                 raise RuntimeError(f"PostgreSQL did not start:\n"
                                    f"{self.log_path.read_text()[-3000:]}")
             time.sleep(0.2)
         if first:
-            subprocess.run([str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p",
-                            str(self.port), "-U", self.user, self.database],
-                           env=env, check=True, capture_output=True)
+            made = subprocess.run([str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p",
+                                   str(self.port), "-U", self.user, self.database],
+                                  env=env, capture_output=True, text=True)
+            if made.returncode != 0:
+                raise RuntimeError(f"createdb {self.database} failed: {made.stderr.strip()}")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

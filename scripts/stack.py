@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -42,6 +43,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +56,8 @@ BIN = Path(sys.executable).parent
 HEALTH_EVERY_S = 3.0
 FAILURES_TO_RESTART = 3
 MAX_BACKOFF_S = 30.0
-HEARTBEAT_MAX_AGE_S = 120.0
+HEARTBEAT_MAX_AGE_S = 300.0  # heartbeats come every 30 s; Dagster's own tolerance is 1800 s
+CHECK_DEADLINE_S = 15.0  # a health check that takes longer counts as failed
 
 
 @dataclass
@@ -83,6 +86,8 @@ class Child:
     next_check: float = 0.0
     healthy_since: float | None = None
     problem: str = ""
+    check: Future | None = None  # the health check in flight
+    check_started: float = 0.0
 
 
 def http_health(url: str) -> Callable[[Child], str | None]:
@@ -99,19 +104,18 @@ _instance = None
 
 
 def daemon_health(child: Child) -> str | None:
-    """Every daemon of the instance has a heartbeat since this process started, none old."""
+    """Every daemon the instance requires has a heartbeat since this process started, none
+    older than :data:`HEARTBEAT_MAX_AGE_S`."""
     global _instance
     import dagster as dg
 
     if _instance is None:  # opened once: opening it costs seconds
         _instance = dg.DagsterInstance.get()
     beats = _instance.get_daemon_heartbeats()
-    if not beats:
-        return "no daemon heartbeat yet"
     now = time.time()
-    stale = sorted(kind for kind, beat in beats.items()
-                   if beat.timestamp < child.started_at or now - beat.timestamp
-                   > HEARTBEAT_MAX_AGE_S)
+    stale = sorted(kind for kind in _instance.get_required_daemon_types()
+                   if kind not in beats or beats[kind].timestamp < child.started_at
+                   or now - beats[kind].timestamp > HEARTBEAT_MAX_AGE_S)
     return f"no recent heartbeat from {', '.join(stale)}" if stale else None
 
 
@@ -147,15 +151,20 @@ class Supervisor:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.children = [Child(spec) for spec in children]
         self.stopping = False
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health")
 
     def log(self, message: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
     def start(self, child: Child) -> None:
-        with open(self.logs / f"{child.spec.name}.log", "a") as out:
-            child.proc = subprocess.Popen(child.spec.argv, cwd=child.spec.cwd,
-                                          stdout=out, stderr=subprocess.STDOUT,
-                                          start_new_session=True)
+        try:
+            with open(self.logs / f"{child.spec.name}.log", "a") as out:
+                child.proc = subprocess.Popen(child.spec.argv, cwd=child.spec.cwd,
+                                              stdout=out, stderr=subprocess.STDOUT,
+                                              start_new_session=True)
+        except OSError as exc:  # e.g. .venv being rebuilt: try again later
+            self.restart_later(child, f"could not start: {exc}")
+            return
         child.started_at = time.time()
         child.tree = process_tree(child.proc.pid)
         child.status, child.failures, child.healthy_since = "starting", 0, None
@@ -166,13 +175,13 @@ class Supervisor:
         """The whole tree: what is below the process now and what was below it before (a
         worker whose parent died is no longer below anything)."""
         alive = {p.pid: p for p in child.tree if p.is_running()}
-        if child.proc is not None:
+        if child.proc is not None and child.proc.poll() is None:  # not reaped: pid still ours
             alive.update({p.pid: p for p in process_tree(child.proc.pid)})
         kill_tree(list(alive.values()), sig)
         if child.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.proc.wait(timeout=5)
-        child.proc, child.tree = None, []
+        child.proc, child.tree, child.check = None, [], None
 
     def restart_later(self, child: Child, why: str) -> None:
         self.log(f"{child.spec.name}: {why}; stopping its process tree")
@@ -194,16 +203,12 @@ class Supervisor:
         if code is not None:
             self.restart_later(child, f"exited with code {code}")
             return
-        with contextlib.suppress(psutil.NoSuchProcess):
-            known = {p.pid for p in child.tree}
-            child.tree += [p for p in process_tree(child.proc.pid) if p.pid not in known]
-        if now < child.next_check:
+        known = {p.pid for p in child.tree if p.is_running()}
+        child.tree = [p for p in child.tree if p.pid in known]
+        child.tree += [p for p in process_tree(child.proc.pid) if p.pid not in known]
+        problem = self.health(child, now)
+        if problem is False:  # no verdict this tick
             return
-        child.next_check = now + HEALTH_EVERY_S
-        try:
-            problem = child.spec.health(child)
-        except Exception as exc:  # a check that cannot run says the process is not healthy
-            problem = f"{type(exc).__name__}: {exc}"
         if problem is None:
             if child.status != "healthy":
                 self.log(f"{child.spec.name}: healthy after {now - child.started_at:.1f} s")
@@ -222,6 +227,28 @@ class Supervisor:
         child.status = "unhealthy"
         if child.failures >= FAILURES_TO_RESTART:
             self.restart_later(child, f"{child.failures} failed health checks: {problem}")
+
+    def health(self, child: Child, now: float) -> str | None | bool:
+        """The verdict of the check in flight (``None``: healthy, else the problem), or
+        ``False`` when there is none yet. Checks run on a thread pool, so a check that hangs
+        (a database that does not answer) never stalls the loop; past
+        :data:`CHECK_DEADLINE_S` it counts as failed."""
+        if child.check is None:
+            if now >= child.next_check:
+                child.check = self.pool.submit(child.spec.health, child)
+                child.check_started = now
+            return False
+        if not child.check.done():
+            if now - child.check_started <= CHECK_DEADLINE_S:
+                return False
+            problem = f"health check took more than {CHECK_DEADLINE_S:.0f} s"
+        else:
+            try:
+                problem = child.check.result()
+            except Exception as exc:  # a check that cannot run: the process is not healthy
+                problem = f"{type(exc).__name__}: {exc}"
+        child.check, child.next_check = None, now + HEALTH_EVERY_S
+        return problem
 
     def state(self) -> dict:
         return {"supervisor": {"pid": os.getpid(),
@@ -246,18 +273,24 @@ class Supervisor:
             self.stopping = True
         signal.signal(signal.SIGTERM, ask_to_stop)
         signal.signal(signal.SIGINT, ask_to_stop)
-        while not self.stopping:
+        try:
+            while not self.stopping:
+                for child in self.children:
+                    if not self.stopping:
+                        self.tick(child)
+                with contextlib.suppress(OSError):  # a full disk must not end supervision
+                    self.write_state()
+                time.sleep(0.5)
+        finally:  # whatever ended the loop, no child is left unsupervised
+            self.log("stopping every process tree")
             for child in self.children:
-                if not self.stopping:
-                    self.tick(child)
-            self.write_state()
-            time.sleep(0.5)
-        self.log("stopping every process tree")
-        for child in self.children:
-            self.stop(child)
-            child.status = "stopped"
-        self.write_state()
-        self.log("stopped")
+                with contextlib.suppress(psutil.Error, OSError):
+                    self.stop(child)
+                child.status = "stopped"
+            with contextlib.suppress(OSError):
+                self.write_state()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.log("stopped")
 
 
 def read_state(stack_dir: Path) -> dict | None:
@@ -267,23 +300,46 @@ def read_state(stack_dir: Path) -> dict | None:
         return None
 
 
+def hold_lock(stack_dir: Path) -> object | None:
+    """The supervisor's lock on ``STACK_DIR/lock`` (held until its process ends), or
+    ``None`` when another process holds it: one supervisor per STACK_DIR."""
+    stack_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(stack_dir / "lock", "a")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def supervised(stack_dir: Path) -> bool:
+    """Whether a supervisor holds STACK_DIR's lock now."""
+    handle = hold_lock(stack_dir)
+    if handle is None:
+        return True
+    handle.close()
+    return False
+
+
 def alive(pid: int | None, create_time: float | None) -> psutil.Process | None:
-    """The process ``pid`` if it is still the one recorded (not a reused pid)."""
+    """The process ``pid`` if it is still the one recorded (not a reused pid: the same start
+    time within a second, which a clock step of the host could move)."""
     if pid is None:
         return None
     try:
         proc = psutil.Process(pid)
-        if create_time is None or abs(proc.create_time() - create_time) < 1e-3:
+        if create_time is None or abs(proc.create_time() - create_time) < 1.0:
             return proc if proc.status() != psutil.STATUS_ZOMBIE else None
     except psutil.NoSuchProcess:
         pass
     return None
 
 
-def supervisor_of(state: dict | None) -> psutil.Process | None:
-    if not state:
-        return None
-    return alive(state["supervisor"]["pid"], state["supervisor"]["create_time"])
+def leftovers(state: dict | None) -> list[psutil.Process]:
+    """The processes a state names that are still alive."""
+    return [p for proc in (state or {"processes": {}})["processes"].values()
+            for pid, created in proc["tree"] if (p := alive(pid, created))]
 
 
 def print_urls(state: dict) -> None:
@@ -296,21 +352,31 @@ def print_urls(state: dict) -> None:
 def up(args: argparse.Namespace) -> int:
     stack_dir = args.stack_dir
     state = read_state(stack_dir)
-    if supervisor_of(state):
-        print_urls(state)
+    if supervised(stack_dir):
+        if state:
+            print_urls(state)
         print("(already running; `make down` stops it)")
         return 0
+    left = leftovers(state)
+    if left:  # a supervisor that died without stopping its children: they hold the ports
+        print(f"stopping {len(left)} process(es) a previous supervisor left")
+        kill_tree(left, signal.SIGTERM)
     stack_dir.mkdir(parents=True, exist_ok=True)
     (stack_dir / "state.json").unlink(missing_ok=True)
     argv = [sys.executable, "-m", "scripts.stack", "supervise", "--stack-dir", str(stack_dir),
             "--host", args.host, "--service-port", str(args.service_port),
             "--dagster-port", str(args.dagster_port)]
-    with open(stack_dir / "supervisor.log", "a") as out:
-        subprocess.Popen(argv, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                         start_new_session=True)
+    log = stack_dir / "supervisor.log"
+    with open(log, "a") as out:
+        supervisor = subprocess.Popen(argv, cwd=PROJECT_ROOT, stdout=out,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
     started, shown = time.monotonic(), set()
     while time.monotonic() - started < args.timeout:
         time.sleep(1)
+        if supervisor.poll() is not None:
+            print(f"the supervisor exited (code {supervisor.returncode}):\n"
+                  f"{log.read_text()[-3000:]}", file=sys.stderr)
+            break
         state = read_state(stack_dir)
         if state is None:
             continue
@@ -321,13 +387,14 @@ def up(args: argparse.Namespace) -> int:
         if all(p["status"] == "healthy" for p in state["processes"].values()):
             print_urls(state)
             return 0
-        if not supervisor_of(state):
-            break
-    print(f"the stack was not healthy within {args.timeout:.0f} s:", file=sys.stderr)
-    for name, proc in (state or {"processes": {}})["processes"].items():
-        if proc["status"] != "healthy":
-            tail = Path(proc["log"]).read_text()[-1500:] if Path(proc["log"]).exists() else ""
-            print(f"--- {name}: {proc['status']} {proc['problem']}\n{tail}", file=sys.stderr)
+    else:
+        print(f"the stack was not healthy within {args.timeout:.0f} s:", file=sys.stderr)
+        for name, proc in (state or {"processes": {}})["processes"].items():
+            if proc["status"] != "healthy":
+                path = Path(proc["log"])
+                tail = path.read_text()[-1500:] if path.exists() else ""
+                print(f"--- {name}: {proc['status']} {proc['problem']}\n{tail}",
+                      file=sys.stderr)
     down(args)
     return 1
 
@@ -338,7 +405,7 @@ def down(args: argparse.Namespace) -> int:
     if state is None:
         print(f"nothing to stop: no {stack_dir / 'state.json'}")
         return 0
-    supervisor = supervisor_of(state)
+    supervisor = alive(state["supervisor"]["pid"], state["supervisor"]["create_time"])
     if supervisor is not None:
         supervisor.terminate()
         try:
@@ -346,13 +413,11 @@ def down(args: argparse.Namespace) -> int:
         except psutil.TimeoutExpired:
             supervisor.kill()
         state = read_state(stack_dir) or state
-    left = [p for proc in state["processes"].values()
-            for pid, created in proc["tree"] if (p := alive(pid, created))]
+    left = leftovers(state)
     if left:  # a supervisor that died without stopping its children
         print(f"stopping {len(left)} process(es) the supervisor left")
         kill_tree(left, signal.SIGTERM)
-    still = [p.pid for proc in state["processes"].values()
-             for pid, created in proc["tree"] if (p := alive(pid, created))]
+    still = [p.pid for p in leftovers(state)]
     if still:
         print(f"still running after `down`: {still}", file=sys.stderr)
         return 1
@@ -363,7 +428,7 @@ def down(args: argparse.Namespace) -> int:
 
 def status(args: argparse.Namespace) -> int:
     state = read_state(args.stack_dir)
-    if not supervisor_of(state):
+    if not supervised(args.stack_dir) or state is None:
         print("the stack is not running (`make up` starts it)")
         return 3
     for name, proc in state["processes"].items():
@@ -374,6 +439,12 @@ def status(args: argparse.Namespace) -> int:
 
 def supervise(args: argparse.Namespace) -> int:
     from resources.monitoring import MonitoringResource
+
+    lock = hold_lock(args.stack_dir)
+    if lock is None:
+        print(f"another supervisor runs on {args.stack_dir}: `make down` first",
+              file=sys.stderr)
+        return 1
 
     monitoring = MonitoringResource.from_settings()
     workspace = monitoring.workspace_dir()

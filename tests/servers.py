@@ -35,6 +35,12 @@ def redis_server(folder: Path, password: str | None = None,
         server.stop()
 
 
+def daemon_log(daemon: subprocess.Popen) -> str:
+    """The tail of the log of a daemon started by :func:`dagster_daemon`."""
+    path = Path(daemon.log_path)  # set by dagster_daemon
+    return path.read_text(errors="replace")[-3000:] if path.exists() else "(no daemon log)"
+
+
 @contextmanager
 def dagster_daemon(env: dict[str, str], folder: Path, sig: int = signal.SIGTERM
                    ) -> Iterator[tuple[subprocess.Popen, dg.DagsterInstance]]:
@@ -42,8 +48,9 @@ def dagster_daemon(env: dict[str, str], folder: Path, sig: int = signal.SIGTERM
     (its ``DAGSTER_HOME`` gets the project's instance settings, PostgreSQL storage when
     ``env`` has DAGSTER_POSTGRES_URL, its storage and pool limits first:
     :func:`scripts.instance.prepare_instance`), and the instance it runs on;
-    this process's DAGSTER_HOME (and DAGSTER_POSTGRES_URL) point there meanwhile. The daemon
-    runs in a session of its own and is stopped with ``sig`` to its whole process tree."""
+    this process's DAGSTER_HOME (and DAGSTER_POSTGRES_URL) point there meanwhile. Its output
+    is in ``folder/daemon.log`` (:func:`daemon_log`). The daemon runs in a session of its
+    own and is stopped with ``sig`` to its whole process tree."""
     import dagster as dg
 
     home = Path(env["DAGSTER_HOME"])
@@ -54,11 +61,15 @@ def dagster_daemon(env: dict[str, str], folder: Path, sig: int = signal.SIGTERM
     try:
         prepare_instance(home, postgres=POSTGRES_URL in env)
         workspace = write_workspace(folder)
-        daemon = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        # Its log goes to a file, never a pipe nobody reads: a full pipe would stall it.
+        with open(folder / "daemon.log", "ab") as log:
+            daemon = subprocess.Popen(
+                [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
+                 str(workspace)],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        daemon.log_path = folder / "daemon.log"
         with dg.DagsterInstance.get() as instance:
             yield daemon, instance
     finally:

@@ -13,6 +13,7 @@ import yaml
 
 from scripts.instance import (
     BASE,
+    POSTGRES,
     POSTGRES_URL,
     InstanceConfigError,
     postgres_url_from_env,
@@ -40,7 +41,8 @@ def test_a_hand_edit_is_kept_until_the_storage_changes(tmp_path: Path) -> None:
     target = write_instance(tmp_path, postgres=False)
     edited = target.read_text() + "\nretention:\n  schedule:\n    purge_after_days: 90\n"
     target.write_text(edited)
-    os.utime(target, (BASE.stat().st_mtime + 10,) * 2)
+    newest = max(BASE.stat().st_mtime, POSTGRES.stat().st_mtime)
+    os.utime(target, (newest + 10,) * 2)
     assert write_instance(tmp_path, postgres=False).read_text() == edited
     write_instance(tmp_path, postgres=True)
     assert "postgres" in yaml.safe_load(target.read_text())["storage"]
@@ -48,12 +50,17 @@ def test_a_hand_edit_is_kept_until_the_storage_changes(tmp_path: Path) -> None:
     assert backup.read_text() == edited
 
 
-@pytest.mark.parametrize("url", ["sqlite:///x.db", "localhost:5432/dagster"])
-def test_a_url_that_is_not_postgresql_is_refused_by_name(url: str) -> None:
-    with pytest.raises(InstanceConfigError, match=f"{POSTGRES_URL} must be a PostgreSQL URL"):
+@pytest.mark.parametrize(("url", "says"), [
+    ("sqlite:///x.db", "must be a PostgreSQL URL"),
+    ("localhost:5432/dagster", "must be a PostgreSQL URL"),
+    ("postgres://u:p@h/d", "write postgresql:// instead"),  # SQLAlchemy has no such dialect
+])
+def test_a_url_that_is_not_postgresql_is_refused_by_name(url: str, says: str) -> None:
+    with pytest.raises(InstanceConfigError, match=f"{POSTGRES_URL} .*{says}"):
         postgres_url_from_env({POSTGRES_URL: url})
     assert postgres_url_from_env({}) is None
-    assert postgres_url_from_env({POSTGRES_URL: "postgresql://u:p@h/d"}) == "postgresql://u:p@h/d"
+    for good in ("postgresql://u:p@h/d", "postgresql+psycopg2://u:p@h/d"):
+        assert postgres_url_from_env({POSTGRES_URL: good}) == good
 
 
 def test_prepare_gives_the_training_pool_its_limit_before_any_run(tmp_path: Path) -> None:

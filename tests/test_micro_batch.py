@@ -30,7 +30,7 @@ from resources import DeltaLakeResource, LandingZoneResource
 from sensors.landing import LandedFile, LandingState, fingerprint, landing_sensor, plan_tick
 from tests.conftest import pipeline_env
 from tests.inprocess import definitions_for, failure_messages, run_in_process
-from tests.servers import dagster_daemon
+from tests.servers import daemon_log, dagster_daemon
 
 DAY = "2026-06-30"  # the day after the small simulation
 NEXT = "2026-07-01"
@@ -336,7 +336,7 @@ def test_daemon_scores_a_file_of_today(pipeline: Path, tmp_path: Path) -> None:
         while time.monotonic() < deadline and not any(  # the baseline tick
                 s.instigator_name == "landing_sensor" and s.instigator_data
                 and s.instigator_data.cursor for s in instance.all_instigator_state()):
-            assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:]
+            assert daemon.poll() is None, daemon_log(daemon)
             time.sleep(1)
         landed_at = time.monotonic()
         land(day, pipeline / "landing", f"transactions_{today}_h00-11.parquet",
@@ -346,7 +346,7 @@ def test_daemon_scores_a_file_of_today(pipeline: Path, tmp_path: Path) -> None:
             runs = instance.get_runs(dg.RunsFilter(job_name="micro_batch_intraday"))
             if runs and runs[0].is_finished:
                 break
-            assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:]
+            assert daemon.poll() is None, daemon_log(daemon)
             time.sleep(1)
         delay = time.monotonic() - landed_at
         assert runs and runs[0].status == dg.DagsterRunStatus.SUCCESS, runs

@@ -23,7 +23,7 @@ import pytest
 
 from fraudkit.simulator import SimulationConfig, write_landing
 from tests.conftest import ROOT, pipeline_env
-from tests.servers import dagster_daemon
+from tests.servers import daemon_log, dagster_daemon
 
 #: The three simulated days of the runs below; their ingest keeps a run STARTED ~20 s.
 FIRST, LAST = "2026-05-01", "2026-05-03"
@@ -71,7 +71,7 @@ def wait_until(predicate, timeout: float, daemon: subprocess.Popen) -> bool:
     while time.monotonic() < deadline:
         if predicate():
             return True
-        assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:]
+        assert daemon.poll() is None, daemon_log(daemon)
         time.sleep(1)
     return False
 

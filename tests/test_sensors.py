@@ -40,7 +40,7 @@ from scripts.serving import PostgresServer
 from sensors.drift import drift_sensor
 from tests.conftest import pipeline_env
 from tests.inprocess import failure_messages, run_in_process
-from tests.servers import dagster_daemon, dagster_webserver
+from tests.servers import daemon_log, dagster_daemon, dagster_webserver
 
 NEW_DAYS = ("2026-06-30", "2026-07-04")  # 5 days after the small simulation's last day
 END_DATE = "2026-07-31"
@@ -303,7 +303,7 @@ def test_daemon_on_postgres_launches_retraining_and_queues_a_second_one(
             by_user, queued_behind = None, False
             deadline = time.monotonic() + 360
             while time.monotonic() < deadline:
-                assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:]
+                assert daemon.poll() is None, daemon_log(daemon)
                 runs = instance.get_runs(dg.RunsFilter(job_name="retrain"))
                 if runs and by_user is None:  # the sensor's run exists: a user asks for one
                     by_user = client.submit_job_execution("retrain", tags={"launched": "ui"})

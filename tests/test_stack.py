@@ -72,7 +72,7 @@ def test_make_up_supervises_the_stack_and_make_down_stops_it(
         # A crash of `bentoml serve` alone: its worker (a session of its own) lives on and
         # must go too before the service is started again on the same port.
         before = state(stack_dir)["processes"]["service"]
-        orphans = [pid for pid, _ in before["tree"] if pid != before["pid"]]
+        orphans = [(pid, created) for pid, created in before["tree"] if pid != before["pid"]]
         assert orphans, before
         os.kill(before["pid"], signal.SIGKILL)
         deadline = time.monotonic() + 180
@@ -84,7 +84,7 @@ def test_make_up_supervises_the_stack_and_make_down_stops_it(
         else:
             pytest.fail(f"the service did not come back: {state(stack_dir)}")
         assert now["pid"] != before["pid"]
-        assert not any(psutil.pid_exists(pid) for pid in orphans)
+        assert not any(running(pid, created) for pid, created in orphans)
         assert httpx.get(f"{service}/readyz").is_success
         assert httpx.post(f"{service}/score", json={
             "transaction_id": 1, "tx_datetime": "2026-06-29T12:00:00Z", "customer_id": 1,
