@@ -6,13 +6,18 @@ import dagster as dg
 from assets.common import SETTINGS, daily_partitions, partition_days, preview, single_run
 from assets.ingest import RAW_TRANSACTIONS
 from fraudkit import lake
-from fraudkit.batch import FEATURES_SCHEMA, chunk_days, features_for_days
+from fraudkit.batch import FEATURES_SCHEMA, chunk_days_by_rows, features_for_days
 from fraudkit.features import lookback_days
 from resources import DaskResource, DeltaLakeResource
 
-#: Each Dask task computes this many days plus their look-back; more days per task means
-#: less look-back re-read, fewer means more parallelism and less memory per worker.
+#: Each Dask task computes at most this many days plus their look-back; more days per task
+#: means less look-back re-read, fewer means more parallelism and less memory per worker.
 DAYS_PER_TASK = 45
+#: ... and holds at most this many raw rows, its days' and their look-back's (one day at
+#: least). A task's worker peaks at about 540 bytes a row (benchmarks/scale.py: 4.2 GiB for
+#: the 8 M rows of 45 days and their look-back at 10x the demo's data), so this keeps a
+#: worker near 3.2 GiB whatever the scale; at the demo's scale tasks stay 45 days.
+ROWS_PER_TASK = 6_000_000
 LOOKBACK = lookback_days(SETTINGS.label_delay_days)
 
 
@@ -48,8 +53,12 @@ def transaction_features(
     if raw_version is None:
         raise dg.Failure(f"no raw_transactions table at {tables.raw}: materialize it first")
     lake.ensure_table(tables.features, FEATURES_SCHEMA, tables.storage_options)
+    counts = lake.rows_per_day(tables.raw, lake.day_range(lake.shift_day(days[0], -LOOKBACK),
+                                                          days[-1]),
+                               raw_version, tables.storage_options)
+    chunks = chunk_days_by_rows(days, counts, DAYS_PER_TASK, ROWS_PER_TASK, LOOKBACK)
     results = dask.map_with_progress(
-        context, features_for_days, chunk_days(days, DAYS_PER_TASK), "features",
+        context, features_for_days, chunks, "features",
         tables=tables, raw_version=raw_version, label_delay_days=SETTINGS.label_delay_days,
     )
     rows = sum(r["rows"] for r in results)

@@ -9,7 +9,7 @@ from assets.common import SETTINGS, daily_partitions, partition_days, preview, s
 from assets.features import transaction_features
 from assets.training import model
 from fraudkit import lake
-from fraudkit.batch import PREDICTIONS_SCHEMA, chunk_days, score_days
+from fraudkit.batch import PREDICTIONS_SCHEMA, chunk_days_by_rows, score_days
 from resources import DaskResource, DeltaLakeResource, ModelRegistryResource
 
 #: Days scored per Dask task, at most: each task pays for opening the tables and a session,
@@ -19,6 +19,10 @@ from resources import DaskResource, DeltaLakeResource, ModelRegistryResource
 #: task per worker at least: explaining its reviews and declines (about 0.7 ms of CPU
 #: each) is most of the work when a drifted day flags a quarter of its transactions.
 DAYS_PER_TASK = 45
+#: ... and rows per task, at most (one day at least): a worker peaks at about 800 bytes a row
+#: scored (benchmarks/scale.py: 3.4 GiB for the 4.4 M rows of 45 days at 10x the demo's
+#: data), so this keeps it near 2.3 GiB at any scale; the demo's 45 days hold 440 k rows.
+ROWS_PER_TASK = 3_000_000
 
 
 @dg.asset(
@@ -53,8 +57,11 @@ def batch_predictions(
         raise dg.Failure(f"no transaction_features table at {tables.features}")
     lake.ensure_table(tables.predictions, PREDICTIONS_SCHEMA, tables.storage_options)
     context.log.info(f"scoring {len(days)} day(s) with champion {champion.version}")
+    counts = lake.rows_per_day(tables.features, days, features_version, tables.storage_options)
+    chunks = chunk_days_by_rows(days, counts, DAYS_PER_TASK, ROWS_PER_TASK,
+                                min_chunks=dask.n_workers)
     results = dask.map_with_progress(
-        context, score_days, chunk_days(days, DAYS_PER_TASK, dask.n_workers), "score",
+        context, score_days, chunks, "score",
         tables=tables, features_version=features_version,
         model_path=str(champion.model_path), model_version=champion.version,
         thresholds=champion.manifest["thresholds"], reason_codes=SETTINGS.reason_codes,

@@ -8,6 +8,7 @@ import io
 import json
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
@@ -17,6 +18,7 @@ from assets.common import SETTINGS, TRAINING_POOL, md_table, preview
 from assets.features import transaction_features
 from assets.ingest import RAW_TRANSACTIONS
 from fraudkit import lake
+from fraudkit.batch import chunk_days_by_rows
 from fraudkit.features import FEATURE_COLUMNS, lookback_days
 from fraudkit.training import (
     Candidate,
@@ -28,8 +30,16 @@ from fraudkit.training import (
 )
 from resources import DeltaLakeResource, ModelRegistryResource
 
-#: Commit metadata of a training_set version: the source tables' versions (JSON).
+#: Commit metadata of a training_set version: the source tables' versions (JSON), and the
+#: share of the window's rows it holds.
 SOURCES_KEY = "source_table_versions"
+SAMPLE_KEY = "sample_rate"
+#: Rows of a training window (train and test days) read whole; above, a uniform sample of
+#: this many (:func:`load_labelled`). The demo's window holds 1.01 M rows, read whole; at 10x
+#: the data the train step's memory then stays flat (benchmarks/scale.py, README).
+MAX_TRAINING_ROWS = 1_100_000
+#: Rows read from the tables at a time while sampling a window.
+READ_ROWS = 2_000_000
 
 
 class TrainingWindowConfig(dg.Config):
@@ -41,6 +51,10 @@ class TrainingWindowConfig(dg.Config):
     test_days: int = 14
     as_of: str | None = None  # default: the last day that has features
     warmup_days: int = lookback_days(SETTINGS.label_delay_days)  # skip incomplete look-backs
+    max_rows: int = Field(MAX_TRAINING_ROWS, gt=0,
+                          description="Rows of the window (train and test days) used whole; "
+                                      "above, a uniform sample of this many, the same rate "
+                                      "for both splits.")
 
 
 def training_windows(first_day: str, last_day: str, cfg: TrainingWindowConfig,
@@ -61,24 +75,48 @@ def training_windows(first_day: str, last_day: str, cfg: TrainingWindowConfig,
     return lake.day_range(train_start, train_end), lake.day_range(test_start, matured_end)
 
 
-def load_labelled(delta: DeltaLakeResource, train_days: list[str],
-                  test_days: list[str]) -> tuple[pd.DataFrame, dict]:
+def sample_mask(ids: np.ndarray, rate: float) -> np.ndarray:
+    """The rows a seeded uniform sample of ``rate`` keeps, chosen by a hash of each row's
+    ``transaction_id`` (Fibonacci hashing): the same rows give the same sample, whatever
+    order they are read in, and a champion and a challenger judged on the same days see
+    the same rows."""
+    if rate >= 1.0:
+        return np.ones(len(ids), dtype=bool)
+    hashed = ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # wraps modulo 2**64
+    return hashed < np.uint64(int(rate * 2.0**64))
+
+
+def load_labelled(delta: DeltaLakeResource, train_days: list[str], test_days: list[str],
+                  max_rows: int = MAX_TRAINING_ROWS) -> tuple[pd.DataFrame, dict]:
     """Features of the days joined with their labels, each row's ``split`` (``train`` or
     ``test``) set by its day; returns the frame and the table versions read. The training
-    set and the retrain job both label rows here."""
+    set and the retrain job both label rows here.
+
+    Above ``max_rows`` rows in the window, both splits are a uniform sample of the same rate
+    (:func:`sample_mask`; ``frame.attrs["sample_rate"]``), so that the step's memory stays
+    flat as the data grows: read a few days at a time, sampled as read. The rate keeps the
+    class balance and the per-day structure, so the metrics, the thresholds and the drift
+    reference mean what they meant on the whole window."""
     days = train_days + test_days
     tables = delta.tables()
     feats_version = lake.table_version(tables.features, tables.storage_options)
     raw_version = lake.table_version(tables.raw, tables.storage_options)
-    feats = lake.read_days(tables.features, days, None, feats_version,
-                           tables.storage_options).to_pandas()
-    labels = lake.read_days(tables.raw, days, ["transaction_id", "tx_fraud", "day"], raw_version,
-                            tables.storage_options).to_pandas()
-    # By day too: ids are unique within a day by the raw contract's validation (and across
-    # days by raw_transactions' blocking check).
-    frame = feats.merge(labels, on=["transaction_id", "day"], how="inner",
-                        validate="one_to_one")
+    counts = lake.rows_per_day(tables.features, days, feats_version, tables.storage_options)
+    rate = min(1.0, max_rows / max(1, sum(counts.values())))
+    parts = []
+    for chunk in chunk_days_by_rows(sorted(days), counts, len(days), READ_ROWS):
+        feats = lake.read_days(tables.features, chunk, None, feats_version,
+                               tables.storage_options).to_pandas()
+        feats = feats[sample_mask(feats["transaction_id"].to_numpy(), rate)]
+        labels = lake.read_days(tables.raw, chunk, ["transaction_id", "tx_fraud", "day"],
+                                raw_version, tables.storage_options).to_pandas()
+        # By day too: ids are unique within a day by the raw contract's validation (and
+        # across days by raw_transactions' blocking check).
+        parts.append(feats.merge(labels, on=["transaction_id", "day"], how="inner",
+                                 validate="one_to_one"))
+    frame = pd.concat(parts, ignore_index=True)
     frame["split"] = frame["day"].isin(test_days).map({True: "test", False: "train"})
+    frame.attrs["sample_rate"] = rate
     return frame, {"transaction_features": feats_version, "raw_transactions": raw_version}
 
 
@@ -98,18 +136,23 @@ def training_set(
     present = lake.partition_values(tables.features, tables.storage_options)
     train_days, test_days = training_windows(present[0], present[-1], config,
                                              SETTINGS.label_delay_days)
-    frame, versions = load_labelled(delta, train_days, test_days)
+    frame, versions = load_labelled(delta, train_days, test_days, config.max_rows)
+    if frame.attrs["sample_rate"] < 1.0:
+        context.log.info(f"the window holds more than {config.max_rows:,} rows: a uniform "
+                         f"sample of {frame.attrs['sample_rate']:.1%} of them")
     uri = delta.uri("training_set")
     # The source versions travel in the commit, so the model's manifest can name them.
     write_deltalake(uri, pa.Table.from_pandas(frame, preserve_index=False), mode="overwrite",
                     schema_mode="overwrite", storage_options=tables.storage_options,
                     commit_properties=CommitProperties(
-                        custom_metadata={SOURCES_KEY: json.dumps(versions)}))
+                        custom_metadata={SOURCES_KEY: json.dumps(versions),
+                                         SAMPLE_KEY: json.dumps(frame.attrs["sample_rate"])}))
     summary = frame.groupby("split")["tx_fraud"].agg(["size", "sum", "mean"]).round(5)
     context.log.info(f"training set: {summary.to_dict()}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(frame),
+            "sample_rate": dg.MetadataValue.float(frame.attrs["sample_rate"]),
             "train_days": dg.MetadataValue.text(f"{train_days[0]} .. {train_days[-1]}"),
             "test_days": dg.MetadataValue.text(f"{test_days[0]} .. {test_days[-1]}"),
             "splits": dg.MetadataValue.md(summary.to_markdown()),
@@ -168,6 +211,7 @@ def read_training_set(delta: DeltaLakeResource) -> tuple[pd.DataFrame, int, dict
     commit = next((c for c in table.history(10) if c.get("version") == version), {})
     frame = lake.dataset(delta.uri("training_set"), version=version,
                          storage_options=delta.storage_options).to_table().to_pandas()
+    frame.attrs["sample_rate"] = json.loads(commit.get(SAMPLE_KEY, "1.0"))
     return frame, version, json.loads(commit.get(SOURCES_KEY, "{}"))
 
 
@@ -184,6 +228,7 @@ def training_data_summary(frame: pd.DataFrame, sources: dict,
         "train_range": [train.min(), train.max()],
         "test_range": [test.min(), test.max()],
         "rows": {"train": int(len(train)), "test": int(len(test))},
+        "sample_rate": float(frame.attrs.get("sample_rate", 1.0)),
     }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +88,33 @@ def chunk_days(days: list[str], max_days: int, min_chunks: int = 1) -> list[list
     run of days still keeps every worker busy)."""
     size = min(max_days, -(-len(days) // max(1, min_chunks)))
     return [days[i : i + size] for i in range(0, len(days), max(1, size))]
+
+
+def chunk_days_by_rows(days: list[str], rows_per_day: Mapping[str, int], max_days: int,
+                       max_rows: int, lookback: int = 0, min_chunks: int = 1
+                       ) -> list[list[str]]:
+    """:func:`chunk_days`, each run also bounded by the rows its task holds at once: the rows
+    of its days and of the ``lookback`` days before them (the history it reads) at most
+    ``max_rows``, one day a run at least. ``rows_per_day`` comes from the table's statistics
+    (:func:`fraudkit.lake.rows_per_day`; a day it lacks counts 0), so a worker's memory
+    follows the rows of a day, not the length of the back-fill: at ten times the data a task
+    takes fewer days, and re-reads more look-back."""
+    def rows(first: int, last: int) -> int:
+        start = lake.shift_day(days[first], -lookback)
+        history = lake.day_range(start, days[last])
+        return sum(rows_per_day.get(day, 0) for day in history)
+
+    size = max(1, min(max_days, -(-len(days) // max(1, min_chunks))))
+    chunks: list[list[str]] = []
+    first = 0
+    while first < len(days):
+        last = first
+        while (last + 1 < len(days) and last + 1 - first < size
+               and rows(first, last + 1) <= max_rows):
+            last += 1
+        chunks.append(days[first:last + 1])
+        first = last + 1
+    return chunks
 
 
 # -- raw_transactions ------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+from scipy.special import expit
 
 from fraudkit.features import FEATURE_COLUMNS
 from fraudkit.treeshap import TreeShapTables, UnsupportedTree
@@ -136,8 +137,9 @@ class Explainer:
         return self.tables.contributions(np.asarray(matrix, dtype=np.float32))
 
     def probabilities(self, matrix: np.ndarray) -> np.ndarray:
-        """The model's P(fraud) from the contributions (what additivity compares)."""
-        return 1.0 / (1.0 + np.exp(-self.contributions(matrix).sum(axis=1)))
+        """The model's P(fraud) from the contributions (what additivity compares); scipy's
+        sigmoid saturates a large log-odds silently where ``exp`` warns of overflow."""
+        return expit(self.contributions(matrix).sum(axis=1))
 
 
 def top_reasons(contributions: np.ndarray, top: int) -> list[Reasons]:
