@@ -14,10 +14,10 @@ from resources import DaskResource, DeltaLakeResource
 #: means less look-back re-read, fewer means more parallelism and less memory per worker.
 DAYS_PER_TASK = 45
 #: ... and holds at most this many raw rows, its days' and their look-back's (one day at
-#: least). A task's worker peaks at about 540 bytes a row (benchmarks/scale.py: 4.2 GiB for
-#: the 8 M rows of 45 days and their look-back at 10x the demo's data), so this keeps a
-#: worker near 3.2 GiB whatever the scale; at the demo's scale tasks stay 45 days.
-ROWS_PER_TASK = 6_000_000
+#: least). A worker peaked at 4.2 GiB for the 8 M rows of 45 days and their look-back at 10x
+#: the demo's data, and at 3.9 GiB for 5.9 M rows (benchmarks/scale.py): this bound keeps it
+#: near 3 GiB at any scale. At the demo's scale tasks stay 45 days.
+ROWS_PER_TASK = 4_500_000
 LOOKBACK = lookback_days(SETTINGS.label_delay_days)
 
 

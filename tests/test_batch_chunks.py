@@ -21,17 +21,17 @@ def history_rows(chunk: list[str], counts: dict[str, int]) -> int:
 
 def test_the_demo_s_scale_keeps_its_45_day_tasks() -> None:
     counts = dict.fromkeys(DAYS, 9_700)  # about 1.75 M transactions over 180 days
-    assert chunk_days_by_rows(DAYS, counts, 45, 6_000_000, LOOKBACK) == chunk_days(DAYS, 45)
+    assert chunk_days_by_rows(DAYS, counts, 45, 4_500_000, LOOKBACK) == chunk_days(DAYS, 45)
 
 
 def test_ten_times_the_rows_make_shorter_tasks_under_the_bound() -> None:
     counts = dict.fromkeys(DAYS, 97_000)  # 10x: 82 days of rows would be 8 M a task
-    chunks = chunk_days_by_rows(DAYS, counts, 45, 6_000_000, LOOKBACK)
+    chunks = chunk_days_by_rows(DAYS, counts, 45, 4_500_000, LOOKBACK)
     assert [day for chunk in chunks for day in chunk] == DAYS
-    assert all(history_rows(chunk, counts) <= 6_000_000 for chunk in chunks)
-    # 61 days of rows a task: 24 days and their look-back; the first has no look-back
-    # before the table's first day, so it keeps the 45 days.
-    assert [len(chunk) for chunk in chunks] == [45, 24, 24, 24, 24, 24, 15]
+    assert all(history_rows(chunk, counts) <= 4_500_000 for chunk in chunks)
+    # 46 days of rows a task: 9 days and their look-back; the first has no look-back
+    # before the table's first day, so it takes 45 days.
+    assert [len(chunk) for chunk in chunks] == [45] + [9] * 15
 
 
 def test_a_day_larger_than_the_bound_is_still_one_task() -> None:
