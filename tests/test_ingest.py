@@ -160,6 +160,8 @@ def test_ids_on_several_days_are_found_across_the_table(tmp_path: Path) -> None:
     found = ids_on_several_days([day2], t, version)
     assert (found["ids"], found["examples"]) == (1, {3: [DAY, day2]})
     assert ids_on_several_days(["2026-05-03"], t, version)["ids"] == 0  # not in these days
+    both = ids_on_several_days([DAY, day2], t, version)  # both days in the run
+    assert (both["ids"], both["examples"]) == (1, {3: [DAY, day2]})
     with pytest.raises(DuplicateIdError, match=r"\{3: \['2026-05-01', '2026-05-02'\]\}"):
         features_for_days(["2026-05-03"], t, version, 7)  # the duplicate is in its history
     second.assign(transaction_id=[6, 4, 5]).to_parquet(landing / f"transactions_{day2}.parquet")
