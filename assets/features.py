@@ -14,9 +14,10 @@ from resources import DaskResource, DeltaLakeResource
 #: means less look-back re-read, fewer means more parallelism and less memory per worker.
 DAYS_PER_TASK = 45
 #: ... and holds at most this many raw rows, its days' and their look-back's (one day at
-#: least). A worker peaked at 4.2 GiB for the 8 M rows of 45 days and their look-back at 10x
-#: the demo's data, and at 3.9 GiB for 5.9 M rows (benchmarks/scale.py): this bound keeps it
-#: near 3 GiB at any scale. At the demo's scale tasks stay 45 days.
+#: least), so a task's rows follow a day's rows and not the length of the back-fill: at 10x
+#: the demo's data a 45-day task held 8 M rows, now 4.5 M. At the demo's scale tasks stay
+#: 45 days. (The largest Dask process of a 10x back-fill still peaks near 4 GiB with this
+#: bound and with 6 M: that peak comes from another task of the run; benchmarks/README.md.)
 ROWS_PER_TASK = 4_500_000
 LOOKBACK = lookback_days(SETTINGS.label_delay_days)
 
