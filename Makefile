@@ -87,9 +87,11 @@ bench: install bench-deps
 	$(BIN)/python benchmarks/drift.py
 	$(BIN)/python benchmarks/online.py
 	$(BIN)/python benchmarks/online_shadow.py
+	$(BIN)/python benchmarks/online_store.py
 	$(BIN)/python benchmarks/micro_batch.py
 	$(BIN)/python benchmarks/model_selection.py
 	$(BIN)/python benchmarks/treeshap.py
+	$(BIN)/python benchmarks/scale.py
 
 rollback: install
 	$(BIN)/python -m fraudkit.registry rollback

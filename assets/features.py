@@ -16,8 +16,8 @@ DAYS_PER_TASK = 45
 #: ... and holds at most this many raw rows, its days' and their look-back's (one day at
 #: least), so a task's rows follow a day's rows and not the length of the back-fill: at 10x
 #: the demo's data a 45-day task held 8 M rows, now 4.5 M. At the demo's scale tasks stay
-#: 45 days. (The largest Dask process of a 10x back-fill still peaks near 4 GiB with this
-#: bound and with 6 M: that peak comes from another task of the run; benchmarks/README.md.)
+#: 45 days. (The largest Dask process of a 10x back-fill peaked near 4 GiB with this bound
+#: and with 6 M alike, so that peak is likely another task of the run; benchmarks/README.md.)
 ROWS_PER_TASK = 4_500_000
 LOOKBACK = lookback_days(SETTINGS.label_delay_days)
 

@@ -8,7 +8,6 @@ import io
 import json
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
@@ -27,6 +26,7 @@ from fraudkit.training import (
     importance_png,
     importance_table,
     precision_recall_png,
+    sample_mask,
 )
 from resources import DeltaLakeResource, ModelRegistryResource
 
@@ -73,17 +73,6 @@ def training_windows(first_day: str, last_day: str, cfg: TrainingWindowConfig,
             f"after {cfg.warmup_days} warm-up days; materialize more days or shrink the window"
         )
     return lake.day_range(train_start, train_end), lake.day_range(test_start, matured_end)
-
-
-def sample_mask(ids: np.ndarray, rate: float) -> np.ndarray:
-    """The rows a seeded uniform sample of ``rate`` keeps, chosen by a hash of each row's
-    ``transaction_id`` (Fibonacci hashing): the same rows give the same sample, whatever
-    order they are read in, and a champion and a challenger judged on the same days see
-    the same rows."""
-    if rate >= 1.0:
-        return np.ones(len(ids), dtype=bool)
-    hashed = ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # wraps modulo 2**64
-    return hashed < np.uint64(int(rate * 2.0**64))
 
 
 def load_labelled(delta: DeltaLakeResource, train_days: list[str], test_days: list[str],

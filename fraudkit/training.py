@@ -52,6 +52,17 @@ class TrainingParams:
     extra: dict = field(default_factory=dict)
 
 
+def sample_mask(ids: np.ndarray, rate: float) -> np.ndarray:
+    """The rows a seeded uniform sample of ``rate`` keeps, chosen by a hash of each row's
+    ``transaction_id`` (Fibonacci hashing): the same rows give the same sample, whatever
+    order they are read in, and a champion and a challenger judged on the same days see
+    the same rows."""
+    if rate >= 1.0:
+        return np.ones(len(ids), dtype=bool)
+    hashed = ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # wraps modulo 2**64
+    return hashed < np.uint64(int(rate * 2.0**64))
+
+
 def train(train_frame: pd.DataFrame, params: TrainingParams | None = None) -> lgb.LGBMClassifier:
     """Fit LightGBM on the float32 feature matrix (what ONNX will see) and ``tx_fraud``.
 

@@ -16,6 +16,7 @@ from fraudkit.training import (
     card_precision_at_k,
     choose_thresholds,
     fit_candidate,
+    sample_mask,
 )
 
 
@@ -146,3 +147,17 @@ def test_review_band_stays_open_below_many_declines() -> None:
     reviewed = np.mean((scores >= t.review) & (scores < t.decline))
     assert declined > 0.04
     assert reviewed == pytest.approx(0.01, abs=0.002)
+
+
+def test_sample_mask_keeps_its_rate_of_sequential_ids_whatever_their_order() -> None:
+    """A training window above max_rows is sampled by a hash of transaction_id: ids are
+    sequential, so the hash must spread them; the same ids keep the same rows."""
+    ids = np.arange(1_000_000, 1_400_000, dtype=np.int64)
+    assert sample_mask(ids, 1.0).all()
+    kept = sample_mask(ids, 0.3)
+    assert abs(kept.mean() - 0.3) < 0.005
+    for block in np.array_split(kept, 40):  # no run of ids left out or kept whole
+        assert abs(block.mean() - 0.3) < 0.03
+    order = np.random.default_rng(0).permutation(len(ids))
+    assert (sample_mask(ids[order], 0.3) == kept[order]).all()
+    assert (sample_mask(ids, 0.1) <= kept).all()  # a smaller rate keeps a subset
