@@ -63,10 +63,14 @@ bento: install
 # instance) and promtool, which checks and unit-tests monitoring/alerts.yml: Debian's
 # packages, installed when missing (sessions and CI run as root; elsewhere, install them
 # yourself). Debian's postgresql also creates the `postgres` user the tests' server runs as.
+# Azurite (Azure Blob's emulator, for tables on an object store) comes from npm, pinned:
+# 3.35 breaks a Delta table from its third commit.
 system-deps:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 	@command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
+	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	@command -v azurite-blob >/dev/null || npm install -g --silent azurite@3.37.0
 
 test: install system-deps
 	$(BIN)/ruff check .

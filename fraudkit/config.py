@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +54,38 @@ def _build(cls: type[BaseSettings], what: str, overrides: dict[str, Any]) -> Any
         raise ValueError(f"{what}: " + "; ".join(problems)) from exc
 
 
+#: URI schemes of the object stores delta-rs writes to (Azure Blob, S3, Google Cloud Storage).
+OBJECT_STORE_SCHEMES = frozenset({"az", "azure", "abfs", "abfss", "s3", "s3a", "gs"})
+
+
+def _tables_root(value: str | None, default: Path) -> str:
+    """``TABLES_URI`` as the tables' root: an absolute local folder (a plain path or
+    ``file://``), or an object-store URI kept as given without a trailing slash."""
+    value = (value or "").strip()
+    if not value:
+        return str(default.resolve())
+    parts = urlsplit(value)
+    if parts.scheme in OBJECT_STORE_SCHEMES:
+        if not parts.netloc:
+            raise ValueError(f"TABLES_URI={value!r} names no container or bucket: use "
+                             f"{parts.scheme}://<container>/<path>")
+        return value.rstrip("/")
+    if parts.scheme == "file":
+        return str(Path(unquote(parts.path)).resolve())
+    if parts.scheme and len(parts.scheme) > 1:  # "C:" is a drive, not a scheme
+        raise ValueError(f"TABLES_URI={value!r}: {parts.scheme}:// is not a supported store; "
+                         f"use a local folder or one of "
+                         f"{', '.join(sorted(OBJECT_STORE_SCHEMES))}")
+    return str(Path(value).resolve())
+
+
+def table_under(root: str, asset_name: str) -> str:
+    """The URI of the table ``asset_name`` under ``root`` (a local folder or a URI)."""
+    if "://" in root:
+        return f"{root.rstrip('/')}/{asset_name}"
+    return str(Path(root) / asset_name)
+
+
 def _env(name: str) -> Any:
     """The field reads environment variable ``name``; in code it is set by its own name."""
     return AliasChoices(name)
@@ -78,6 +111,11 @@ class Settings(BaseSettings):
     registry_dir: Path | None = Field(
         None, validation_alias=_env("FRAUD_REGISTRY_DIR"),
         description="The model registry (default DATA_DIR/registry).")
+    tables_uri: str | None = Field(
+        None, validation_alias=_env("TABLES_URI"),
+        description="Root of the Delta tables (default DATA_DIR/tables): a local folder or "
+                    "an object-store URI, az://container/path (Azure Blob, Azurite), "
+                    "s3://bucket/path or gs://bucket/path, with DELTA_STORAGE_OPTIONS.")
     storage_options: dict[str, str] | None = Field(
         None, validation_alias=_env("DELTA_STORAGE_OPTIONS"),
         description="delta-rs storage options (JSON object) for tables on an object store; "
@@ -167,6 +205,7 @@ class Settings(BaseSettings):
         self.data_dir = self.data_dir.resolve()
         self.landing_dir = (self.landing_dir or self.data_dir / "landing").resolve()
         self.registry_dir = (self.registry_dir or self.data_dir / "registry").resolve()
+        self.tables_uri = _tables_root(self.tables_uri, self.data_dir / "tables")
         self.online_store_url = (self.online_store_url.strip() or
                                  f"sqlite:///{self.data_dir / 'online' / 'store.sqlite3'}")
         return self
@@ -178,16 +217,13 @@ class Settings(BaseSettings):
         return _build(cls, "settings from the environment", overrides)
 
     @property
-    def tables_dir(self) -> Path:
-        return self.data_dir / "tables"
-
-    @property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"
 
     def table_uri(self, asset_name: str) -> str:
-        """Each Delta table is a folder named after the asset that writes it."""
-        return str(self.tables_dir / asset_name)
+        """Each Delta table is a folder named after the asset that writes it, under
+        ``TABLES_URI``."""
+        return table_under(self.tables_uri, asset_name)
 
 
 #: Environment values that switch an optional monitoring setting off (e.g. the floor).

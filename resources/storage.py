@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from fraudkit.batch import Tables
-from fraudkit.config import Settings
+from fraudkit.config import Settings, table_under
 from fraudkit.registry import ModelRegistry
 
 
@@ -21,9 +21,7 @@ class DeltaLakeResource(dg.ConfigurableResource):
     storage_options: dict[str, str] | None = None
 
     def uri(self, asset_name: str) -> str:
-        if "://" in self.root:
-            return f"{self.root.rstrip('/')}/{asset_name}"
-        return str(Path(self.root) / asset_name)
+        return table_under(self.root, asset_name)
 
     def tables(self) -> Tables:
         return Tables(
@@ -84,7 +82,7 @@ def default_resources(settings: Settings | None = None) -> dict[str, dg.Configur
     return {
         "dask": DaskResource(scheduler_address=settings.dask_scheduler_address,
                              n_workers=settings.dask_n_workers),
-        "delta": DeltaLakeResource(root=str(settings.tables_dir),
+        "delta": DeltaLakeResource(root=settings.tables_uri,
                                    storage_options=settings.storage_options),
         "landing": LandingZoneResource(path=str(settings.landing_dir)),
         "registry": ModelRegistryResource(root=str(settings.registry_dir)),

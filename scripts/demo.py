@@ -80,8 +80,9 @@ def summary(settings: Settings) -> None:
     print("\n==> summary")
     for name in ["raw_transactions", "quarantined_transactions", "transaction_features",
                  "training_set", "batch_predictions"]:
-        version = lake.table_version(settings.table_uri(name))
-        rows = lake.dataset(settings.table_uri(name), version=version).count_rows()
+        version = lake.table_version(settings.table_uri(name), settings.storage_options)
+        rows = lake.dataset(settings.table_uri(name), version=version,
+                            storage_options=settings.storage_options).count_rows()
         print(f"    {name:26s} {rows:>10,d} rows  version {version:>4d}  "
               f"{settings.table_uri(name)}")
     champion = ModelRegistry(settings.registry_dir).champion()
@@ -158,7 +159,8 @@ def show_decision_log(settings: Settings, instance: dg.DagsterInstance) -> None:
     started = step(f"decision log: online_predictions moves the service's {sum(counts.values())} "
                    f"decision(s) of {days[0]}..{days[-1]} from the online store into Delta")
     run_job("online_log", instance, (days[0], days[-1]))
-    table = lake.read_days(settings.table_uri("online_predictions"), days)
+    table = lake.read_days(settings.table_uri("online_predictions"), days,
+                           storage_options=settings.storage_options)
     row = max(table.to_pylist(), key=lambda r: r["received_at"])
     print(f"    latest: transaction {row['transaction_id']} {row['decision']} score "
           f"{row['score']:.4f} model {row['model_version']} in {row['latency_ms']:.1f} ms by "
@@ -175,7 +177,8 @@ def show_consistency(settings: Settings, instance: dg.DagsterInstance, days: lis
     started = step(f"online/offline consistency of {days[0]}..{days[-1]}: the decision log "
                    "against transaction_features and batch_predictions")
     run_job("monitor_consistency", instance, (days[0], days[-1]))
-    rows = lake.read_days(settings.table_uri(CONSISTENCY_TABLE), days).to_pandas()
+    rows = lake.read_days(settings.table_uri(CONSISTENCY_TABLE), days,
+                          storage_options=settings.storage_options).to_pandas()
     counts = ["compared", "matched", "missing", "landed_not_decided", "other_model_version"]
     rows = rows.groupby("item")[counts].sum().astype(int)
     rows["match_rate"] = rows["matched"] / rows["compared"]
@@ -200,9 +203,10 @@ def show_decline_reasons(settings: Settings, days: list[str]) -> None:
     the service declined it, beside why batch_predictions did."""
     online = lake.read_days(settings.table_uri("online_predictions"), days, [
         "transaction_id", "tx_amount", "score", "decision", "model_version", "reasons",
-        "received_at"]).to_pandas()
+        "received_at"], storage_options=settings.storage_options).to_pandas()
     batch = lake.read_days(settings.table_uri("batch_predictions"), days, [
-        "transaction_id", "model_version", "reasons"]).to_pandas()
+        "transaction_id", "model_version", "reasons"],
+        storage_options=settings.storage_options).to_pandas()
     both = online[online["decision"] == "decline"].merge(batch, on="transaction_id",
                                                          suffixes=("", "_batch"))
     both = both[(both["model_version"] == both["model_version_batch"])
@@ -240,7 +244,8 @@ def show_serving(settings: Settings, instance: dg.DagsterInstance, days: list[st
 
     started = step(f"batch vs real-time on {days[0]}..{days[-1]} (serving_report)")
     run_job("report_serving", instance, (days[0], days[-1]))
-    rows = lake.read_days(settings.table_uri(SERVING_TABLE), days).to_pandas()
+    rows = lake.read_days(settings.table_uri(SERVING_TABLE), days,
+                          storage_options=settings.storage_options).to_pandas()
     rows["differing"] = rows["decisions_differing"] * rows["predictions"]
     rows = rows.groupby("path", sort=True).agg(
         predictions=("predictions", "sum"), cpu_seconds=("cpu_seconds", "sum"),
@@ -309,14 +314,15 @@ def show_fairness(settings: Settings, instance: dg.DagsterInstance) -> None:
     from assets.performance import SEGMENT_TABLE
     from fraudkit.monitoring.performance import matured_until
 
-    latest = lake.partition_values(settings.table_uri("raw_transactions"))[-1]
+    latest = lake.partition_values(settings.table_uri("raw_transactions"),
+                                  settings.storage_options)[-1]
     last = matured_until(latest, settings.label_delay_days)
     first = lake.shift_day(last, -6)
     started = step(f"fairness on matured labels: model_performance of {first}..{last}, per "
                    "segment (segment_performance)")
     run_job("monitor_performance", instance, (first, last))
-    rows = lake.read_days(settings.table_uri(SEGMENT_TABLE), lake.day_range(first, last)
-                          ).to_pandas()
+    rows = lake.read_days(settings.table_uri(SEGMENT_TABLE), lake.day_range(first, last),
+                          storage_options=settings.storage_options).to_pandas()
     rows["false_alarms"] = rows["fpr"].fillna(0) * rows["negatives"]
     rows["recalled"] = rows["recall"].fillna(0) * rows["frauds"]
     rows["declines"] = rows["decline_rate"].fillna(0) * rows["rows"]

@@ -145,7 +145,8 @@ def run_intraday_story(settings: Settings, instance: dg.DagsterInstance, day: st
                 execute(request)
                 runs += 1
                 done = time.perf_counter()
-                scored = set(lake.read_days(predictions, [day], ["transaction_id"])
+                scored = set(lake.read_days(predictions, [day], ["transaction_id"],
+                                            storage_options=settings.storage_options)
                              .column(0).to_pylist())
                 for f in files:
                     if f.scored_at is None and f.landed_at is not None and f.ids <= scored:
@@ -173,6 +174,7 @@ def run_intraday_story(settings: Settings, instance: dg.DagsterInstance, day: st
         landing_module.now = real_now
     total = sum(len(f.ids) for f in files)
     kept = lake.read_days(settings.table_uri("raw_transactions"), [day],
-                          ["transaction_id"]).num_rows
+                          ["transaction_id"], storage_options=settings.storage_options
+                          ).num_rows
     print(f"    raw_transactions of {day}: {kept:,} rows from {total:,} landed, each once")
     return files

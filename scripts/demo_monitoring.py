@@ -63,7 +63,8 @@ def _drift_rows(settings: Settings, days: list[str], table: str = "drift_metrics
                 ) -> list[dict]:
     rows = lake.read_days(settings.table_uri(table), days,
                           ["day", "drift_share", "dataset_drift", "column", "drifted",
-                           "counted_in_share", "kind", "drift_score"]).to_pandas()
+                           "counted_in_share", "kind", "drift_score"],
+                          storage_options=settings.storage_options).to_pandas()
     out = []
     for day, part in rows.groupby("day"):
         drifted = part[part["drifted"] & part["counted_in_share"]]["column"].tolist()
@@ -203,7 +204,8 @@ def run_drift_story(settings: Settings, instance: dg.DagsterInstance, last_norma
     _say(started, f"6. the batch path picks up the champion: re-score {drifted[-1]}")
     run_job("score", instance, (drifted[-1], drifted[-1]))
     versions = set(lake.read_days(settings.table_uri("batch_predictions"), [drifted[-1]],
-                                  ["model_version"]).column(0).to_pylist())
+                                  ["model_version"], storage_options=settings.storage_options
+                                  ).column(0).to_pylist())
     _say(started, f"   batch_predictions of {drifted[-1]} now carry model {sorted(versions)}")
     return StoryResult(before, after, promoted, landed_to_promotion, landed_to_online)
 

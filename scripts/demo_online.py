@@ -143,7 +143,9 @@ def newest_landed(settings: Settings) -> dict[str, Any]:
     retry of a landed transaction, so it changes no feature window and its answer's
     features equal the batch ones (the service's history holds the newest days)."""
     raw_uri = settings.table_uri("raw_transactions")
-    row = lake.read_days(raw_uri, lake.partition_values(raw_uri)[-1:]).to_pylist()[0]
+    options = settings.storage_options
+    row = lake.read_days(raw_uri, lake.partition_values(raw_uri, options)[-1:],
+                         storage_options=options).to_pylist()[0]
     return {"transaction_id": row["transaction_id"],
             "tx_datetime": row["tx_datetime"].strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "customer_id": row["customer_id"], "terminal_id": row["terminal_id"],
@@ -154,8 +156,9 @@ def show_examples(service: ServiceProcess, settings: Settings) -> dict[str, Any]
     """Score three transactions of known customers (a usual, a higher and a large amount)
     and look up the first customer's latest batch prediction; returns the first request."""
     raw_uri = settings.table_uri("raw_transactions")
-    last = lake.partition_values(raw_uri)[-1]
-    rows = lake.read_days(raw_uri, [last]).to_pylist()[:3]
+    options = settings.storage_options
+    last = lake.partition_values(raw_uri, options)[-1]
+    rows = lake.read_days(raw_uri, [last], storage_options=options).to_pylist()[:3]
     examples = [service.example(r["customer_id"], r["terminal_id"],
                                 r["tx_datetime"].strftime("%Y-%m-%dT%H:%M:%SZ"), amount)
                 for r, amount in zip(rows, (25.0, 80.0, 450.0), strict=False)]

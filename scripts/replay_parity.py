@@ -70,8 +70,9 @@ class ParityReport:
                    if self.logged is not None else ""))
 
 
-def _read(uri: str, days: list[str]) -> pd.DataFrame:
-    return lake.read_days(uri, days).to_pandas()
+def _read(settings: Settings, table: str, days: list[str]) -> pd.DataFrame:
+    return lake.read_days(settings.table_uri(table), days,
+                          storage_options=settings.storage_options).to_pandas()
 
 
 def replay(url: str, first: str, last: str, settings: Settings | None = None,
@@ -86,10 +87,10 @@ def replay(url: str, first: str, last: str, settings: Settings | None = None,
     the service's workers (one connection stays with one worker)."""
     settings = settings or Settings.from_env()
     days = lake.day_range(first, last)
-    raw = _read(settings.table_uri("raw_transactions"), days)
+    raw = _read(settings, "raw_transactions", days)
     raw = raw.sort_values(["tx_datetime", "transaction_id"], kind="stable").reset_index(drop=True)
-    features = _read(settings.table_uri("transaction_features"), days).set_index("transaction_id")
-    scores = _read(settings.table_uri("batch_predictions"), days).set_index("transaction_id")
+    features = _read(settings, "transaction_features", days).set_index("transaction_id")
+    scores = _read(settings, "batch_predictions", days).set_index("transaction_id")
     times = raw["tx_datetime"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     payload = [
         {"transaction_id": int(r.transaction_id), "tx_datetime": t,
@@ -209,7 +210,7 @@ def replay_with_crash(first: str, last: str, crash_at: int, chunk: int = 200,
     finally:
         server.stop()
     days = lake.day_range(first, last)
-    raw = _read(settings.table_uri("raw_transactions"), days)["transaction_id"]
+    raw = _read(settings, "raw_transactions", days)["transaction_id"]
     store_url = env.get("ONLINE_STORE_URL") or settings.online_store_url
     report.logged = len(logged_ids(store_url, days) & set(raw.tolist()))
     if report.logged != report.transactions:

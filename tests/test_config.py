@@ -10,7 +10,7 @@ from fraudkit.config import Settings
 
 
 def test_defaults_derive_from_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("LANDING_DIR", "FRAUD_REGISTRY_DIR", "ONLINE_STORE_URL"):
+    for name in ("LANDING_DIR", "FRAUD_REGISTRY_DIR", "ONLINE_STORE_URL", "TABLES_URI"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "d"))
     s = Settings.from_env()
@@ -43,6 +43,8 @@ def test_environment_overrides_and_empty_means_unset(monkeypatch: pytest.MonkeyP
     ("ONLINE_WORKERS", "two", "valid integer"),
     ("ONLINE_CHAMPION_POLL_S", "-1", "greater than 0"),
     ("DELTA_STORAGE_OPTIONS", "key=value", "DELTA_STORAGE_OPTIONS"),
+    ("TABLES_URI", "ftp://host/tables", "ftp:// is not a supported store"),
+    ("TABLES_URI", "az:///tables", "names no container or bucket"),
 ])
 def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str,
                                         value: str, said: str) -> None:
@@ -76,3 +78,24 @@ def test_the_batch_resources_and_the_service_read_the_same_settings(
     assert resources["dask"].scheduler_address == settings.dask_scheduler_address
     assert resources["landing"].path == str(settings.landing_dir)
     assert resources["registry"].root == str(settings.registry_dir)
+
+
+@pytest.mark.parametrize(("given", "root"), [
+    ("az://lake/tables/", "az://lake/tables"),
+    ("s3://bucket/fraud/tables", "s3://bucket/fraud/tables"),
+    ("file:///srv/fraud/tables", "/srv/fraud/tables"),
+    ("/srv/fraud/tables/", "/srv/fraud/tables"),
+])
+def test_tables_uri_is_the_root_of_every_table(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                               given: str, root: str) -> None:
+    """TABLES_URI moves the tables (and only them) to a folder or an object store; the
+    Dagster resource and the service get the same URI for every table."""
+    from resources.storage import default_resources
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TABLES_URI", given)
+    settings = Settings.from_env()
+    assert settings.table_uri("batch_predictions") == f"{root}/batch_predictions"
+    assert default_resources()["delta"].uri("batch_predictions") == \
+        settings.table_uri("batch_predictions")
+    assert settings.registry_dir == tmp_path / "registry"
