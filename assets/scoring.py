@@ -1,6 +1,7 @@
 """batch_predictions: every day's transactions scored by the champion model on Dask."""
 
 
+import hashlib
 from collections import Counter
 
 import dagster as dg
@@ -60,12 +61,19 @@ def batch_predictions(
     counts = lake.rows_per_day(tables.features, days, features_version, tables.storage_options)
     chunks = chunk_days_by_rows(days, counts, DAYS_PER_TASK, ROWS_PER_TASK,
                                 min_chunks=dask.n_workers)
-    results = dask.map_with_progress(
-        context, score_days, chunks, "score",
-        tables=tables, features_version=features_version,
-        model_path=str(champion.model_path), model_version=champion.version,
-        thresholds=champion.manifest["thresholds"], reason_codes=SETTINGS.reason_codes,
-    )
+    # The workers score the bytes verified here, sent once to the cluster: they need no
+    # access to the registry (a worker on another host, tables on an object store).
+    model_bytes = champion.model_path.read_bytes()
+    if hashlib.sha256(model_bytes).hexdigest() != champion.manifest["sha256"]:
+        raise dg.Failure(f"{champion.model_path} changed after it was verified; re-run")
+    with dask.client() as client:
+        results = dask.map_with_progress(
+            context, score_days, chunks, "score", client,
+            tables=tables, features_version=features_version,
+            model_path=str(champion.model_path), model_version=champion.version,
+            thresholds=champion.manifest["thresholds"], reason_codes=SETTINGS.reason_codes,
+            model_bytes=client.scatter(model_bytes, broadcast=True),
+        )
     predicted = lake.rows_per_day(tables.predictions, days, storage_options=tables.storage_options)
     kept = lake.rows_per_day(tables.raw, days, storage_options=tables.storage_options)
     mismatched = [d for d in days if predicted[d] != kept[d]]

@@ -265,9 +265,13 @@ def score_days(
     model_version: str,
     thresholds: dict,
     reason_codes: int = 3,
+    model_bytes: bytes | None = None,
 ) -> dict:
     """Score the features of ``days`` with the ONNX model and replace those partitions of
     the predictions table. One onnxruntime thread: the Dask workers are the parallelism.
+
+    ``model_bytes``, when given, is the model file the caller read and verified
+    (``model_path`` then only names it): the worker needs no access to the registry.
 
     Each review and decline gets its top ``reason_codes`` reasons from the explainer in
     the model file (:mod:`fraudkit.explain`), computed from the same float32 matrix the
@@ -278,7 +282,7 @@ def score_days(
     feats = lake.read_days(tables.features, days, columns, features_version,
                            tables.storage_options)
     matrix = feature_matrix({c: feats[c].to_numpy() for c in FEATURE_COLUMNS})
-    model = OnnxModel(model_path, threads=1)
+    model = OnnxModel(model_path, threads=1, content=model_bytes)
     scores = model.predict(matrix)
     decisions = decide(scores, Thresholds(**thresholds))
     flagged = int(np.isin(decisions, list(explain.EXPLAINED_DECISIONS)).sum())

@@ -59,13 +59,18 @@ class OnnxModel:
     onnxruntime use every core for large batches.
     """
 
-    def __init__(self, path: Path | str, threads: int = 0) -> None:
+    def __init__(self, path: Path | str, threads: int = 0, content: bytes | None = None
+                 ) -> None:
+        """``content``, when given, is the model file's bytes (``path`` then only names it
+        in messages): a Dask worker scores the very bytes the step verified, without
+        reading the registry."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self.path = Path(path)
         self.session = ort.InferenceSession(
-            str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
+            content if content is not None else str(self.path), sess_options=options,
+            providers=["CPUExecutionProvider"]
         )
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].shape[-1] not in (len(FEATURE_COLUMNS), None):

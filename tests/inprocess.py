@@ -11,6 +11,7 @@ real processes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +22,17 @@ from fraudkit.config import Settings
 from scripts.jobs import RANGE_END, RANGE_START, quiet_beta_warnings
 
 
-def definitions_for(data_dir: Path, **settings: Any) -> dg.Definitions:
-    """The code location's assets, checks and jobs with resources for ``data_dir`` (and
-    any other :class:`~fraudkit.config.Settings` fields given, e.g. a Dask scheduler)."""
+def definitions_for(data_dir: Path, extra_jobs: Sequence[Any] = (),
+                    **settings: Any) -> dg.Definitions:
+    """The code location's assets, checks and jobs (plus ``extra_jobs``) with resources for
+    ``data_dir`` (and any other :class:`~fraudkit.config.Settings` fields given, e.g. a Dask
+    scheduler)."""
     from definitions import defs
     from resources.storage import default_resources
 
     quiet_beta_warnings()
-    return dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs,
+    return dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks,
+                          jobs=[*defs.jobs, *extra_jobs],
                           resources=default_resources(Settings(data_dir=data_dir, **settings)))
 
 
@@ -47,11 +51,14 @@ class Run:
 
 def run_in_process(data_dir: Path, job: str, first: str | None = None,
                    last: str | None = None,
-                   run_config: dict[str, Any] | None = None, **settings: Any) -> Run:
+                   run_config: dict[str, Any] | None = None,
+                   assets: Sequence[str] | None = None, **settings: Any) -> Run:
     """Run ``job`` over the days ``first..last`` as one run (like ``scripts.run_job``), in
-    this process, on an ephemeral instance; a failed run is returned, not raised."""
+    this process, on an ephemeral instance; a failed run is returned, not raised. With
+    ``assets``, ``job`` is a job of just those assets (not one of the code location's)."""
     tags = {RANGE_START: first, RANGE_END: last or first} if first else {}
-    job_def = definitions_for(data_dir, **settings).resolve_job_def(job)
+    extra = [dg.define_asset_job(job, selection=list(assets))] if assets else []
+    job_def = definitions_for(data_dir, extra, **settings).resolve_job_def(job)
     with dg.DagsterInstance.ephemeral() as instance:
         result = job_def.execute_in_process(instance=instance, tags=tags,
                                             run_config=run_config or {}, raise_on_error=False)

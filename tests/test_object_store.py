@@ -10,23 +10,31 @@ answers a replayed day exactly as batch did.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from distributed import Client
 from pyarrow.fs import FileSelector
 
 from fraudkit import lake
 from fraudkit.config import Settings
 from scripts.replay_parity import replay
-from scripts.serving import AzuriteServer
+from scripts.serving import AzuriteServer, free_port, kill_tree, process_tree
 from tests.conftest import ROOT, pipeline_env
+from tests.inprocess import failure_messages, run_in_process
 from tests.test_service_support import running_service
 
+BIN = Path(sys.executable).parent
 TABLES = ("raw_transactions", "quarantined_transactions", "transaction_features",
           "batch_predictions")
 
@@ -104,3 +112,83 @@ def test_the_service_reads_its_history_from_the_object_store(
     assert report.transactions > 300
     assert report.rate == 1.0, report.mismatches[:10]
     assert report.max_score_diff <= 1e-6
+
+
+def _hidden_folder_worker(address: str, hidden: Path, log: Path) -> subprocess.Popen:
+    """``dask worker`` in a mount namespace of its own where ``hidden`` is an empty,
+    read-only folder (a tmpfs mounted over it): any file it opens there is missing and any
+    write fails, while the rest of the file system (the project, its venv) stays."""
+    worker = [str(BIN / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
+              "--no-dashboard", "--local-directory", "/tmp", "--name", "isolated"]
+    script = (f"mount -t tmpfs -o ro none {shlex.quote(str(hidden))} && "
+              f"exec {shlex.join(worker)}")
+    with open(log, "w") as out:
+        return subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                 script], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+@pytest.fixture
+def isolated_cluster(on_azurite: tuple[Path, dict[str, str]], tmp_path: Path
+                     ) -> Iterator[str]:
+    """A Dask scheduler and a worker process (2 workers) that cannot see into DATA_DIR."""
+    data_dir, _ = on_azurite
+    if subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare --mount is not permitted here (the test needs root)")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with open(tmp_path / "scheduler.log", "w") as out:
+        scheduler = subprocess.Popen(
+            [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port",
+             address.rsplit(":", 1)[1], "--no-dashboard"], stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True)
+    worker = _hidden_folder_worker(address, data_dir, tmp_path / "worker.log")
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            with contextlib.suppress(OSError), Client(address, timeout=5) as client:
+                if len(client.scheduler_info()["workers"]) == 2:
+                    break
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise AssertionError("the isolated worker did not start:\n"
+                                     + (tmp_path / "worker.log").read_text()[-3000:])
+            time.sleep(1)
+        yield address
+    finally:
+        for proc in (worker, scheduler):
+            kill_tree(process_tree(proc.pid), signal.SIGTERM, 20)
+
+
+def test_a_dask_worker_without_the_data_folder_computes_and_scores(
+        on_azurite: tuple[Path, dict[str, str]], isolated_cluster: str) -> None:
+    """Features and scoring run on workers that cannot open anything under DATA_DIR: every
+    byte they read or write goes through the object store (the model reaches them from
+    the step, verified, not from the registry folder)."""
+    data_dir, env = on_azurite
+    with Client(isolated_cluster) as client:
+        seen = client.run(os.listdir, str(data_dir))
+    assert len(seen) == 2 and not any(seen.values()), seen  # they see an empty folder
+    assert {"landing", "registry"} <= set(os.listdir(data_dir))  # where this process sees it
+    settings = {"tables_uri": env["TABLES_URI"],
+                "storage_options": json.loads(env["DELTA_STORAGE_OPTIONS"])}
+    remote = Settings(data_dir=data_dir, **settings)
+    tables = {name: remote.table_uri(name) for name in ("transaction_features",
+                                                         "batch_predictions")}
+    before = {name: lake.table_version(uri, remote.storage_options)
+              for name, uri in tables.items()}
+    features_before = lake.read_days(tables["transaction_features"], ["2026-06-20"],
+                                     storage_options=remote.storage_options).to_pandas()
+    result = run_in_process(data_dir, "features_and_scores", "2026-06-10", "2026-06-29",
+                            assets=["transaction_features", "batch_predictions"],
+                            dask_scheduler_address=isolated_cluster, **settings)
+    assert result.success, failure_messages(result)[-3000:]
+    assert isolated_cluster in result.log
+    for name, uri in tables.items():
+        assert lake.table_version(uri, remote.storage_options) > before[name], name
+    features_after = lake.read_days(tables["transaction_features"], ["2026-06-20"],
+                                    storage_options=remote.storage_options).to_pandas()
+    key = "transaction_id"
+    assert features_after.sort_values(key, ignore_index=True).equals(
+        features_before.sort_values(key, ignore_index=True))
+    with Client(isolated_cluster) as client:
+        executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
+    assert sum(executed.values()) >= 2  # the feature and scoring tasks ran there
