@@ -16,9 +16,14 @@ DAYS_PER_TASK = 45
 #: ... and holds at most this many raw rows, its days' and their look-back's (one day at
 #: least), so a task's rows follow a day's rows and not the length of the back-fill: at 10x
 #: the demo's data a 45-day task held 8 M rows, now 4.5 M. At the demo's scale tasks stay
-#: 45 days. (The largest Dask process of a 10x back-fill peaked near 4 GiB with this bound
-#: and with 6 M alike, so that peak is likely another task of the run; benchmarks/README.md.)
+#: 45 days.
 ROWS_PER_TASK = 4_500_000
+#: ... of which at most this many are its own days' rows, the ones it computes: measured at
+#: 10x, a task peaks at about 170 MiB + 124 MiB per million look-back rows + 820 MiB per
+#: million computed rows (4.37 M computed rows, the first 45 days of a back-fill, which have
+#: no look-back: 4,310 MiB; 0.87 M computed in 4.47 M: 1,443 MiB). 1.5 M keeps a task near
+#: 2 GiB.
+OWN_ROWS_PER_TASK = 1_500_000
 LOOKBACK = lookback_days(SETTINGS.label_delay_days)
 
 
@@ -57,7 +62,8 @@ def transaction_features(
     counts = lake.rows_per_day(tables.raw, lake.day_range(lake.shift_day(days[0], -LOOKBACK),
                                                           days[-1]),
                                raw_version, tables.storage_options)
-    chunks = chunk_days_by_rows(days, counts, DAYS_PER_TASK, ROWS_PER_TASK, LOOKBACK)
+    chunks = chunk_days_by_rows(days, counts, DAYS_PER_TASK, ROWS_PER_TASK, LOOKBACK,
+                                max_own_rows=OWN_ROWS_PER_TASK)
     results = dask.map_with_progress(
         context, features_for_days, chunks, "features",
         tables=tables, raw_version=raw_version, label_delay_days=SETTINGS.label_delay_days,

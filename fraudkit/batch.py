@@ -91,26 +91,36 @@ def chunk_days(days: list[str], max_days: int, min_chunks: int = 1) -> list[list
 
 
 def chunk_days_by_rows(days: list[str], rows_per_day: Mapping[str, int], max_days: int,
-                       max_rows: int, lookback: int = 0, min_chunks: int = 1
-                       ) -> list[list[str]]:
+                       max_rows: int, lookback: int = 0, min_chunks: int = 1,
+                       max_own_rows: int | None = None) -> list[list[str]]:
     """:func:`chunk_days`, each run also bounded by the rows its task holds at once: the rows
     of its days and of the ``lookback`` days before them (the history it reads) at most
-    ``max_rows``, one day a run at least. ``rows_per_day`` comes from the table's statistics
-    (:func:`fraudkit.lake.rows_per_day`; a day it lacks counts 0), so a worker's memory
-    follows the rows of a day, not the length of the back-fill: at ten times the data a task
-    takes fewer days, and re-reads more look-back."""
+    ``max_rows``, and the rows of its own days (those it computes and writes) at most
+    ``max_own_rows``; one day a run at least. ``rows_per_day`` comes from the table's
+    statistics (:func:`fraudkit.lake.rows_per_day`; a day it lacks counts 0), so a worker's
+    memory follows the rows of a day, not the length of the back-fill: at ten times the data
+    a task takes fewer days, and re-reads more look-back.
+
+    Two bounds because a row costs a feature task about seven times more memory when it is
+    computed than when it is only look-back: the first run of a back-fill has no look-back,
+    so with ``max_rows`` alone it held ``max_rows`` computed rows."""
     def rows(first: int, last: int) -> int:
         start = lake.shift_day(days[first], -lookback)
         history = lake.day_range(start, days[last])
         return sum(rows_per_day.get(day, 0) for day in history)
+
+    def fits(first: int, last: int) -> bool:
+        if rows(first, last) > max_rows:
+            return False
+        own = sum(rows_per_day.get(day, 0) for day in days[first:last + 1])
+        return max_own_rows is None or own <= max_own_rows
 
     size = max(1, min(max_days, -(-len(days) // max(1, min_chunks))))
     chunks: list[list[str]] = []
     first = 0
     while first < len(days):
         last = first
-        while (last + 1 < len(days) and last + 1 - first < size
-               and rows(first, last + 1) <= max_rows):
+        while last + 1 < len(days) and last + 1 - first < size and fits(first, last + 1):
             last += 1
         chunks.append(days[first:last + 1])
         first = last + 1
