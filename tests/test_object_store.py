@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pytest
 from distributed import Client
@@ -28,8 +29,10 @@ from pyarrow.fs import FileSelector
 
 from fraudkit import lake
 from fraudkit.config import Settings
+from resources import DeltaLakeResource, ModelRegistryResource, MonitoringResource
 from scripts.replay_parity import replay
 from scripts.serving import AzuriteServer, free_port, kill_tree, process_tree
+from sensors.drift import drift_sensor
 from tests.conftest import ROOT, pipeline_env
 from tests.inprocess import failure_messages, run_in_process
 from tests.test_service_support import running_service
@@ -192,3 +195,27 @@ def test_a_dask_worker_without_the_data_folder_computes_and_scores(
     with Client(isolated_cluster) as client:
         executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
     assert sum(executed.values()) >= 2  # the feature and scoring tasks ran there
+
+
+def test_drift_reports_and_the_drift_sensor_read_the_object_store(
+        on_azurite: tuple[Path, dict[str, str]]) -> None:
+    """The drift reports of five days write drift_metrics to Azurite (the HTML stays under
+    DATA_DIR/reports), and the drift sensor reads them there: no drift was simulated in
+    these days, so it launches nothing and says why."""
+    data_dir, env = on_azurite
+    options = json.loads(env["DELTA_STORAGE_OPTIONS"])
+    result = run_in_process(data_dir, "monitor_drift", "2026-06-25", "2026-06-29",
+                            tables_uri=env["TABLES_URI"], storage_options=options)
+    assert result.success, failure_messages(result)[-3000:]
+    remote = Settings(data_dir=data_dir, tables_uri=env["TABLES_URI"], storage_options=options)
+    assert lake.partition_values(remote.table_uri("drift_metrics"), options) == \
+        lake.day_range("2026-06-25", "2026-06-29")
+    assert not (data_dir / "tables").exists()
+    resources = {"delta": DeltaLakeResource(root=env["TABLES_URI"], storage_options=options),
+                 "monitoring": MonitoringResource(performance_floor=None, workspace="none"),
+                 "registry": ModelRegistryResource(root=str(data_dir / "registry"))}
+    with dg.DagsterInstance.ephemeral() as instance:
+        outcome = drift_sensor(dg.build_sensor_context(instance=instance,
+                                                       resources=resources))
+    assert isinstance(outcome, dg.SkipReason), outcome
+    assert "no day crosses a threshold" in outcome.skip_message
