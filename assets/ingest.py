@@ -5,10 +5,11 @@ contract, one Delta table for kept rows and one for rejected rows with their rea
 from collections import Counter
 
 import dagster as dg
+import pyarrow as pa
 
 from assets.common import daily_partitions, partition_days, preview, single_run
 from fraudkit import lake
-from fraudkit.batch import chunk_days, ids_on_several_days, ingest_days
+from fraudkit.batch import PREVIEW_ROWS, chunk_days, ids_on_several_days, ingest_days
 from fraudkit.schema import (
     QUARANTINE_SCHEMA,
     RAW_SCHEMA,
@@ -125,9 +126,11 @@ def raw_transactions(
     reasons = Counter()
     for s in per_day.values():
         reasons.update(s["reasons"])
-    sample = lake.head_days(tables.raw, days[-1:], storage_options=tables.storage_options)
-    bad_sample = lake.head_days(tables.quarantine, days,
-                                storage_options=tables.storage_options)
+    # Previews from the tasks' own rows (fraudkit.batch.head_of): the last day's first kept
+    # rows, and the first quarantined rows of the run.
+    sample = results[-1]["head"]
+    bad_sample = pa.concat_tables([r["quarantine_head"] for r in results]).slice(
+        0, PREVIEW_ROWS)
     yield dg.MaterializeResult(
         asset_key=RAW_TRANSACTIONS,
         metadata={

@@ -128,6 +128,19 @@ def chunk_days_by_rows(days: list[str], rows_per_day: Mapping[str, int], max_day
 
 
 # -- raw_transactions ------------------------------------------------------------------------
+#: Rows of a task's output it returns for the step's preview in the Dagster UI.
+PREVIEW_ROWS = 5
+
+
+def head_of(table: pa.Table, days: list[str], rows: int = PREVIEW_ROWS) -> pa.Table:
+    """The first ``rows`` rows of ``table`` on ``days``: the preview a task returns with its
+    statistics. The task holds these rows already; a step that read them back from Delta
+    would read a whole day's file for five rows (about 60 MiB at ten times the demo's data,
+    the growth of the ingest-and-features step's peak)."""
+    on = table.filter(pc.field("day").isin(days))
+    return on.slice(0, rows)
+
+
 def ingest_days(days: list[str], landing_dir: str, tables: Tables,
                 files: dict[str, list[str]] | None = None) -> dict:
     """Validate the landing files of ``days`` into the raw and quarantine tables.
@@ -163,14 +176,13 @@ def ingest_days(days: list[str], landing_dir: str, tables: Tables,
             "quarantined": len(result.quarantine),
             "reasons": dict(Counter(result.quarantine["reason"])),
         }
-    raw_version = lake.replace_days(
-        tables.raw, to_arrow(pd.concat(valid), RAW_SCHEMA), days, tables.storage_options
-    )
-    quarantine_version = lake.replace_days(
-        tables.quarantine, to_arrow(pd.concat(rejected), QUARANTINE_SCHEMA), days,
-        tables.storage_options,
-    )
+    kept = to_arrow(pd.concat(valid), RAW_SCHEMA)
+    quarantined = to_arrow(pd.concat(rejected), QUARANTINE_SCHEMA)
+    raw_version = lake.replace_days(tables.raw, kept, days, tables.storage_options)
+    quarantine_version = lake.replace_days(tables.quarantine, quarantined, days,
+                                           tables.storage_options)
     return {"days": stats, "raw_version": raw_version, "quarantine_version": quarantine_version,
+            "head": head_of(kept, days[-1:]), "quarantine_head": head_of(quarantined, days),
             "seconds": time.perf_counter() - started}
 
 
@@ -262,6 +274,7 @@ def features_for_days(
         "nulls": int(nulls),
         "history_rows": len(raw),
         "version": version,
+        "head": head_of(written, days[-1:]),
         "seconds": time.perf_counter() - started,
     }
 
@@ -337,6 +350,7 @@ def score_days(
         "decisions": dict(counts),
         "flagged": flagged,  # reviews and declines
         "explained": sum(r is not None for r in reasons),
+        "head": head_of(out, days[-1:]),
         "seconds": time.perf_counter() - started,
         # The worker process's CPU (its threads: reads, scoring, the commit): what the
         # serving report prices per 1,000 predictions.

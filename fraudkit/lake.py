@@ -194,32 +194,6 @@ def rows_per_day(uri: str, days: Sequence[str], version: int | None = None,
     return result
 
 
-def head_days(uri: str, days: Sequence[str], rows: int = 5,
-              storage_options: dict | None = None) -> pa.Table:
-    """The first ``rows`` rows of the given days (a preview that reads little).
-
-    It reads whole files, one after the other and on the caller's thread, until it has
-    ``rows``. Not ``Dataset.head``: that stops a scan half-way and leaves read-ahead tasks
-    running after it returns, which on deltalake's Python file system (object stores)
-    can abort the process at exit (see :func:`dataset`).
-    """
-    days = list(days)
-    data = dataset(uri, days or None, storage_options=storage_options)
-    if not days:
-        return data.schema.empty_table()
-    keep = pc.field(PARTITION).isin(days)
-    parts: list[pa.Table] = []
-    taken = 0
-    for fragment in data.get_fragments(filter=keep):
-        if taken >= rows:
-            break
-        part = fragment.to_table(schema=data.schema, filter=keep, use_threads=False).slice(
-            0, rows - taken)
-        parts.append(part)
-        taken += part.num_rows
-    return pa.concat_tables(parts) if parts else data.schema.empty_table()
-
-
 def partition_values(uri: str, storage_options: dict | None = None) -> list[str]:
     """The days present in a table, from the Delta log alone."""
     actions = pa.table(DeltaTable(uri, storage_options=storage_options)
