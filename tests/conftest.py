@@ -33,7 +33,7 @@ FILE_ORDER = (
     "test_online_durable.py",  # 75-80
     "test_stack.py",  # 60-70: make up, a crash of the service, make down
     "test_pipeline.py",  # 24-30
-    "test_object_store.py",  # ~60: the small pipeline again, tables on Azurite; the service
+    "test_object_store.py",  # 120-140: the small pipeline on Azurite, the service, a worker
     "test_dask_cluster.py",  # 24
     "test_service.py",  # 18-25
     "test_service_contract.py",  # 15
