@@ -141,7 +141,6 @@ def report_days(context: dg.AssetExecutionContext, source: str, delta: DeltaLake
                          "run the online_log job for these days first")
     reg = registry.registry()
     cfg = monitoring.drift_config()
-    out_dir = reports.folder("drift")
     workspace_dir = monitoring.workspace_dir()
     workspace = (DriftWorkspace(workspace_dir, project_name=where["project"],
                                 description=f"Daily drift, {where['read']}")
@@ -154,7 +153,7 @@ def report_days(context: dg.AssetExecutionContext, source: str, delta: DeltaLake
     open_days = [d for d in days if not day_has_ended(d)]
     for day in open_days:
         context.log.info(f"{day}: the day has not ended; its drift is reported once it has")
-    ui_path = None
+    ui_path, last_html = None, ""
     for day in (d for d in days if d not in open_days):
         found = _batch_day(delta, day) if source == "batch" else _online_day(delta, day)
         if found is None:
@@ -173,11 +172,13 @@ def report_days(context: dg.AssetExecutionContext, source: str, delta: DeltaLake
                       "source": where["read"]},
             tags=["drift", day, version, source], timestamp=dt.datetime.fromisoformat(day),
         )
-        html = out_dir / f"{where['prefix']}_{day}.html"
-        snapshot.save_html(str(html))
+        # The page as text (save_html of evidently 0.7 ignores a file object it is given).
+        html = reports.write("drift", f"{where['prefix']}_{day}.html",
+                             snapshot.get_html_str(as_iframe=False))
         if workspace is not None:
             ui_path = workspace.add(snapshot)
-        rows.append(summary_rows(summary, day, version, str(html)))
+        rows.append(summary_rows(summary, day, version, html))
+        last_html = html
         prediction = next(c for c in summary.columns if c.kind == "prediction")
         lines.append({
             "day": day, "rows": summary.current_rows,
@@ -185,7 +186,7 @@ def report_days(context: dg.AssetExecutionContext, source: str, delta: DeltaLake
             "drift_share": summary.drift_share, "dataset_drift": summary.dataset_drift,
             "score_drift": prediction.drift_score,
             "drifted": ", ".join(summary.drifted_columns) or "-",
-            "model": version, "report": f"[html](file://{html})",
+            "model": version, "report": f"[html]({reports.link(html)})",
             **({"evidently": f"[ui](http://localhost:{monitoring.evidently_ui_port}{ui_path})"}
                if workspace is not None else {}),
         })
@@ -215,13 +216,12 @@ def report_days(context: dg.AssetExecutionContext, source: str, delta: DeltaLake
             metadata={"drifted_days": "none", "note": note})])
     per_day = pd.DataFrame(lines)
     drifted_days = per_day.loc[per_day["dataset_drift"], "day"].tolist()
-    last_html = out_dir / f"{where['prefix']}_{lines[-1]['day']}.html"
     metadata.update({
         "drift_share": round(float(per_day["drift_share"].max()), 4),
         "dataset_drift_days": dg.MetadataValue.text(", ".join(drifted_days) or "none"),
         "per_day": md_table(per_day),
-        "report": dg.MetadataValue.path(str(last_html)),
-        "report_url": dg.MetadataValue.url(f"file://{last_html}"),
+        "report": dg.MetadataValue.path(last_html),
+        "report_url": dg.MetadataValue.url(reports.link(last_html)),
         "reference": dg.MetadataValue.text("; ".join(note for _, note in references.values())),
         "thresholds": dg.MetadataValue.json({"feature_threshold": cfg.threshold,
                                              "drift_share": cfg.drift_share,

@@ -16,6 +16,8 @@ from fraudkit.schema import (
     LandingFileError,
     check_landing_file,
     day_of_file,
+    file_name,
+    landing_entries,
     landing_files_for_day,
     skip_reason,
     skipped_files,
@@ -71,18 +73,21 @@ def raw_transactions(
 ):
     days = partition_days(context)
     landing_dir = landing.ensure()
+    options = landing.storage_options
     # The files are listed once here and handed to the tasks, so the files checked below
     # are the files ingested.
-    files = {d: landing_files_for_day(landing_dir, d) for d in days}
+    listed = landing_entries(landing_dir, options)
+    files = {d: landing_files_for_day(landing_dir, d, entries=listed) for d in days}
     # Files of these days (or of no day) that no run reads: named, never dropped silently.
-    skipped = skipped_files(landing_dir, days)
-    skipped_note = "; ".join(f"{p.relative_to(landing_dir)}: {skip_reason(p)}"
+    skipped = skipped_files(landing_dir, days, entries=listed)
+    root = f"{str(landing_dir).rstrip('/')}/"
+    skipped_note = "; ".join(f"{str(p).removeprefix(root)}: {skip_reason(p)}"
                              for p in skipped[:20]) + (" ..." if len(skipped) > 20 else "")
     if skipped:
         context.log.warning(f"{len(skipped)} file(s) in {landing_dir} skipped: {skipped_note}")
     missing = [d for d in days if not files[d]]
     if missing:
-        unread = [p.name for p in skipped if day_of_file(p) in missing][:5]
+        unread = [file_name(p) for p in skipped if day_of_file(p) in missing][:5]
         raise dg.Failure(
             f"no landing file for {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
             f" in {landing_dir}: each day needs a file whose name contains the day "
@@ -95,7 +100,7 @@ def raw_transactions(
     try:
         for paths in files.values():
             for path in paths:
-                check_landing_file(path)
+                check_landing_file(path, options)
     except LandingFileError as exc:
         raise dg.Failure(f"{exc}; nothing was written") from exc
     tables = delta.tables()

@@ -11,12 +11,14 @@ from assets.online import online_predictions
 from assets.scoring import batch_predictions
 from fraudkit import lake
 from fraudkit.monitoring.serving import (
+    PLOTLY_SCRIPT,
     SERVING_SCHEMA,
     batch_latency,
     batch_staleness,
     cost_per_1000,
     decisions_differing,
     online_latency,
+    plotly_script,
     report_html,
     rescore_cpu,
 )
@@ -115,8 +117,10 @@ def serving_report(
     lake.ensure_table(uri, SERVING_SCHEMA, options)
     version = lake.replace_days(uri, pa.Table.from_pandas(frame, schema=SERVING_SCHEMA,
                                                           preserve_index=False), days, options)
-    html = report_html(frame, reports.folder("serving") / f"serving_{days[0]}_{days[-1]}.html",
-                       f"Batch vs real-time serving, {days[0]} .. {days[-1]}")
+    if not reports.exists("serving", PLOTLY_SCRIPT):
+        reports.write("serving", PLOTLY_SCRIPT, plotly_script())
+    html = reports.write("serving", f"serving_{days[0]}_{days[-1]}.html", report_html(
+        frame, f"Batch vs real-time serving, {days[0]} .. {days[-1]}"))
     per_path = frame.groupby("path").agg(
         predictions=("predictions", "sum"), cpu_seconds=("cpu_seconds", "sum"),
         latency_p99_ms=("latency_p99_ms", "max"), staleness_p50_h=("staleness_p50_h", "median"))
@@ -131,8 +135,8 @@ def serving_report(
             index=False, floatfmt=".4g")),
         "notes": dg.MetadataValue.md("\n".join(f"- {r.day} {r.path}: {r.note}"
                                                for r in frame.itertuples())),
-        "report": dg.MetadataValue.path(str(html)),
-        "report_url": dg.MetadataValue.url(f"file://{html}"),
+        "report": dg.MetadataValue.path(html),
+        "report_url": dg.MetadataValue.url(reports.link(html)),
         "cost_per_cpu_hour": price,
         "table_uri": dg.MetadataValue.path(uri),
         "table_version": version,

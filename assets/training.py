@@ -298,7 +298,8 @@ def model(
         metadata={
             "model_version": registered.version,
             "champion": champion,
-            "registry_path": dg.MetadataValue.path(str(registered.path)),
+            "registry_path": dg.MetadataValue.path(
+                str(reg.location(f"versions/{registered.version}"))),
             "sha256": registered.manifest["sha256"],
             "training_rows": int((frame["split"] == "train").sum()),
             **candidate_metadata(candidate, frame, f"{registered.version} held-out PR"),

@@ -28,7 +28,7 @@ def bundle_champion(target: Path = BUNDLED_REGISTRY) -> str:
     so `bentoml build` packs it; returns its version. Run before `bentoml build`."""
     from fraudkit.registry import ModelRegistry
 
-    registry = ModelRegistry(Settings.from_env().registry_dir)
+    registry = ModelRegistry.of(Settings.from_env())
     champion = registry.champion()
     champion.verify()
     shutil.rmtree(target, ignore_errors=True)

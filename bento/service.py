@@ -47,6 +47,7 @@ from bento.batching import Drainer
 from bento.bundle import BUNDLED_REGISTRY
 from bento.settings import CONFIG
 from fraudkit.online import OnlineScorer
+from fraudkit.registry import ModelRegistry
 from fraudkit.store import StoreError, open_store
 
 log = logging.getLogger("fraud_service")
@@ -91,11 +92,12 @@ class FraudService:
     def __init__(self) -> None:
         settings = CONFIG
         if (IN_BENTO or os.environ.get("FRAUD_BUNDLED_REGISTRY") == "1") and \
-                not (settings.registry_dir / "champion.json").exists() and \
+                ModelRegistry.of(settings).champion_stamp() is None and \
                 (BUNDLED_REGISTRY / "champion.json").exists():
-            log.warning("no registry in %s: serving the champion bundled in the Bento",
-                        settings.registry_dir)
-            settings = settings.model_copy(update={"registry_dir": BUNDLED_REGISTRY})
+            log.warning("no registry at %s: serving the champion bundled in the Bento",
+                        settings.registry_uri)
+            settings = settings.model_copy(update={"registry_dir": BUNDLED_REGISTRY,
+                                                   "registry_uri": str(BUNDLED_REGISTRY)})
         self.scorer = OnlineScorer(settings)
         self.scorer.load()
         self.scorer.start()

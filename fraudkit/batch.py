@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fraudkit import explain, lake
+from fraudkit.blobs import is_remote
 from fraudkit.features import (
     COUNT_COLUMNS,
     FEATURE_COLUMNS,
@@ -154,14 +155,16 @@ def ingest_days(days: list[str], landing_dir: str, tables: Tables,
     started = time.perf_counter()
     valid, rejected, stats = [], [], {}
     for day in days:
-        paths = ([Path(f) for f in files.get(day, [])] if files is not None
-                 else landing_files_for_day(Path(landing_dir), day))
+        paths = ([f if is_remote(f) else Path(f) for f in files.get(day, [])]
+                 if files is not None else landing_files_for_day(
+                     landing_dir if is_remote(landing_dir) else Path(landing_dir), day,
+                     tables.storage_options))
         if not paths:
             raise LandingFileError(
                 f"no landing file for {day} in {landing_dir} (expected a name containing "
                 f"{day}, ending {', '.join(LANDING_SUFFIXES)} in any case)"
             )
-        frames = [read_landing_file(f) for f in paths]
+        frames = [read_landing_file(f, tables.storage_options) for f in paths]
         frame = pd.concat(frames, ignore_index=True)
         source = np.concatenate([np.full(len(f), str(p), dtype=object)
                                  for f, p in zip(frames, paths, strict=True)])

@@ -4,9 +4,11 @@ the scripts alike.
 
 Everything the pipeline writes goes under ``DATA_DIR`` (default ``data/`` in the checkout):
 landing files, one folder per Delta table (named after its asset), the model registry, the
-drift reports and the embedded online store. Both serving paths build their view of the
-tables from the same :class:`Settings` (including ``DELTA_STORAGE_OPTIONS``), so pointing
-``DATA_DIR`` somewhere else moves both. The README's "Configuration" table lists every variable.
+drift reports and the embedded online store. ``TABLES_URI``, ``LANDING_URI``,
+``REGISTRY_URI`` and ``REPORTS_URI`` move those parts to an object store. Both serving
+paths build their view of the tables from the same :class:`Settings` (including
+``DELTA_STORAGE_OPTIONS``), so pointing ``DATA_DIR`` somewhere else moves both. The
+README's "Configuration" table lists every variable.
 """
 
 from __future__ import annotations
@@ -58,22 +60,23 @@ def _build(cls: type[BaseSettings], what: str, overrides: dict[str, Any]) -> Any
 OBJECT_STORE_SCHEMES = frozenset({"az", "azure", "abfs", "abfss", "s3", "s3a", "gs"})
 
 
-def _tables_root(value: str | None, default: Path) -> str:
-    """``TABLES_URI`` as the tables' root: an absolute local folder (a plain path or
-    ``file://``), or an object-store URI kept as given without a trailing slash."""
+def _store_root(variable: str, value: str | None, default: Path) -> str:
+    """``value`` (of ``variable``, e.g. ``TABLES_URI``) as a root: an absolute local folder
+    (a plain path or ``file://``), or an object-store URI kept as given without a trailing
+    slash."""
     value = (value or "").strip()
     if not value:
         return str(default.resolve())
     parts = urlsplit(value)
     if parts.scheme in OBJECT_STORE_SCHEMES:
         if not parts.netloc:
-            raise ValueError(f"TABLES_URI={value!r} names no container or bucket: use "
+            raise ValueError(f"{variable}={value!r} names no container or bucket: use "
                              f"{parts.scheme}://<container>/<path>")
         return value.rstrip("/")
     if parts.scheme == "file":
         return str(Path(unquote(parts.path)).resolve())
     if parts.scheme and len(parts.scheme) > 1:  # "C:" is a drive, not a scheme
-        raise ValueError(f"TABLES_URI={value!r}: {parts.scheme}:// is not a supported store; "
+        raise ValueError(f"{variable}={value!r}: {parts.scheme}:// is not a supported store; "
                          f"use a local folder or one of "
                          f"{', '.join(sorted(OBJECT_STORE_SCHEMES))}")
     return str(Path(value).resolve())
@@ -108,18 +111,32 @@ class Settings(BaseSettings):
     landing_dir: Path | None = Field(
         None, validation_alias=_env("LANDING_DIR"),
         description="Folder of landing files (default DATA_DIR/landing).")
+    landing_uri: str | None = Field(
+        None, validation_alias=_env("LANDING_URI"),
+        description="Where landing files are read from (default LANDING_DIR): a local "
+                    "folder or an object-store URI like TABLES_URI.")
     registry_dir: Path | None = Field(
         None, validation_alias=_env("FRAUD_REGISTRY_DIR"),
-        description="The model registry (default DATA_DIR/registry).")
+        description="The model registry (default DATA_DIR/registry); with REGISTRY_URI on an "
+                    "object store, the verified local copies of its versions.")
+    registry_uri: str | None = Field(
+        None, validation_alias=_env("REGISTRY_URI"),
+        description="Where the registry lives (default FRAUD_REGISTRY_DIR): a local folder "
+                    "or an object-store URI like TABLES_URI; promotion is a conditional "
+                    "write of champion.json there.")
     tables_uri: str | None = Field(
         None, validation_alias=_env("TABLES_URI"),
         description="Root of the Delta tables (default DATA_DIR/tables): a local folder or "
                     "an object-store URI, az://container/path (Azure Blob, Azurite), "
                     "s3://bucket/path or gs://bucket/path, with DELTA_STORAGE_OPTIONS.")
+    reports_uri: str | None = Field(
+        None, validation_alias=_env("REPORTS_URI"),
+        description="Where the HTML reports go (default DATA_DIR/reports): a local folder "
+                    "or an object-store URI like TABLES_URI.")
     storage_options: dict[str, str] | None = Field(
         None, validation_alias=_env("DELTA_STORAGE_OPTIONS"),
-        description="delta-rs storage options (JSON object) for tables on an object store; "
-                    "both serving paths pass them to every table they open.")
+        description="Object-store options (JSON object, delta-rs keys) for the tables, the "
+                    "registry and the reports there; both serving paths use them.")
     # the calendar -------------------------------------------------------------------------
     start_date: str = Field(DEFAULT_START_DATE, validation_alias=_env("FRAUD_START_DATE"),
                             description="First day of the daily partitions (YYYY-MM-DD).")
@@ -205,7 +222,11 @@ class Settings(BaseSettings):
         self.data_dir = self.data_dir.resolve()
         self.landing_dir = (self.landing_dir or self.data_dir / "landing").resolve()
         self.registry_dir = (self.registry_dir or self.data_dir / "registry").resolve()
-        self.tables_uri = _tables_root(self.tables_uri, self.data_dir / "tables")
+        self.tables_uri = _store_root("TABLES_URI", self.tables_uri, self.data_dir / "tables")
+        self.registry_uri = _store_root("REGISTRY_URI", self.registry_uri, self.registry_dir)
+        self.landing_uri = _store_root("LANDING_URI", self.landing_uri, self.landing_dir)
+        self.reports_uri = _store_root("REPORTS_URI", self.reports_uri,
+                                       self.data_dir / "reports")
         self.online_store_url = (self.online_store_url.strip() or
                                  f"sqlite:///{self.data_dir / 'online' / 'store.sqlite3'}")
         return self
@@ -216,9 +237,9 @@ class Settings(BaseSettings):
         variable, the value and what is expected."""
         return _build(cls, "settings from the environment", overrides)
 
-    @property
-    def reports_dir(self) -> Path:
-        return self.data_dir / "reports"
+    def report_location(self, kind: str) -> str:
+        """Where reports of ``kind`` (``drift``, ``serving``) go: a folder or a URI."""
+        return table_under(self.reports_uri, kind)
 
     def table_uri(self, asset_name: str) -> str:
         """Each Delta table is a folder named after the asset that writes it, under

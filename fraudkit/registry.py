@@ -1,4 +1,5 @@
-"""A file-system model registry: every version kept, one champion, atomic promotion.
+"""The model registry: every version kept, one champion, atomic promotion; in a local folder
+or on an object store (``REGISTRY_URI=az://...``, ``s3://``, ``gs://``).
 
 Layout under the registry root (``DATA_DIR/registry`` by default)::
 
@@ -12,10 +13,15 @@ Layout under the registry root (``DATA_DIR/registry`` by default)::
     events.jsonl                     every registration, promotion, rollback, gate verdict
                                      and shadow start or stop
 
-A version folder is written under a temporary name and renamed into place, so it is either
-complete or absent. ``champion.json`` is replaced with ``os.replace`` under a lock, so a
-promotion or rollback is one atomic step that the batch job and the service both observe
-on their next read.
+A version's number is claimed by creating its ``model.onnx`` only if absent, and its
+manifest is written last: a version is listed only once complete. Every change of
+``champion.json``, ``shadow.json`` and ``events.jsonl`` is a read and a *conditional write*
+of the file read (:mod:`fraudkit.blobs`): on a local folder under a lock and with
+``os.replace``; on an object store with ``If-Match``/``If-None-Match`` on the object's ETag,
+the loser re-reading and retrying. So a promotion or rollback is one atomic step that the
+batch job and the service both observe on their next read, whatever the number of writers,
+with no lock service. On an object store, readers get each version as a local copy under
+``FRAUD_REGISTRY_DIR`` whose ``model.onnx`` is checked against the manifest's sha256.
 
 Who is champion is answered in one place, :meth:`ModelRegistry.champion_state`:
 ``champion.json`` when it exists, else the last promotion or rollback in ``events.jsonl``
@@ -28,22 +34,29 @@ raises :class:`RegistryError` naming the file and the way out, never a bare JSON
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
+import hashlib
 import json
-import os
+import random
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fraudkit.blobs import ANY, Blobs, Conflict, is_remote, open_blobs
 from fraudkit.features import FEATURE_COLUMNS
 from fraudkit.model import Thresholds, sha256_file
 
+if TYPE_CHECKING:
+    from fraudkit.config import Settings
+
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
+CHAMPION = "champion.json"
+SHADOW = "shadow.json"
+EVENTS = "events.jsonl"
 
 
 class RegistryError(RuntimeError):
@@ -88,53 +101,134 @@ class ModelVersion:
             raise RegistryError(f"{self.version}: feature order differs from FEATURE_COLUMNS")
 
 
+#: Attempts of one conditional update before giving up (each loser re-reads and retries).
+_ATTEMPTS = 50
+
+
 class ModelRegistry:
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
-        self.versions_dir = self.root / "versions"
-        self.champion_file = self.root / "champion.json"
-        self.shadow_file = self.root / "shadow.json"
-        self.events_file = self.root / "events.jsonl"
+    """The registry at ``root``: a local folder, or an object-store URI (``az://``,
+    ``s3://``, ``gs://``) whose versions are copied into ``cache_dir`` when read, so every
+    reader gets a local, sha256-checked ``model.onnx`` (:attr:`ModelVersion.path`)."""
+
+    def __init__(self, root: Path | str, *, cache_dir: Path | None = None,
+                 storage_options: dict[str, str] | None = None) -> None:
+        self.blobs: Blobs = open_blobs(root, storage_options)
+        self.remote = is_remote(root)
+        if self.remote:
+            self.root: Path | str = str(root).rstrip("/")
+            digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:12]
+            self.cache_dir = Path(cache_dir) if cache_dir else (
+                Path(tempfile.gettempdir()) / f"fraudkit-registry-{digest}")
+            self.versions_dir: Path | str = f"{self.root}/versions"
+        else:
+            self.root = Path(str(root).removeprefix("file://"))
+            self.cache_dir = self.root
+            self.versions_dir = self.root / "versions"
+        self.champion_file = self.location(CHAMPION)
+        self.shadow_file = self.location(SHADOW)
+        self.events_file = self.location(EVENTS)
+
+    @classmethod
+    def of(cls, settings: Settings) -> ModelRegistry:
+        """The registry the settings name (``REGISTRY_URI``, default ``FRAUD_REGISTRY_DIR``;
+        on an object store, ``FRAUD_REGISTRY_DIR`` holds the verified local copies)."""
+        return cls(settings.registry_uri, cache_dir=settings.registry_dir,
+                   storage_options=settings.storage_options)
+
+    def location(self, key: str) -> Any:
+        """``key``'s path (local) or URI (object store), for messages and tests."""
+        return self.root / key if isinstance(self.root, Path) else self.blobs.where(key)
+
+    # -- stamps: cheap change detection for pollers (the online service) ------------------
+    def champion_stamp(self) -> str | None:
+        """Changes whenever ``champion.json`` is written; None when it is absent."""
+        return self.blobs.stamp(CHAMPION)
+
+    def shadow_stamp(self) -> str | None:
+        return self.blobs.stamp(SHADOW)
+
+    def version_stamp(self, version: str) -> tuple[str | None, str | None]:
+        """The stamps of a version's manifest and model (a folder copied in late shows)."""
+        return (self.blobs.stamp(f"versions/{version}/{MANIFEST_FILE}"),
+                self.blobs.stamp(f"versions/{version}/{MODEL_FILE}"))
 
     # -- reading -------------------------------------------------------------------------
     def versions(self) -> list[str]:
-        if not self.versions_dir.exists():
-            return []
-        return sorted(p.name for p in self.versions_dir.iterdir() if p.name.startswith("v"))
+        """Every complete version (its manifest is written last), oldest first."""
+        return sorted({key.split("/")[1] for key in self.blobs.keys("versions/")
+                       if key.endswith(f"/{MANIFEST_FILE}") and key.count("/") == 2
+                       and key.split("/")[1].startswith("v")})
 
     def get(self, version: str) -> ModelVersion:
-        path = self.versions_dir / version
-        manifest_path = path / MANIFEST_FILE
-        if not manifest_path.exists():
+        manifest_key = f"versions/{version}/{MANIFEST_FILE}"
+        found = self.blobs.get(manifest_key)
+        if found is None:
             raise RegistryError(
                 f"model version {version!r} is not in the registry at {self.root}; "
                 f"known versions: {', '.join(self.versions()) or 'none'}"
             )
         try:
-            manifest = json.loads(manifest_path.read_text())
+            manifest = json.loads(found[0])
         except json.JSONDecodeError as exc:
-            raise RegistryError(f"{manifest_path} is not valid JSON ({exc}); the version is "
-                                "damaged: restore the file or register a new model") from exc
+            raise RegistryError(f"{self.blobs.where(manifest_key)} is not valid JSON ({exc}); "
+                                "the version is damaged: restore the file or register a new "
+                                "model") from exc
+        path = (self._cached(version, found[0]) if self.remote
+                else self.root / "versions" / version)  # type: ignore[operator]
         return ModelVersion(version, path, manifest)
+
+    def _cached(self, version: str, manifest: bytes) -> Path:
+        """The local copy of a remote version, downloaded once (whole, then renamed into
+        place). Its ``model.onnx`` is checked against the manifest by :meth:`verify`."""
+        folder = self.cache_dir / "versions" / version
+        with suppress(FileNotFoundError):
+            if (folder / MANIFEST_FILE).read_bytes() == manifest:
+                return folder
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{version}-"))
+        try:
+            prefix = f"versions/{version}/"
+            for key in self.blobs.keys(prefix):
+                found = self.blobs.get(key)
+                if found is not None and key != prefix + MANIFEST_FILE:
+                    target = staging / key.removeprefix(prefix)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(found[0])
+            (staging / MANIFEST_FILE).write_bytes(manifest)
+            if folder.exists():
+                old = folder.with_name(f".{version}-old-{staging.name}")
+                with suppress(FileNotFoundError):
+                    folder.rename(old)
+                    shutil.rmtree(old, ignore_errors=True)
+            try:
+                staging.rename(folder)
+            except OSError:  # another process put the same version there first
+                if (folder / MANIFEST_FILE).read_bytes() != manifest:
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return folder
 
     def _champion_file_state(self) -> dict[str, Any] | None:
         """``champion.json`` checked: None when absent, RegistryError when unusable."""
+        return self._champion_file_read()[0]
+
+    def _champion_file_read(self) -> tuple[dict[str, Any] | None, str | None]:
+        found = self.blobs.get(CHAMPION)
+        if found is None:
+            return None, None
         try:
-            text = self.champion_file.read_text()
-        except FileNotFoundError:
-            return None
-        try:
-            state = json.loads(text)
+            state = json.loads(found[0])
         except json.JSONDecodeError as exc:
             raise RegistryError(
                 f"{self.champion_file} is not valid JSON ({exc}); delete it to fall back to "
-                f"the last champion in {self.events_file.name}, or {_FIX}") from exc
+                f"the last champion in {EVENTS}, or {_FIX}") from exc
         if not isinstance(state, dict) or not isinstance(state.get("version"), str):
             raise RegistryError(
                 f"{self.champion_file} names no champion version (expected "
                 '{"version": "v0001", "history": [...]}); delete it to fall back to the last '
-                f"champion in {self.events_file.name}, or {_FIX}")
-        return state
+                f"champion in {EVENTS}, or {_FIX}")
+        return state, found[1]
 
     def _champion_from_events(self) -> dict[str, Any] | None:
         """Replay the promotions and rollbacks of ``events.jsonl`` the way :meth:`promote`
@@ -162,14 +256,19 @@ class ModelRegistry:
         ``champion.json`` when present; without it, the last champion the event log
         records (the state then carries ``recovered_from``). None only when no champion
         was ever recorded. Raises RegistryError when either file cannot be read."""
-        state = self._champion_file_state()
+        return self._champion_read()[0]
+
+    def _champion_read(self) -> tuple[dict[str, Any] | None, str | None]:
+        """:meth:`champion_state` and the stamp of the ``champion.json`` it came from (None
+        when absent: a write then must create the file)."""
+        state, stamp = self._champion_file_read()
         if state is not None:
             if "history" not in state:  # a hand-written file: the log knows the rest
                 logged = self._champion_from_events()
                 same = logged is not None and logged["version"] == state["version"]
                 state = {**state, "history": logged["history"] if same else []}
-            return state
-        return self._champion_from_events()
+            return state, stamp
+        return self._champion_from_events(), None
 
     def champion(self) -> ModelVersion:
         """The champion's version; RegistryError (naming the file and the fix) otherwise."""
@@ -179,27 +278,27 @@ class ModelRegistry:
             if existing:
                 raise RegistryError(
                     f"versions {', '.join(existing)} exist in {self.root} but no champion is "
-                    f"recorded: {self.champion_file.name} is missing and "
-                    f"{self.events_file.name} has no promotion; {_FIX}")
+                    f"recorded: {CHAMPION} is missing and {EVENTS} has no promotion; {_FIX}")
             raise RegistryError(
                 f"no champion model in {self.root}; materialize the `model` asset first "
                 "(make demo does it)"
             )
         version = state["version"]
         source = state.get("recovered_from", str(self.champion_file))
-        if not (self.versions_dir / version / MANIFEST_FILE).exists():
+        if version not in self.versions():
             raise RegistryError(
-                f"{source} names champion {version}, but {self.versions_dir / version} has no "
-                f"{MANIFEST_FILE} (the folder was deleted or damaged); restore it, or "
+                f"{source} names champion {version}, but {self.versions_dir}/{version} has "
+                f"no {MANIFEST_FILE} (the folder was deleted or damaged); restore it, or "
                 "`python -m fraudkit.registry rollback` to the previous champion, or "
                 f"{_FIX}; versions present: {', '.join(self.versions()) or 'none'}")
         return self.get(version)
 
     def events(self) -> list[dict[str, Any]]:
-        if not self.events_file.exists():
+        found = self.blobs.get(EVENTS)
+        if found is None:
             return []
         events = []
-        for number, line in enumerate(self.events_file.read_text().splitlines(), start=1):
+        for number, line in enumerate(found[0].decode().splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -216,12 +315,14 @@ class ModelRegistry:
         In shadow, the online service scores every request with it beside the champion,
         answers with the champion only, and logs ``shadow_version`` and ``shadow_score``:
         evidence on live traffic that the shadow gate judges once the labels mature."""
+        return self._shadow_read()[0]
+
+    def _shadow_read(self) -> tuple[dict[str, Any] | None, str | None]:
+        found = self.blobs.get(SHADOW)
+        if found is None:
+            return None, None
         try:
-            text = self.shadow_file.read_text()
-        except FileNotFoundError:
-            return None
-        try:
-            state = json.loads(text)
+            state = json.loads(found[0])
         except json.JSONDecodeError as exc:
             raise RegistryError(f"{self.shadow_file} is not valid JSON ({exc}); `python -m "
                                 "fraudkit.registry shadow --stop` removes it, `shadow "
@@ -229,34 +330,40 @@ class ModelRegistry:
         if not isinstance(state, dict) or not isinstance(state.get("version"), str):
             raise RegistryError(f"{self.shadow_file} names no version; `python -m "
                                 "fraudkit.registry shadow --stop` removes it")
-        return state
+        return state, found[1]
 
     # -- writing -------------------------------------------------------------------------
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    # Every change is a read, a decision and a conditional write of the file read
+    # (Blobs.put with expect=its stamp). On a local folder the whole sequence also holds
+    # the folder's lock; on an object store a writer that lost the race gets Conflict,
+    # waits a little and decides again on what it reads then (_retrying).
+
+    def _retrying(self, change: Any) -> Any:
+        """Run ``change()`` until its conditional write wins (at most ``_ATTEMPTS``)."""
+        for attempt in range(_ATTEMPTS):
             try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                with self.blobs.exclusive():
+                    return change()
+            except Conflict:
+                time.sleep(random.uniform(0, min(0.5, 0.01 * 2 ** attempt)))
+        raise RegistryError(f"{self.root}: {_ATTEMPTS} conditional writes in a row lost to "
+                            "other writers; retry the operation")
 
     def _append_event(self, event: dict[str, Any]) -> None:
-        with open(self.events_file, "a") as handle:
-            handle.write(json.dumps({"at": _now(), **event}, default=str) + "\n")
+        """Add a line to ``events.jsonl``: a conditional rewrite of the whole file (an
+        object has no append), retried until it wins, so no event is lost."""
+        line = (json.dumps({"at": _now(), **event}, default=str) + "\n").encode()
 
-    def _write_champion(self, state: dict[str, Any]) -> None:
-        self._write_json(self.champion_file, state)
+        def append() -> None:
+            found = self.blobs.get(EVENTS)
+            self.blobs.put(EVENTS, (found[0] if found else b"") + line,
+                           expect=found[1] if found else None)
 
-    def _write_json(self, path: Path, state: dict[str, Any]) -> None:
-        """Replace ``path`` atomically: readers see the old file or the new one, whole."""
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.stem}.")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(state, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        self._retrying(append)
+
+    def _put_json(self, key: str, state: dict[str, Any], expect: Any = ANY) -> None:
+        """Replace ``key`` whole: readers see the old file or the new one."""
+        self.blobs.put(key, json.dumps(state, indent=2).encode(), expect=expect)
 
     def register(
         self,
@@ -269,119 +376,150 @@ class ModelRegistry:
         notes: dict[str, Any] | None = None,
         explanations: dict[str, Any] | None = None,
     ) -> ModelVersion:
-        """Store a new version (never overwrites one) and return it. Not yet champion."""
-        with self._locked():
-            self.versions_dir.mkdir(parents=True, exist_ok=True)
-            existing = self.versions()
-            number = int(existing[-1][1:]) + 1 if existing else 1
+        """Store a new version (never overwrites one) and return it. Not yet champion.
+
+        The version number is claimed by creating its ``model.onnx`` only if absent (a
+        racing registration that took the number moves on to the next); the manifest is
+        written last, so a version is listed only once it is complete."""
+
+        def claim() -> str:
+            taken = {key.split("/")[1] for key in self.blobs.keys("versions/")
+                     if key.count("/") >= 2 and key.split("/")[1].startswith("v")}
+            number = max((int(v[1:]) for v in taken if v[1:].isdigit()), default=0) + 1
             version = f"v{number:04d}"
-            staging = Path(tempfile.mkdtemp(dir=self.versions_dir, prefix=".staging-"))
-            try:
-                (staging / MODEL_FILE).write_bytes(onnx_bytes)
-                for name, content in (extra_files or {}).items():
-                    (staging / name).write_bytes(content)
-                manifest = {
-                    "version": version,
-                    "feature_order": list(FEATURE_COLUMNS),
-                    "sha256": sha256_file(staging / MODEL_FILE),
-                    "training_data": training_data,
-                    "metrics": metrics,
-                    "thresholds": thresholds.as_dict(),
-                    "created_at": _now(),
-                    **({"explanations": explanations} if explanations else {}),
-                    **({"notes": notes} if notes else {}),
-                }
-                (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str))
-                staging.rename(self.versions_dir / version)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            self._append_event({"event": "registered", "version": version})
+            self.blobs.put(f"versions/{version}/{MODEL_FILE}", onnx_bytes, expect=None)
+            return version
+
+        version = self._retrying(claim)
+        for name, content in (extra_files or {}).items():
+            self.blobs.put(f"versions/{version}/{name}", content)
+        manifest = {
+            "version": version,
+            "feature_order": list(FEATURE_COLUMNS),
+            "sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+            "training_data": training_data,
+            "metrics": metrics,
+            "thresholds": thresholds.as_dict(),
+            "created_at": _now(),
+            **({"explanations": explanations} if explanations else {}),
+            **({"notes": notes} if notes else {}),
+        }
+        self.blobs.put(f"versions/{version}/{MANIFEST_FILE}",
+                       json.dumps(manifest, indent=2, default=str).encode(), expect=None)
+        self._append_event({"event": "registered", "version": version})
         return self.get(version)
 
     def promote(self, version: str, reason: str, details: dict[str, Any] | None = None) -> None:
         """Make ``version`` champion in one atomic step; the old champion is remembered."""
         self.get(version).verify()
-        with self._locked():
+
+        def change() -> dict[str, Any] | None:
             try:
-                state = self.champion_state() or {"version": None, "history": []}
+                state, stamp = self._champion_read()
+                state = state or {"version": None, "history": []}
             except RegistryError:
                 # A broken champion.json is what a manual promotion repairs: the log's
                 # champion and history stand in for it.
+                stamp = self.blobs.stamp(CHAMPION)
                 state = self._champion_from_events() or {"version": None, "history": []}
                 state["recovered_from"] = str(self.events_file)
             if state["version"] == version:
                 if "recovered_from" in state:  # champion.json lost or broken: write it back
-                    self._write_champion({"version": version, "promoted_at": _now(),
-                                          "reason": reason, "history": state["history"]})
-                    self._append_event({"event": "champion_file_restored", "version": version,
-                                        "reason": reason})
-                return
+                    self._put_json(CHAMPION, {"version": version, "promoted_at": _now(),
+                                              "reason": reason, "history": state["history"]},
+                                   expect=stamp)
+                    return {"event": "champion_file_restored", "version": version,
+                            "reason": reason}
+                return None
             history = [*state.get("history", []), state["version"]] if state["version"] else []
-            self._write_champion(
-                {"version": version, "promoted_at": _now(), "reason": reason, "history": history}
-            )
-            self._append_event(
-                {"event": "promoted", "version": version, "previous": state["version"],
-                 "reason": reason, **(details or {})}
-            )
-            self._end_shadow_of(version, f"promoted to champion ({reason})")
+            self._put_json(CHAMPION, {"version": version, "promoted_at": _now(),
+                                      "reason": reason, "history": history}, expect=stamp)
+            return {"event": "promoted", "version": version, "previous": state["version"],
+                    "reason": reason, **(details or {})}
+
+        with self.blobs.exclusive():
+            event = self._retrying(change)
+            if event is not None:
+                self._append_event(event)
+                if event["event"] == "promoted":
+                    self._end_shadow_of(version, f"promoted to champion ({reason})")
 
     def start_shadow(self, version: str, reason: str = "manual",
                      details: dict[str, Any] | None = None) -> None:
         """Put ``version`` (verified, not the champion) in shadow, replacing any other."""
         self.get(version).verify()
-        with self._locked():
+
+        def change() -> tuple[str | None, str | None]:
             champion = (self.champion_state() or {}).get("version")
             if version == champion:
                 raise RegistryError(f"{version} is the champion; a shadow model is a "
                                     "challenger scored beside it (pick another version)")
-            previous = (self.shadow_state() or {}).get("version")
-            self._write_json(self.shadow_file, {"version": version, "since": _now(),
-                                                "reason": reason, "champion": champion})
+            try:
+                state, stamp = self._shadow_read()
+            except RegistryError:
+                state, stamp = None, self.blobs.stamp(SHADOW)
+            self._put_json(SHADOW, {"version": version, "since": _now(), "reason": reason,
+                                    "champion": champion}, expect=stamp)
+            return champion, (state or {}).get("version")
+
+        with self.blobs.exclusive():
+            champion, previous = self._retrying(change)
             self._append_event({"event": "shadow_started", "version": version,
                                 "champion": champion, "replaced": previous, "reason": reason,
                                 **(details or {})})
 
     def stop_shadow(self, reason: str = "manual") -> str | None:
         """Take the shadow model out (the service stops scoring it); its version, or None."""
-        with self._locked():
+        with self.blobs.exclusive():
             return self._stop_shadow(reason)
 
-    def _stop_shadow(self, reason: str) -> str | None:
-        try:
-            version = (self.shadow_state() or {}).get("version")
-        except RegistryError:
-            version = None  # a broken file is removed all the same
-        if not self.shadow_file.exists():
-            return None
-        self.shadow_file.unlink()
-        self._append_event({"event": "shadow_stopped", "version": version, "reason": reason})
+    def _stop_shadow(self, reason: str, only: str | None = None) -> str | None:
+        """Delete ``shadow.json`` (when it names ``only``, if given); its version or None.
+        A broken file is removed all the same."""
+
+        def change() -> tuple[bool, str | None]:
+            try:
+                state, stamp = self._shadow_read()
+                version = (state or {}).get("version")
+            except RegistryError:
+                stamp, version = self.blobs.stamp(SHADOW), None
+            if stamp is None or (only is not None and version not in (None, only)):
+                return False, None
+            self.blobs.delete(SHADOW, expect=stamp)
+            return True, version
+
+        with self.blobs.exclusive():
+            deleted, version = self._retrying(change)
+            if deleted:
+                self._append_event({"event": "shadow_stopped", "version": version,
+                                    "reason": reason})
         return version
 
     def record(self, event: str, **details: Any) -> None:
         """Append a decision (e.g. a gate verdict that kept the champion) to the log."""
-        with self._locked():
+        with self.blobs.exclusive():
             self._append_event({"event": event, **details})
 
     def rollback(self, reason: str = "manual rollback") -> str:
         """Restore the previous champion; returns its version."""
-        with self._locked():
-            state = self.champion_state()
+
+        def change() -> tuple[str, str]:
+            state, stamp = self._champion_read()
             if not state or not state.get("history"):
                 raise RegistryError(
                     f"nothing to roll back to in {self.root}: the champion "
                     f"{state['version'] if state else None} has no predecessor"
                 )
             previous = state["history"][-1]
-            self._write_champion(
-                {"version": previous, "promoted_at": _now(), "reason": reason,
-                 "history": state["history"][:-1]}
-            )
-            self._append_event(
-                {"event": "rolled_back", "version": previous, "from": state["version"],
-                 "reason": reason}
-            )
+            self._put_json(CHAMPION, {"version": previous, "promoted_at": _now(),
+                                      "reason": reason, "history": state["history"][:-1]},
+                           expect=stamp)
+            return previous, state["version"]
+
+        with self.blobs.exclusive():
+            previous, current = self._retrying(change)
+            self._append_event({"event": "rolled_back", "version": previous, "from": current,
+                                "reason": reason})
             self._end_shadow_of(previous, f"rolled back to champion ({reason})")
             return previous
 
@@ -389,12 +527,7 @@ class ModelRegistry:
         """The new champion cannot also be in shadow (the service skips a shadow equal to
         the champion, so it could never be judged): end it. A broken shadow.json goes too,
         rather than failing a promotion that is already committed."""
-        try:
-            shadowed = (self.shadow_state() or {}).get("version")
-        except RegistryError:
-            shadowed = version
-        if shadowed == version:
-            self._stop_shadow(reason)
+        self._stop_shadow(reason, only=version)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -403,7 +536,9 @@ def main(argv: list[str] | None = None) -> None:
     from fraudkit.config import Settings
 
     parser = argparse.ArgumentParser(description="Inspect the model registry, promote, roll back.")
-    parser.add_argument("--root", type=Path, default=None)
+    parser.add_argument("--root", default=None,
+                        help="a folder or an object-store URI (default: REGISTRY_URI, else "
+                             "FRAUD_REGISTRY_DIR)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="every version, champion marked")
     promote = sub.add_parser("promote", help="make a version champion")
@@ -416,7 +551,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "shadow" and bool(args.version) == bool(args.stop):
         parser.error("shadow takes a version, or --stop")
-    registry = ModelRegistry(args.root or Settings.from_env().registry_dir)
+    settings = Settings.from_env()
+    registry = (ModelRegistry(args.root, cache_dir=settings.registry_dir if is_remote(args.root)
+                              else None, storage_options=settings.storage_options)
+                if args.root else ModelRegistry.of(settings))
     try:
         if args.command == "list":
             state = registry.champion_state() or {}

@@ -8,15 +8,19 @@ rule goes to quarantine with a reason, so rows in = rows kept + rows quarantined
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from fraudkit.blobs import Entry, ObjectBlobs, is_remote, open_file
 
 RAW_COLUMNS: tuple[str, ...] = (
     "transaction_id",
@@ -78,26 +82,35 @@ class LandingFileError(ValueError):
     """A landing file that cannot be read as the raw contract at all."""
 
 
-def day_of_file(path: Path) -> str | None:
+#: A landing file: a local path, or the URI of an object (``LANDING_URI=az://…``).
+Location = Path | str
+
+
+def file_name(path: Location) -> str:
+    """The last part of a path or URI."""
+    return path.name if isinstance(path, Path) else str(path).rstrip("/").rsplit("/", 1)[-1]
+
+
+def day_of_file(path: Location) -> str | None:
     """The day a landing file belongs to: the ``YYYY-MM-DD`` in its name."""
-    match = _DAY_IN_NAME.search(path.name)
+    match = _DAY_IN_NAME.search(file_name(path))
     return match.group(1) if match else None
 
 
-def landing_suffix(path: Path) -> str | None:
+def landing_suffix(path: Location) -> str | None:
     """The :data:`LANDING_SUFFIXES` entry that ``path``'s name ends with (case-insensitive),
     or None when it is not a landing file."""
-    name = path.name.lower()
+    name = file_name(path).lower()
     return next((s for s in LANDING_SUFFIXES if name.endswith(s)), None)
 
 
-def is_landing_file(path: Path) -> bool:
+def is_landing_file(path: Location) -> bool:
     """Whether ingest reads ``path``: a landing suffix and a day in its name. The landing
     sensor and the ingest asset both decide with this."""
     return landing_suffix(path) is not None and day_of_file(path) is not None
 
 
-def skip_reason(path: Path) -> str:
+def skip_reason(path: Location) -> str:
     """Why ingest does not read ``path`` (a file that is not :func:`is_landing_file`)."""
     if landing_suffix(path) is None:
         return (f"not a landing file (the name must end in "
@@ -105,41 +118,64 @@ def skip_reason(path: Path) -> str:
     return "no day (YYYY-MM-DD) in its name"
 
 
-def landing_files_for_day(landing_dir: Path, day: str) -> list[Path]:
-    """Landing files of one day, in name order (``*<day>*`` with a landing suffix)."""
-    if not landing_dir.exists():
+def landing_entries(landing_dir: Location, options: dict[str, str] | None = None
+                    ) -> list[Entry]:
+    """Every file under the landing folder or object-store prefix (``options``: the
+    store's, as ``DELTA_STORAGE_OPTIONS``), with its time, size and stamp."""
+    if is_remote(landing_dir):
+        return ObjectBlobs(str(landing_dir), options).entries()
+    root = Path(str(landing_dir).removeprefix("file://"))
+    if not root.is_dir():
         return []
-    return sorted(
-        p
-        for p in landing_dir.rglob(f"*{day}*")
-        if p.is_file() and is_landing_file(p) and day_of_file(p) == day
-    )
+    found = []
+    for p in root.rglob("*"):
+        try:
+            if p.is_file():
+                st = p.stat()
+                found.append(Entry(str(p), str(p.relative_to(root)), st.st_mtime_ns,
+                                   st.st_size, str(st.st_mtime_ns)))
+        except FileNotFoundError:  # removed since it was listed
+            continue
+    return found
 
 
-def skipped_files(landing_dir: Path, days: Iterable[str] | None = None) -> list[Path]:
+def _files(landing_dir: Location, options: dict[str, str] | None,
+           entries: list[Entry] | None) -> list[Location]:
+    """The files of :func:`landing_entries` (or of ``entries``, listed already): Paths in a
+    folder, URIs on a store."""
+    remote = is_remote(landing_dir)
+    listed = landing_entries(landing_dir, options) if entries is None else entries
+    return [e.location if remote else Path(e.location) for e in listed]
+
+
+def landing_files_for_day(landing_dir: Location, day: str,
+                          options: dict[str, str] | None = None,
+                          entries: list[Entry] | None = None) -> list[Location]:
+    """Landing files of one day, in name order (``*<day>*`` with a landing suffix)."""
+    return sorted((p for p in _files(landing_dir, options, entries)
+                   if is_landing_file(p) and day_of_file(p) == day), key=str)
+
+
+def skipped_files(landing_dir: Location, days: Iterable[str] | None = None,
+                  options: dict[str, str] | None = None,
+                  entries: list[Entry] | None = None) -> list[Location]:
     """Files in the landing folder that ingest does not read (see :func:`skip_reason`), in
     name order. With ``days``, only those that name one of them or no day at all: the
     files a run of these days should have read, or that no run ever reads."""
-    if not landing_dir.exists():
-        return []
     wanted = None if days is None else set(days)
     return sorted(
-        p
-        for p in landing_dir.rglob("*")
-        if p.is_file() and not is_landing_file(p)
-        and (wanted is None or day_of_file(p) is None or day_of_file(p) in wanted)
-    )
+        (p for p in _files(landing_dir, options, entries)
+         if not is_landing_file(p)
+         and (wanted is None or day_of_file(p) is None or day_of_file(p) in wanted)), key=str)
 
 
-def landed_days(landing_dir: Path) -> list[str]:
+def landed_days(landing_dir: Location, options: dict[str, str] | None = None) -> list[str]:
     """Every day that has at least one landing file."""
-    if not landing_dir.exists():
-        return []
-    return sorted({day_of_file(p) for p in landing_dir.rglob("*")
-                   if is_landing_file(p) and p.is_file()})
+    return sorted({day for p in _files(landing_dir, options, None)
+                   if is_landing_file(p) and (day := day_of_file(p)) is not None})
 
 
-def _require_columns(path: Path, columns: Iterable[str]) -> None:
+def _require_columns(path: Location, columns: Iterable[str]) -> None:
     missing = [c for c in RAW_COLUMNS if c not in set(columns)]
     if missing:
         raise LandingFileError(
@@ -148,28 +184,41 @@ def _require_columns(path: Path, columns: Iterable[str]) -> None:
         )
 
 
-def _format(path: Path) -> str:
+def _format(path: Location) -> str:
     suffix = landing_suffix(path)
     if suffix is None:
         raise LandingFileError(f"{path}: {skip_reason(path)}")
     return suffix[1:]
 
 
-def _read_csv(path: Path, **kwargs: object) -> pd.DataFrame:
+@contextmanager
+def _opened(path: Location, options: dict[str, str] | None) -> Iterator[Location | BinaryIO]:
+    """What the readers take: a local path as it is (Arrow and pandas read it natively),
+    an object opened through fsspec."""
+    if not is_remote(path):
+        yield path
+        return
+    with open_file(path, options) as source:
+        yield source
+
+
+def _read_csv(source: Location | BinaryIO, path: Location, **kwargs: Any) -> pd.DataFrame:
     compression = "gzip" if landing_suffix(path) == ".csv.gz" else None
-    return pd.read_csv(path, compression=compression, **kwargs)
+    return pd.read_csv(source, compression=compression, **kwargs)
 
 
-def check_landing_file(path: Path) -> None:
+def check_landing_file(path: Location, options: dict[str, str] | None = None) -> None:
     """Read only a landing file's header (Parquet footer, CSV first line) and raise
     :class:`LandingFileError` if it cannot be read or lacks a column: cheap enough to check
-    every file of a back-fill before any of it is written."""
+    every file of a back-fill before any of it is written (on an object store, a ranged
+    read or two)."""
     fmt = _format(path)
     try:
-        if fmt == "parquet":
-            columns = pq.read_schema(path).names
-        else:
-            columns = _read_csv(path, nrows=0).columns
+        with _opened(path, options) as source:
+            if fmt == "parquet":
+                columns = pq.read_schema(source).names
+            else:
+                columns = _read_csv(source, path, nrows=0).columns
     except Exception as exc:  # noqa: BLE001 - any reader error means the same thing here
         raise LandingFileError(f"{path}: cannot be read as {fmt}: {exc}") from exc
     _require_columns(path, columns)
@@ -247,7 +296,7 @@ def _landing_frame(table: pa.Table) -> pd.DataFrame:
     )
 
 
-def read_landing_file(path: Path) -> pd.DataFrame:
+def read_landing_file(path: Location, options: dict[str, str] | None = None) -> pd.DataFrame:
     """Read one Parquet/CSV landing file with every contract column as text-or-native values.
 
     Parquet columns come normalized (:func:`_landing_frame`): integers as exact nullable
@@ -258,11 +307,12 @@ def read_landing_file(path: Path) -> pd.DataFrame:
     """
     fmt = _format(path)
     try:
-        if fmt == "parquet":
-            parquet = pq.ParquetFile(path)
-            _require_columns(path, parquet.schema_arrow.names)
-            return _landing_frame(parquet.read(columns=list(RAW_COLUMNS)))
-        frame = _read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        with _opened(path, options) as source:
+            if fmt == "parquet":
+                parquet = pq.ParquetFile(source)
+                _require_columns(path, parquet.schema_arrow.names)
+                return _landing_frame(parquet.read(columns=list(RAW_COLUMNS)))
+            frame = _read_csv(source, path, dtype=str, keep_default_na=False, na_values=[""])
     except LandingFileError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader error means the same thing here

@@ -195,6 +195,21 @@ def write_landing(
     return written
 
 
+def copy_landing(landing_dir: Path, uri: str, options: dict[str, str] | None = None) -> int:
+    """Copy the landing files of ``landing_dir`` that ``uri`` (an object-store prefix) does
+    not hold yet; how many. Each object is written whole, so a reader never sees half."""
+    from fraudkit.blobs import ObjectBlobs
+
+    store = ObjectBlobs(uri, options)
+    there = set(store.keys())
+    copied = 0
+    for path in sorted(landing_dir.iterdir()):
+        if path.is_file() and path.suffix == ".parquet" and path.name not in there:
+            store.put(path.name, path.read_bytes())
+            copied += 1
+    return copied
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 

@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from fraudkit.blobs import is_remote, register_fsspec
 from fraudkit.config import MonitoringSettings, Settings
 from fraudkit.features import lookback_days
 from fraudkit.monitoring.drift import DriftConfig
@@ -51,6 +52,9 @@ class MonitoringResource(dg.ConfigurableResource):
     retrain_test_days: int = _setting("retrain_test_days")
     retrain_warmup_days: int | None = _setting("retrain_warmup_days")
     workspace: str | None = _setting("workspace")
+    storage_options: dict[str, str] | None = Field(
+        default=None, description="Object-store options (DELTA_STORAGE_OPTIONS) for a "
+                                  "workspace on an object store.")
     evidently_ui_port: int = _setting("evidently_ui_port")
 
     @classmethod
@@ -66,6 +70,7 @@ class MonitoringResource(dg.ConfigurableResource):
         values = settings.model_dump()
         if values["workspace"] is None:
             values["workspace"] = str(project.data_dir / "evidently")
+        values["storage_options"] = project.storage_options
         if values["retrain_warmup_days"] is None:
             values["retrain_warmup_days"] = lookback_days(project.label_delay_days)
         resource = cls(**values)
@@ -106,9 +111,14 @@ class MonitoringResource(dg.ConfigurableResource):
     def segments(self) -> tuple[Segment, ...]:
         return parse_segments(self.fairness_segments)
 
-    def workspace_dir(self) -> Path | None:
+    def workspace_dir(self) -> Path | str | None:
+        """The Evidently workspace: a folder, an object-store URI (``az://…``, opened
+        through ``obstore``'s fsspec with :attr:`storage_options`), or None when off."""
         if self.workspace and self.workspace.lower() == "none":
             return None
+        if self.workspace and is_remote(self.workspace):
+            register_fsspec(self.workspace, self.storage_options)
+            return self.workspace
         if self.workspace:
             return Path(self.workspace)
         return Settings.from_env().data_dir / "evidently"

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from fraudkit.batch import Tables
+from fraudkit.blobs import is_remote, open_blobs
 from fraudkit.config import Settings, table_under
 from fraudkit.registry import ModelRegistry
 
@@ -35,11 +36,17 @@ class DeltaLakeResource(dg.ConfigurableResource):
 
 class LandingZoneResource(dg.ConfigurableResource):
     """The folder of landing files (``*<YYYY-MM-DD>*`` ending ``.parquet``, ``.csv`` or
-    ``.csv.gz`` in any case, one day each; see :func:`fraudkit.schema.is_landing_file`)."""
+    ``.csv.gz`` in any case, one day each; see :func:`fraudkit.schema.is_landing_file`), or
+    a prefix on an object store (``LANDING_URI``, read with ``storage_options``)."""
 
     path: str
+    storage_options: dict[str, str] | None = None
 
-    def ensure(self) -> Path:
+    def ensure(self) -> Path | str:
+        """The folder (checked to exist) or the object-store URI (a prefix exists once a
+        file is under it: an empty one reads as no files)."""
+        if is_remote(self.path):
+            return self.path.rstrip("/")
         path = Path(self.path)
         if not path.is_dir():
             raise FileNotFoundError(
@@ -50,23 +57,43 @@ class LandingZoneResource(dg.ConfigurableResource):
 
 
 class ReportsResource(dg.ConfigurableResource):
-    """The folder of the HTML reports the monitoring assets write (``DATA_DIR/reports``),
-    one sub-folder per kind (``drift/``), so a report's path follows DATA_DIR like every
-    table instead of the environment the code location was imported with."""
+    """Where the monitoring assets write their HTML reports (``REPORTS_URI``, default
+    ``DATA_DIR/reports``): a local folder or an object-store URI (with ``storage_options``),
+    one sub-folder per kind (``drift/``), so a report follows the settings like every table
+    instead of the environment the code location was imported with."""
 
     root: str
+    storage_options: dict[str, str] | None = None
 
-    def folder(self, kind: str) -> Path:
-        path = Path(self.root) / kind
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    def write(self, kind: str, name: str, content: str | bytes) -> str:
+        """Store report ``name`` of ``kind`` whole (a reader never sees half a file); its
+        path or URI."""
+        data = content.encode() if isinstance(content, str) else content
+        blobs = open_blobs(self.root, self.storage_options)
+        blobs.put(f"{kind}/{name}", data)
+        return blobs.where(f"{kind}/{name}")
+
+    def exists(self, kind: str, name: str) -> bool:
+        return open_blobs(self.root, self.storage_options).stamp(f"{kind}/{name}") is not None
+
+    @staticmethod
+    def link(location: str) -> str:
+        """A link a person can open: ``file://`` for a local file, else the URI itself."""
+        return location if is_remote(location) else f"file://{location}"
+
 
 
 class ModelRegistryResource(dg.ConfigurableResource):
+    """The model registry: a local folder, or an object-store URI (``REGISTRY_URI``) whose
+    versions are copied, checked, into ``cache_dir`` for the steps that read them."""
+
     root: str
+    cache_dir: str | None = None
+    storage_options: dict[str, str] | None = None
 
     def registry(self) -> ModelRegistry:
-        return ModelRegistry(self.root)
+        return ModelRegistry(self.root, storage_options=self.storage_options,
+                             cache_dir=Path(self.cache_dir) if self.cache_dir else None)
 
 
 def default_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
@@ -84,9 +111,13 @@ def default_resources(settings: Settings | None = None) -> dict[str, dg.Configur
                              n_workers=settings.dask_n_workers),
         "delta": DeltaLakeResource(root=settings.tables_uri,
                                    storage_options=settings.storage_options),
-        "landing": LandingZoneResource(path=str(settings.landing_dir)),
-        "registry": ModelRegistryResource(root=str(settings.registry_dir)),
-        "reports": ReportsResource(root=str(settings.reports_dir)),
+        "landing": LandingZoneResource(path=settings.landing_uri,
+                                       storage_options=settings.storage_options),
+        "registry": ModelRegistryResource(root=settings.registry_uri,
+                                          cache_dir=str(settings.registry_dir),
+                                          storage_options=settings.storage_options),
+        "reports": ReportsResource(root=settings.reports_uri,
+                                   storage_options=settings.storage_options),
         # EnvVar keeps a Redis password out of the launchpad and the run's config.
         "online_store": OnlineStoreResource(
             url=dg.EnvVar("ONLINE_STORE_URL") if from_env and os.environ.get("ONLINE_STORE_URL")

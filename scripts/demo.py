@@ -57,7 +57,21 @@ def simulate(settings: Settings, cfg: SimulationConfig) -> None:
     started = step(f"simulating {cfg.n_days} days ({cfg.n_customers} customers, "
                    f"{cfg.n_terminals} terminals) into {settings.landing_dir}")
     written = write_landing(cfg, settings.landing_dir)
-    done(started, f"({len(written)} new landing files, existing ones kept)")
+    uploaded = upload_landing(settings)
+    done(started, f"({len(written)} new landing files, existing ones kept"
+         + (f"; {uploaded} copied to {settings.landing_uri})" if uploaded is not None else ")"))
+
+
+def upload_landing(settings: Settings) -> int | None:
+    """With ``LANDING_URI`` on an object store, copy the simulated files of
+    ``DATA_DIR/landing`` there (those not there yet), where the ingest reads them. None
+    when landing is local."""
+    from fraudkit.blobs import is_remote
+    from fraudkit.simulator import copy_landing
+
+    if not is_remote(settings.landing_uri):
+        return None
+    return copy_landing(settings.landing_dir, settings.landing_uri, settings.storage_options)
 
 
 def run_batch(settings: Settings, instance: dg.DagsterInstance, first: str, last: str,
@@ -85,7 +99,7 @@ def summary(settings: Settings) -> None:
                             storage_options=settings.storage_options).count_rows()
         print(f"    {name:26s} {rows:>10,d} rows  version {version:>4d}  "
               f"{settings.table_uri(name)}")
-    champion = ModelRegistry(settings.registry_dir).champion()
+    champion = ModelRegistry.of(settings).champion()
     m = champion.manifest["metrics"]
     print(f"    champion model {champion.version}: AUC-ROC {m['auc_roc']:.4f}, average precision "
           f"{m['average_precision']:.4f}, card precision@100 {m['card_precision_at_100']:.4f}, "
@@ -139,8 +153,11 @@ def require_batch_path(settings: Settings) -> None:
     """``--skip-batch`` continues an earlier ``--batch-only`` demo: refuse a DATA_DIR
     without one, saying what to run first."""
     data = settings.data_dir
-    champion = settings.registry_dir / "champion.json"
-    if not (data / DEMO_MARKER).exists() or not champion.exists():
+    from fraudkit.registry import ModelRegistry
+
+    registry = ModelRegistry.of(settings)
+    champion = registry.champion_file
+    if not (data / DEMO_MARKER).exists() or registry.champion_stamp() is None:
         raise SystemExit(f"DATA_DIR={data} holds no batch path of the demo (no "
                          f"{DEMO_MARKER} or no {champion}): run `python -m scripts.demo "
                          "[--small] --batch-only` first, or the whole `make demo`")
@@ -234,7 +251,7 @@ def show_online_drift(settings: Settings, instance: dg.DagsterInstance, days: li
         print(f"    {r['day']} online  drift share {r['share']:.2f}  score drift "
               f"{r['score_drift']:.3f}  {'DRIFT' if r['drift'] else 'ok   '}  "
               f"{', '.join(r['drifted']) or '-'}")
-    done(started, f"({settings.reports_dir / 'drift'}/drift_online_<day>.html)")
+    done(started, f"({settings.report_location('drift')}/drift_online_<day>.html)")
 
 
 def show_serving(settings: Settings, instance: dg.DagsterInstance, days: list[str]) -> None:
@@ -262,7 +279,7 @@ def show_serving(settings: Settings, instance: dg.DagsterInstance, days: list[st
               f"is {r.staleness_p50_h:.3g} h old (median)")
     print(f"    online decisions differing from the batch decision of the same transaction: "
           f"{rows['decisions_differing'].iat[0]:.2%}")
-    done(started, f"({settings.reports_dir / 'serving'})")
+    done(started, f"({settings.report_location('serving')})")
 
 
 def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last_normal: str,
@@ -306,7 +323,7 @@ def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last
     else:
         print(f"\n    the gate kept champion {story.before} (see the reason above)")
     print("    rollback: `make rollback`; drift reports: `evidently ui --workspace "
-          f"{settings.data_dir / 'evidently'}` or {settings.reports_dir / 'drift'}")
+          f"{settings.data_dir / 'evidently'}` or {settings.report_location('drift')}")
 
 
 def show_fairness(settings: Settings, instance: dg.DagsterInstance) -> None:

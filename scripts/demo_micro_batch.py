@@ -32,8 +32,9 @@ import pyarrow.parquet as pq
 
 import sensors.landing as landing_module
 from fraudkit import lake
+from fraudkit.blobs import is_remote
 from fraudkit.config import Settings
-from fraudkit.simulator import SimulationConfig, write_landing
+from fraudkit.simulator import SimulationConfig, copy_landing, write_landing
 
 #: Seconds of the demo per hour of the simulated day.
 HOUR_S = 0.5
@@ -129,6 +130,9 @@ def run_intraday_story(settings: Settings, instance: dg.DagsterInstance, day: st
                 for f in files:
                     time.sleep(max(0.0, began + f.hour * HOUR_S - time.perf_counter()))
                     f.path.replace(settings.landing_dir / f.path.name)
+                    if is_remote(settings.landing_uri):  # LANDING_URI on an object store
+                        copy_landing(settings.landing_dir, settings.landing_uri,
+                                     settings.storage_options)
                     f.landed_at = time.perf_counter()
 
             lander = threading.Thread(target=land_hourly, daemon=True)

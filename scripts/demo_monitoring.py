@@ -25,9 +25,10 @@ from pathlib import Path
 import dagster as dg
 
 from fraudkit import lake
+from fraudkit.blobs import is_remote
 from fraudkit.config import Settings
 from fraudkit.registry import ModelRegistry
-from fraudkit.simulator import SimulationConfig, landing_path, write_landing
+from fraudkit.simulator import SimulationConfig, copy_landing, landing_path, write_landing
 from scripts.jobs import run_job
 
 #: Drifted days landed after the normal ones, and the retraining windows that go with them.
@@ -127,7 +128,7 @@ def run_drift_story(settings: Settings, instance: dg.DagsterInstance, last_norma
     if drifted[-1] > settings.end_date:
         raise SystemExit(f"the drifted days {drifted[0]}..{drifted[-1]} need partitions, but "
                          f"FRAUD_END_DATE={settings.end_date}; raise it to {drifted[-1]}")
-    registry = ModelRegistry(settings.registry_dir)
+    registry = ModelRegistry.of(settings)
     before = registry.champion().version
 
     normal = lake.day_range(lake.shift_day(last_normal, -(REPORTED_DAYS - 1)), last_normal)
@@ -141,6 +142,8 @@ def run_drift_story(settings: Settings, instance: dg.DagsterInstance, last_norma
                   n_days=len(lake.day_range(settings.start_date, drifted[-1])),
                   drift_from=drifted[0])
     write_landing(cfg, settings.landing_dir, days=set(drifted))
+    if is_remote(settings.landing_uri):  # LANDING_URI on an object store: land them there
+        copy_landing(settings.landing_dir, settings.landing_uri, settings.storage_options)
     if on_live_traffic is not None:
         live = drifted[:LIVE_DAYS]
         _say(started, f"2. live traffic: the online service scores {live[0]}..{live[-1]}, the "
@@ -163,7 +166,7 @@ def run_drift_story(settings: Settings, instance: dg.DagsterInstance, last_norma
     _print_drift(started, rows)
     flagged = sum(r["drift"] for r in rows)
     _say(started, f"   {flagged} of {len(rows)} reported days flagged; HTML reports in "
-                  f"{settings.reports_dir / 'drift'}")
+                  f"{settings.report_location('drift')}")
 
     _say(started, "4. the drift sensor reads drift_metrics (one evaluation, as the daemon "
                   "ticks)")

@@ -13,7 +13,8 @@ returns once every process answers its health check. The supervisor runs:
   daemon of the instance has written a heartbeat since it started, none older than 120 s;
 - ``service``: ``bentoml serve service:FraudService`` (the online API); healthy when
   ``/healthz`` answers 200 (``/readyz`` says whether it is ready for traffic);
-- ``evidently``: ``evidently ui`` on the drift reports' workspace (left out when
+- ``evidently``: ``evidently ui`` (``python -m scripts.evidently_ui``, which also opens a
+  workspace on an object store) on the drift reports' workspace (left out when
   ``EVIDENTLY_WORKSPACE=none``); healthy when ``/`` answers 200.
 
 A process that exits, or fails three health checks in a row once healthy (or is not healthy
@@ -120,7 +121,7 @@ def daemon_health(child: Child) -> str | None:
 
 
 def specs(host: str, service_port: int, dagster_port: int, evidently_port: int | None,
-          workspace: Path | None) -> list[Spec]:
+          workspace: Path | str | None) -> list[Spec]:
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}"
     workspace_yaml = str(PROJECT_ROOT / "workspace.yaml")
     found = [
@@ -134,9 +135,10 @@ def specs(host: str, service_port: int, dagster_port: int, evidently_port: int |
              f"{base}:{service_port}", http_health(f"{base}:{service_port}/healthz")),
     ]
     if workspace is not None and evidently_port is not None:
-        workspace.mkdir(parents=True, exist_ok=True)
-        found.append(Spec("evidently", [str(BIN / "evidently"), "ui", "--workspace",
-                                        str(workspace), "--host", host, "--port",
+        if isinstance(workspace, Path):
+            workspace.mkdir(parents=True, exist_ok=True)
+        found.append(Spec("evidently", [str(BIN / "python"), "-m", "scripts.evidently_ui",
+                                        "--workspace", str(workspace), "--host", host, "--port",
                                         str(evidently_port)], PROJECT_ROOT,
                           f"{base}:{evidently_port}", http_health(f"{base}:{evidently_port}/")))
     return found

@@ -45,7 +45,15 @@ from assets.common import SETTINGS
 from assets.drift import micro_batch_intraday_job, micro_batch_job
 from assets.features import LOOKBACK
 from fraudkit import lake
-from fraudkit.schema import day_of_file, is_landing_file, skip_reason
+from fraudkit.blobs import is_remote
+from fraudkit.schema import (
+    Location,
+    day_of_file,
+    file_name,
+    is_landing_file,
+    landing_entries,
+    skip_reason,
+)
 from resources import DeltaLakeResource, LandingZoneResource
 
 SENSOR_NAME = "landing_sensor"
@@ -66,14 +74,17 @@ def now() -> dt.datetime:
 
 @dataclass(frozen=True)
 class LandedFile:
-    path: Path
+    path: Location
     mtime_ns: int
     size: int
+    #: changes when the file is rewritten: its mtime (a folder) or ETag (an object store,
+    #: whose times have whole seconds); empty: the mtime stands for it
+    stamp: str = ""
 
 
 def fingerprint(files: list[LandedFile]) -> str:
     """What identifies a day's files: a new, replaced or removed file changes it."""
-    text = "\n".join(f"{f.path.name}\t{f.mtime_ns}\t{f.size}"
+    text = "\n".join(f"{file_name(f.path)}\t{f.stamp or f.mtime_ns}\t{f.size}"
                      for f in sorted(files, key=lambda f: str(f.path)))
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
@@ -124,7 +135,7 @@ class Plan:
     job: str | None = None
     days: tuple[str, ...] = ()
     reason: str = ""
-    files: tuple[Path, ...] = ()
+    files: tuple[Location, ...] = ()
     #: what the sensor's log should warn about, once (the cursor then knows the files)
     notes: tuple[str, ...] = ()
     #: files of days still to come (said at info level: they wait, every tick)
@@ -200,32 +211,29 @@ def _why(days: list[str], dirty: set[str], later: set[str], closing: set[str]) -
     return "; ".join(parts) or "days owed a re-run"
 
 
-def list_landing(folder: Path) -> tuple[dict[str, list[LandedFile]], list[tuple[int, Path]]]:
-    """Landing files by day, and the other files (mtime, path) of the folder."""
+def list_landing(folder: Location, options: dict[str, str] | None = None
+                 ) -> tuple[dict[str, list[LandedFile]], list[tuple[int, Location]]]:
+    """Landing files by day, and the other files (mtime, path) of the folder or prefix."""
     by_day: dict[str, list[LandedFile]] = {}
-    skipped: list[tuple[int, Path]] = []
-    for path in folder.rglob("*"):
-        try:
-            if not path.is_file():
-                continue
-            stat = path.stat()
-        except FileNotFoundError:  # removed while the folder was listed
-            continue
+    skipped: list[tuple[int, Location]] = []
+    remote = is_remote(folder)
+    for entry in landing_entries(folder, options):
+        path: Location = entry.location if remote else Path(entry.location)
         if is_landing_file(path):
             by_day.setdefault(str(day_of_file(path)), []).append(
-                LandedFile(path, stat.st_mtime_ns, stat.st_size))
+                LandedFile(path, entry.mtime_ns, entry.size, entry.stamp))
         else:
-            skipped.append((stat.st_mtime_ns, path))
-    return by_day, sorted(skipped)
+            skipped.append((entry.mtime_ns, path))
+    return by_day, sorted(skipped, key=lambda s: (s[0], str(s[1])))
 
 
 def warn_skipped(context: dg.SensorEvaluationContext, state: LandingState,
-                 skipped: list[tuple[int, Path]]) -> None:
+                 skipped: list[tuple[int, Location]]) -> None:
     """Warn once per file (and per change of it) about the files in the landing folder that
     are not landing files (the rule the ingest uses too)."""
     for mtime, path in skipped:
         if state.skipped.get(str(path)) != mtime:
-            context.log.warning(f"{path.name}: skipped, {skip_reason(path)} ({path})")
+            context.log.warning(f"{file_name(path)}: skipped, {skip_reason(path)} ({path})")
     state.skipped = {str(p): mtime for mtime, p in skipped}
 
 
@@ -256,7 +264,7 @@ def default_status(value: str) -> dg.DefaultSensorStatus:
 def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource,
                    delta: DeltaLakeResource):
     folder = landing.ensure()
-    by_day, skipped = list_landing(folder)
+    by_day, skipped = list_landing(folder, landing.storage_options)
     if context.cursor is None:
         state = LandingState(done={day: fingerprint(f) for day, f in by_day.items()})
         warn_skipped(context, state, skipped)
@@ -287,7 +295,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneReso
         said = [*plan.notes, *([plan.waiting] if plan.waiting else [])]
         return dg.SkipReason("; ".join(said) or f"no new landing file in {folder}")
     first, last = plan.days[0], plan.days[-1]
-    names = sorted(p.name for p in plan.files)
+    names = sorted(file_name(p) for p in plan.files)
     tags = {"dagster/sensor_name": SENSOR_NAME,
             "landing/days": first if first == last else f"{first}..{last}",
             "landing/reason": plan.reason,

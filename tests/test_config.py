@@ -10,7 +10,8 @@ from fraudkit.config import Settings
 
 
 def test_defaults_derive_from_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("LANDING_DIR", "FRAUD_REGISTRY_DIR", "ONLINE_STORE_URL", "TABLES_URI"):
+    for name in ("LANDING_DIR", "FRAUD_REGISTRY_DIR", "ONLINE_STORE_URL", "TABLES_URI",
+                 "REGISTRY_URI", "REPORTS_URI", "LANDING_URI"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "d"))
     s = Settings.from_env()
@@ -19,6 +20,8 @@ def test_defaults_derive_from_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert s.registry_dir == tmp_path / "d" / "registry"
     assert s.online_store_url == f"sqlite:///{tmp_path / 'd' / 'online' / 'store.sqlite3'}"
     assert s.table_uri("raw_transactions") == str(tmp_path / "d" / "tables" / "raw_transactions")
+    assert s.registry_uri == str(s.registry_dir) and s.landing_uri == str(s.landing_dir)
+    assert s.report_location("drift") == str(tmp_path / "d" / "reports" / "drift")
 
 
 def test_environment_overrides_and_empty_means_unset(monkeypatch: pytest.MonkeyPatch,
@@ -45,6 +48,9 @@ def test_environment_overrides_and_empty_means_unset(monkeypatch: pytest.MonkeyP
     ("DELTA_STORAGE_OPTIONS", "key=value", "DELTA_STORAGE_OPTIONS"),
     ("TABLES_URI", "ftp://host/tables", "ftp:// is not a supported store"),
     ("TABLES_URI", "az:///tables", "names no container or bucket"),
+    ("REGISTRY_URI", "ftp://host/registry", "ftp:// is not a supported store"),
+    ("REPORTS_URI", "s3:///reports", "names no container or bucket"),
+    ("LANDING_URI", "gs://", "names no container or bucket"),
 ])
 def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str,
                                         value: str, said: str) -> None:
@@ -99,3 +105,26 @@ def test_tables_uri_is_the_root_of_every_table(monkeypatch: pytest.MonkeyPatch, 
     assert default_resources()["delta"].uri("batch_predictions") == \
         settings.table_uri("batch_predictions")
     assert settings.registry_dir == tmp_path / "registry"
+
+
+def test_the_registry_reports_and_landing_follow_their_uris(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """REGISTRY_URI, REPORTS_URI and LANDING_URI move those parts to an object store; the
+    resources get them with the store's options, and the registry keeps its local copies
+    in FRAUD_REGISTRY_DIR."""
+    from resources.storage import default_resources
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("REGISTRY_URI", "az://lake/registry/")
+    monkeypatch.setenv("REPORTS_URI", "az://lake/reports")
+    monkeypatch.setenv("LANDING_URI", "az://lake/landing")
+    monkeypatch.setenv("DELTA_STORAGE_OPTIONS", '{"account_name": "a", "account_key": "k"}')
+    settings = Settings.from_env()
+    resources = default_resources()
+    assert settings.registry_uri == resources["registry"].root == "az://lake/registry"
+    assert resources["registry"].cache_dir == str(tmp_path / "registry")
+    assert resources["reports"].root == "az://lake/reports"
+    assert resources["landing"].path == "az://lake/landing"
+    for name in ("registry", "reports", "landing"):
+        assert resources[name].storage_options == {"account_name": "a", "account_key": "k"}
+    assert settings.report_location("drift") == "az://lake/reports/drift"

@@ -255,7 +255,7 @@ def test_broken_champion_keeps_serving_the_previous_model(small_pipeline: Path,
     registry = ModelRegistry(registry_dir)
     new = registry.register(b"not an onnx model", training_data={}, metrics={},
                             thresholds=registry.champion().thresholds)
-    registry._write_champion({"version": new.version, "history": ["v0001"]})
+    registry._put_json("champion.json", {"version": new.version, "history": ["v0001"]})
     assert not watcher.poll()
     assert watcher.current.version == "v0001" and "cannot load" in watcher.last_error
 

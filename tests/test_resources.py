@@ -40,7 +40,9 @@ def test_the_resource_takes_every_field_from_the_settings_model() -> None:
     UI shows) are the settings model's, and every field has a variable of its own."""
     resource_fields = MonitoringResource.model_fields
     settings_fields = MonitoringSettings.model_fields
-    assert list(resource_fields) == list(settings_fields)
+    # storage_options (for a workspace on an object store) is the project's
+    # DELTA_STORAGE_OPTIONS, declared once in fraudkit.config.Settings
+    assert [f for f in resource_fields if f != "storage_options"] == list(settings_fields)
     for name, declared in settings_fields.items():
         assert resource_fields[name].default == declared.default, name
         assert resource_fields[name].description == declared.description, name
@@ -67,8 +69,10 @@ def test_reports_and_the_workspace_follow_the_data_dir_given(tmp_path, monkeypat
 
     monkeypatch.delenv("LABEL_DELAY_DAYS", raising=False)  # the environment says 7
     built = default_resources(Settings(data_dir=tmp_path / "data", label_delay_days=3))
-    assert built["reports"].folder("drift") == tmp_path / "data" / "reports" / "drift"
-    assert (tmp_path / "data" / "reports" / "drift").is_dir()
+    where = built["reports"].write("drift", "a.html", "<html></html>")
+    assert where == str(tmp_path / "data" / "reports" / "drift" / "a.html")
+    assert built["reports"].exists("drift", "a.html")
+    assert (tmp_path / "data" / "reports" / "drift" / "a.html").read_text() == "<html></html>"
     assert built["monitoring"].workspace_dir() == tmp_path / "data" / "evidently"
     assert built["delta"].root == str(tmp_path / "data" / "tables")
     assert built["monitoring"].warmup_days() == 33  # the look-back for these settings' delay

@@ -180,8 +180,21 @@ def batch_latency(predictions: pd.DataFrame) -> dict[str, Any]:
             "latency_p99_ms": float(np.percentile(age_ms, 99))}
 
 
-def report_html(rows: pd.DataFrame, path: Path, title: str) -> Path:
-    """The per-day figures of both paths as a standalone HTML page with plotly charts."""
+#: The plotly script the serving reports load from their own folder (one copy, not 4 MB in
+#: each report).
+PLOTLY_SCRIPT = "plotly.min.js"
+
+
+def plotly_script() -> str:
+    """The content of :data:`PLOTLY_SCRIPT`, to store once beside the reports."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def report_html(rows: pd.DataFrame, title: str) -> str:
+    """The per-day figures of both paths as an HTML page with plotly charts; it loads
+    :data:`PLOTLY_SCRIPT` from its own folder."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -199,13 +212,6 @@ def report_html(rows: pd.DataFrame, path: Path, title: str) -> Path:
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_layout(title=title, barmode="group", height=700)
     table = rows.to_html(index=False, float_format=lambda v: f"{v:,.4g}", na_rep="–")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    script = path.parent / "plotly.min.js"  # one copy beside every report, not 4 MB each
-    if not script.exists():
-        from plotly.offline import get_plotlyjs
-
-        script.write_text(get_plotlyjs())
-    path.write_text(f"<html><head><meta charset='utf-8'><title>{title}</title></head><body>"
-                    + fig.to_html(full_html=False, include_plotlyjs="directory") + table
-                    + "</body></html>")
-    return path
+    return (f"<html><head><meta charset='utf-8'><title>{title}</title></head><body>"
+            + fig.to_html(full_html=False, include_plotlyjs="directory") + table
+            + "</body></html>")

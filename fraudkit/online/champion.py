@@ -15,7 +15,6 @@ from fraudkit.explain import Explainer, ExplainerError
 from fraudkit.features import FEATURE_COLUMNS
 from fraudkit.model import OnnxModel, Thresholds
 from fraudkit.registry import (
-    MANIFEST_FILE,
     MODEL_FILE,
     ModelRegistry,
     ModelVersion,
@@ -71,11 +70,12 @@ def load_version(registry: ModelRegistry, version: str, explained: bool = True
 class ChampionWatcher:
     """Serves the registry's champion and follows ``champion.json`` and the served file.
 
-    Each poll costs a few ``stat`` calls (inode, mtime, size), so it can run every half
+    Each poll reads a few stamps (:meth:`ModelRegistry.champion_stamp`: a ``stat`` of a
+    local file, a HEAD request for its ETag on an object store), so it can run every half
     second in the background thread:
 
-    * ``champion.json``: the registry replaces it with ``os.replace``, so a promotion or a
-      rollback always changes its stamp; only then is it read again.
+    * ``champion.json``: every promotion or rollback replaces it whole, so it always
+      changes its stamp; only then is it read again.
     * While the version it names is not the one served (a failed load: its folder missing,
       copied in file by file, a sha256 mismatch, a bad ONNX), the load is retried at each
       poll in which that version's ``manifest.json`` or ``model.onnx`` stamp changed: a
@@ -92,7 +92,8 @@ class ChampionWatcher:
       would degrade every decision because of a file on disk. Failing readiness makes the
       damage visible (alerts, a rollout that waits) without changing any answer; a restart
       would refuse the file and fall back to the rules, so restore it (or promote a good
-      version) first. Restoring the file's bytes clears the error.
+      version) first. Restoring the file's bytes clears the error. On an object store the
+      file watched is the local copy the registry made (its objects are never rewritten).
 
     ``last_error`` is recomputed from the registry at every read, so a repaired registry
     (e.g. champion.json back to the served version) clears it. Error texts name paths
@@ -100,13 +101,14 @@ class ChampionWatcher:
     registry's absolute location is none of a caller's business; the log has the full text.
     """
 
-    def __init__(self, registry_dir: Path) -> None:
-        self.registry = ModelRegistry(registry_dir)
+    def __init__(self, registry: ModelRegistry | Path) -> None:
+        self.registry = (registry if isinstance(registry, ModelRegistry)
+                         else ModelRegistry(registry))
         self.current: LoadedModel | None = None
         #: The version champion.json names (None when it is missing or unreadable).
         self.champion_version: str | None = None
         self.last_error: str | None = None
-        self._stamp: tuple[int, int, int] | None | str = "unread"  # champion.json
+        self._stamp: str | None = "unread"  # champion.json's (registry.champion_stamp)
         self._attempt: tuple[Any, ...] | None = None  # the files of the last failed load
         self._served: ModelVersion | None = None  # the registry entry of ``current``
         self._served_stamp: tuple[int, int, int] | None = None  # its model.onnx, verified
@@ -133,7 +135,7 @@ class ChampionWatcher:
 
     def poll(self) -> bool:
         """Follow the registry (see the class doc); True when a new model is live."""
-        stamp = self._stat(self.registry.champion_file)
+        stamp = self.registry.champion_stamp()
         if stamp != self._stamp:
             self._stamp = stamp
             self.champion_version = self._read_champion_version()
@@ -159,9 +161,10 @@ class ChampionWatcher:
 
     def _load(self, version: str) -> bool:
         """Load ``version`` unless its files are unchanged since a failed try."""
-        folder = self.registry.versions_dir / version
-        model_stamp = self._stat(folder / MODEL_FILE)
-        attempt = (self._stamp, self._stat(folder / MANIFEST_FILE), model_stamp)
+        # the local file verified at load (on an object store: its checked local copy)
+        local = None if self.registry.remote else self.registry.root / "versions" / version
+        model_stamp = self._stat(local / MODEL_FILE) if local else None
+        attempt = (self._stamp, *self.registry.version_stamp(version))
         if attempt == self._attempt:
             return False
         self._attempt = attempt
@@ -172,6 +175,8 @@ class ChampionWatcher:
                 f"cannot load the champion {version}: {exc}; retrying when its files change")
             return False
         self.current = loaded
+        if local is None:
+            model_stamp = self._stat(champion.model_path)
         self._served, self._served_stamp, self._served_error = champion, model_stamp, None
         self._attempt = None
         self.last_error = None
@@ -212,11 +217,11 @@ class ShadowWatcher:
         self.registry = registry
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
-        self._stamp: tuple[int, int, int] | None | str = "unread"
+        self._stamp: str | None = "unread"
 
     def poll(self) -> bool:
         """Follow ``shadow.json``; True when the shadow model changed (loaded or removed)."""
-        stamp = ChampionWatcher._stat(self.registry.shadow_file)
+        stamp = self.registry.shadow_stamp()
         if stamp == self._stamp:
             return False
         self._stamp = stamp

@@ -28,6 +28,7 @@ from fraudkit.online.champion import (
 from fraudkit.online.feature_store import OnlineFeatureStore, Requests
 from fraudkit.online.history import load_history, reach_days
 from fraudkit.online.predictions import PredictionIndex
+from fraudkit.registry import ModelRegistry
 from fraudkit.store import open_store
 from fraudkit.store.log import DecisionLog, decision_rows
 
@@ -112,7 +113,7 @@ class OnlineScorer:
         self.decisions = DecisionLog(open_store(s.online_store_url, retention_days=retention))
         self.store = OnlineFeatureStore(s.label_delay_days, recent=self.decisions)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self.watcher = ChampionWatcher(s.registry_dir)
+        self.watcher = ChampionWatcher(ModelRegistry.of(s))
         self.shadow = ShadowWatcher(self.watcher.registry)
         self.raw_uri = s.table_uri("raw_transactions")
         self.predictions_uri = s.table_uri("batch_predictions")
