@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = Settings.from_env()
     try:
-        champion = ModelRegistry(settings.registry_dir).champion()
+        champion = ModelRegistry.of(settings).champion()
     except RegistryError as exc:
         raise SystemExit(f"{exc}\n(the benchmark serves DATA_DIR={settings.data_dir})") from exc
     workdir = Path(tempfile.mkdtemp(prefix="bench-online-"))

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     from fraudkit.registry import ModelRegistry
 
     settings = Settings.from_env()
-    champion = ModelRegistry(settings.registry_dir).champion()
+    champion = ModelRegistry.of(settings).champion()
     explainer = explain.Explainer.of(OnnxModel(champion.model_path, threads=1),
                                      champion.version)
     if explainer is None:

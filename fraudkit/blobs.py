@@ -16,6 +16,7 @@ uses too), so the same URIs, environment variables and options work for tables a
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import tempfile
 import threading
@@ -150,6 +151,7 @@ class LocalBlobs:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
+            os.fchmod(fd, 0o644)  # as a file written in place (mkstemp makes it 0600)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
@@ -185,11 +187,23 @@ class LocalBlobs:
         return found
 
 
+#: Options only delta-rs knows (its S3 locking), which ``obstore`` would refuse.
+_DELTA_ONLY = ("aws_s3_locking_provider", "delta_dynamo_table_name", "dynamodb_",
+               "aws_s3_allow_unsafe_rename")
+
+
 def _split_options(options: dict[str, str] | None) -> tuple[dict[str, str], dict[str, str]]:
-    """delta-rs style options as ``obstore``'s (store config, HTTP client options)."""
-    config = {k.lower(): v for k, v in (options or {}).items()}
+    """delta-rs style options as ``obstore``'s (store config, HTTP client options), without
+    the keys only delta-rs uses."""
+    config = {k.lower(): v for k, v in (options or {}).items()
+              if not k.lower().startswith(_DELTA_ONLY)}
     client = {k: v for k, v in config.items() if k in _CLIENT_OPTIONS}
     return {k: v for k, v in config.items() if k not in _CLIENT_OPTIONS}, client
+
+
+#: scheme -> the options its fsspec class was registered with (:func:`register_fsspec`).
+_REGISTERED: dict[str, str] = {}
+_REGISTERED_LOCK = threading.Lock()
 
 
 def register_fsspec(uri: str, options: dict[str, str] | None = None) -> None:
@@ -200,15 +214,20 @@ def register_fsspec(uri: str, options: dict[str, str] | None = None) -> None:
 
     scheme = uri.split("://", 1)[0]
     config, client = _split_options(options)
+    given = json.dumps([config, client], sort_keys=True)
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("config", config or None)
         kwargs.setdefault("client_options", client or None)
         FsspecStore.__init__(self, scheme, *args, **kwargs)
 
-    store = type(f"FraudkitStore_{scheme}", (FsspecStore,),
-                 {"protocol": scheme, "__init__": init})
-    fsspec.register_implementation(scheme, store, clobber=True)
+    with _REGISTERED_LOCK:
+        if _REGISTERED.get(scheme) == given:
+            return  # the same options: keep the class (and its cached stores, clients)
+        store = type(f"FraudkitStore_{scheme}", (FsspecStore,),
+                     {"protocol": scheme, "__init__": init})
+        fsspec.register_implementation(scheme, store, clobber=True)
+        _REGISTERED[scheme] = given
 
 
 class ObjectBlobs:
@@ -291,6 +310,15 @@ def open_file(location: str | Path, options: dict[str, str] | None = None) -> Bi
 
     register_fsspec(str(location), options)
     return fsspec.open(str(location), "rb").open()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An error of the store's service or the network (a 5xx after the client's retries, a
+    timeout, a reset connection) that a later try may not meet; not a missing, refused or
+    changed object."""
+    from obstore.exceptions import GenericError
+
+    return isinstance(exc, GenericError | ConnectionError | TimeoutError)
 
 
 def is_remote(root: str | Path) -> bool:

@@ -40,6 +40,7 @@ import random
 import shutil
 import tempfile
 import time
+import uuid
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,9 +117,11 @@ class ModelRegistry:
         self.remote = is_remote(root)
         if self.remote:
             self.root: Path | str = str(root).rstrip("/")
+            # One folder per registry URI, beside anything else in cache_dir: FRAUD_REGISTRY_DIR
+            # may hold a local registry of its own, which a copy must never replace.
             digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:12]
-            self.cache_dir = Path(cache_dir) if cache_dir else (
-                Path(tempfile.gettempdir()) / f"fraudkit-registry-{digest}")
+            self.cache_dir = (Path(cache_dir) if cache_dir else Path(tempfile.gettempdir())
+                              ) / f"copies-{digest}"
             self.versions_dir: Path | str = f"{self.root}/versions"
         else:
             self.root = Path(str(root).removeprefix("file://"))
@@ -181,9 +184,14 @@ class ModelRegistry:
         """The local copy of a remote version, downloaded once (whole, then renamed into
         place). Its ``model.onnx`` is checked against the manifest by :meth:`verify`."""
         folder = self.cache_dir / "versions" / version
-        with suppress(FileNotFoundError):
-            if (folder / MANIFEST_FILE).read_bytes() == manifest:
-                return folder
+
+        def ready() -> bool:
+            with suppress(FileNotFoundError):
+                return (folder / MANIFEST_FILE).read_bytes() == manifest
+            return False
+
+        if ready():
+            return folder
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{version}-"))
         try:
@@ -195,7 +203,9 @@ class ModelRegistry:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(found[0])
             (staging / MANIFEST_FILE).write_bytes(manifest)
-            if folder.exists():
+            if ready():  # another process (a service worker, a step) put it there meanwhile
+                return folder
+            if folder.exists():  # a copy of other content: only then is it replaced
                 old = folder.with_name(f".{version}-old-{staging.name}")
                 with suppress(FileNotFoundError):
                     folder.rename(old)
@@ -203,7 +213,7 @@ class ModelRegistry:
             try:
                 staging.rename(folder)
             except OSError:  # another process put the same version there first
-                if (folder / MANIFEST_FILE).read_bytes() != manifest:
+                if not ready():
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -232,14 +242,21 @@ class ModelRegistry:
 
     def _champion_from_events(self) -> dict[str, Any] | None:
         """Replay the promotions and rollbacks of ``events.jsonl`` the way :meth:`promote`
-        and :meth:`rollback` change ``champion.json``; None when none was ever recorded."""
+        and :meth:`rollback` change ``champion.json``; None when none was ever recorded.
+
+        Each change since ``seq`` exists carries the ``seq`` it gave ``champion.json`` and
+        the history it wrote, so the replay follows ``seq``, not the order of the lines:
+        on an object store two promotions can log in the other order than they committed.
+        Events without one (an older log) come first, in their order."""
+        events = [e for e in self.events() if e.get("event") in CHAMPION_EVENTS]
+        events.sort(key=lambda e: int(e.get("seq", -1)))  # stable: older events keep order
         version: str | None = None
         history: list[str] = []
         last: dict[str, Any] = {}
-        for event in self.events():
-            if event.get("event") not in CHAMPION_EVENTS:
-                continue
-            if event["event"] == "promoted" and version and event["version"] != version:
+        for event in events:
+            if "seq" in event and isinstance(event.get("history"), list):
+                history = list(event["history"])
+            elif event["event"] == "promoted" and version and event["version"] != version:
                 history.append(version)
             elif event["event"] == "rolled_back" and history:
                 history.pop()
@@ -248,7 +265,7 @@ class ModelRegistry:
             return None
         return {"version": version, "promoted_at": last.get("at"),
                 "reason": last.get("reason"), "history": history,
-                "recovered_from": str(self.events_file)}
+                "seq": int(last.get("seq", 0)), "recovered_from": str(self.events_file)}
 
     def champion_state(self) -> dict[str, Any] | None:
         """Who is champion, and its predecessors (``history``, oldest first).
@@ -306,7 +323,8 @@ class ModelRegistry:
             except json.JSONDecodeError as exc:
                 raise RegistryError(
                     f"{self.events_file} line {number} is not valid JSON ({exc}); remove or "
-                    "repair that line (a write cut short leaves one at the end)") from exc
+                    "repair that line (each event replaces the file whole, so only an edit "
+                    "by hand or an older registry that appended leaves one)") from exc
         return events
 
     def shadow_state(self) -> dict[str, Any] | None:
@@ -412,6 +430,7 @@ class ModelRegistry:
     def promote(self, version: str, reason: str, details: dict[str, Any] | None = None) -> None:
         """Make ``version`` champion in one atomic step; the old champion is remembered."""
         self.get(version).verify()
+        token, planned = uuid.uuid4().hex, []
 
         def change() -> dict[str, Any] | None:
             try:
@@ -423,19 +442,26 @@ class ModelRegistry:
                 stamp = self.blobs.stamp(CHAMPION)
                 state = self._champion_from_events() or {"version": None, "history": []}
                 state["recovered_from"] = str(self.events_file)
+            if planned and state.get("write") == token:
+                return planned[0]  # our write landed, its answer was lost: log it once
+            seq = int(state.get("seq", 0)) + 1
             if state["version"] == version:
                 if "recovered_from" in state:  # champion.json lost or broken: write it back
+                    planned[:] = [{"event": "champion_file_restored", "version": version,
+                                   "reason": reason}]
                     self._put_json(CHAMPION, {"version": version, "promoted_at": _now(),
-                                              "reason": reason, "history": state["history"]},
-                                   expect=stamp)
-                    return {"event": "champion_file_restored", "version": version,
-                            "reason": reason}
+                                              "reason": reason, "history": state["history"],
+                                              "seq": seq, "write": token}, expect=stamp)
+                    return planned[0]
                 return None
             history = [*state.get("history", []), state["version"]] if state["version"] else []
+            planned[:] = [{"event": "promoted", "version": version,
+                           "previous": state["version"], "reason": reason, **(details or {}),
+                           "seq": seq, "history": history}]
             self._put_json(CHAMPION, {"version": version, "promoted_at": _now(),
-                                      "reason": reason, "history": history}, expect=stamp)
-            return {"event": "promoted", "version": version, "previous": state["version"],
-                    "reason": reason, **(details or {})}
+                                      "reason": reason, "history": history, "seq": seq,
+                                      "write": token}, expect=stamp)
+            return planned[0]
 
         with self.blobs.exclusive():
             event = self._retrying(change)
@@ -467,6 +493,12 @@ class ModelRegistry:
             self._append_event({"event": "shadow_started", "version": version,
                                 "champion": champion, "replaced": previous, "reason": reason,
                                 **(details or {})})
+            # A promotion of this version that committed meanwhile (on an object store the
+            # champion is not locked while shadow.json is written) ends the shadow again.
+            if (self.champion_state() or {}).get("version") == version:
+                self._stop_shadow(f"{version} became champion meanwhile", only=version)
+                raise RegistryError(f"{version} became the champion while it was put in "
+                                    "shadow; a shadow model is a challenger (pick another)")
 
     def stop_shadow(self, reason: str = "manual") -> str | None:
         """Take the shadow model out (the service stops scoring it); its version, or None."""
@@ -503,23 +535,30 @@ class ModelRegistry:
     def rollback(self, reason: str = "manual rollback") -> str:
         """Restore the previous champion; returns its version."""
 
-        def change() -> tuple[str, str]:
+        token, planned = uuid.uuid4().hex, []
+
+        def change() -> dict[str, Any]:
             state, stamp = self._champion_read()
+            if planned and state and state.get("write") == token:
+                return planned[0]  # our write landed, its answer was lost: log it once
             if not state or not state.get("history"):
                 raise RegistryError(
                     f"nothing to roll back to in {self.root}: the champion "
                     f"{state['version'] if state else None} has no predecessor"
                 )
-            previous = state["history"][-1]
+            previous, seq = state["history"][-1], int(state.get("seq", 0)) + 1
+            planned[:] = [{"event": "rolled_back", "version": previous,
+                           "from": state["version"], "reason": reason, "seq": seq,
+                           "history": state["history"][:-1]}]
             self._put_json(CHAMPION, {"version": previous, "promoted_at": _now(),
-                                      "reason": reason, "history": state["history"][:-1]},
-                           expect=stamp)
-            return previous, state["version"]
+                                      "reason": reason, "history": state["history"][:-1],
+                                      "seq": seq, "write": token}, expect=stamp)
+            return planned[0]
 
         with self.blobs.exclusive():
-            previous, current = self._retrying(change)
-            self._append_event({"event": "rolled_back", "version": previous, "from": current,
-                                "reason": reason})
+            event = self._retrying(change)
+            previous = event["version"]
+            self._append_event(event)
             self._end_shadow_of(previous, f"rolled back to champion ({reason})")
             return previous
 

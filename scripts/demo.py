@@ -322,8 +322,11 @@ def online_and_monitoring(settings: Settings, instance: dg.DagsterInstance, last
               f"answering with it {story.landed_to_online_s:.0f}s (target < 180s)")
     else:
         print(f"\n    the gate kept champion {story.before} (see the reason above)")
-    print("    rollback: `make rollback`; drift reports: `evidently ui --workspace "
-          f"{settings.data_dir / 'evidently'}` or {settings.report_location('drift')}")
+    from resources.monitoring import MonitoringResource
+
+    workspace = MonitoringResource.from_settings(project=settings).workspace
+    print("    rollback: `make rollback`; drift reports: `.venv/bin/python -m "
+          f"scripts.evidently_ui` (workspace {workspace}) or {settings.report_location('drift')}")
 
 
 def show_fairness(settings: Settings, instance: dg.DagsterInstance) -> None:

@@ -11,6 +11,7 @@ the drift assets open it (plain ``evidently ui`` would look for ``adlfs``/``s3fs
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 
@@ -20,17 +21,16 @@ def main(argv: list[str] | None = None) -> None:
     from resources.monitoring import MonitoringResource
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if "--workspace" in args:
-        at = args.index("--workspace") + 1
-        resource = MonitoringResource.from_settings().model_copy(
-            update={"workspace": args[at]})
-    else:
-        resource = MonitoringResource.from_settings()
-        workspace = resource.workspace_dir()
-        if workspace is None:
-            raise SystemExit("EVIDENTLY_WORKSPACE=none: there is no workspace to show")
-        args = ["--workspace", str(workspace), *args]
-    resource.workspace_dir()  # registers the object store's fsspec, if it is one
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--workspace")
+    known, rest = parser.parse_known_args(args)  # --workspace X and --workspace=X alike
+    resource = MonitoringResource.from_settings()
+    if known.workspace:
+        resource = resource.model_copy(update={"workspace": known.workspace})
+    workspace = resource.workspace_dir()
+    if workspace is None:
+        raise SystemExit("EVIDENTLY_WORKSPACE=none: there is no workspace to show")
+    args = ["--workspace", str(workspace), *rest]
     sys.argv = ["evidently", "ui", *args]
     app()
 

@@ -152,8 +152,9 @@ def plan_tick(state: LandingState, by_day: dict[str, list[LandedFile]], today: s
     changed = {day: fingerprint(files) for day, files in by_day.items()
                if state.done.get(day) != fingerprint(files)}
     for day in [d for d in changed if not SETTINGS.start_date <= d <= SETTINGS.end_date]:
-        notes.append(f"{', '.join(f.path.name for f in by_day[day])}: day {day} is not between "
-                     f"FRAUD_START_DATE {SETTINGS.start_date} and FRAUD_END_DATE "
+        names = ", ".join(file_name(f.path) for f in by_day[day])
+        notes.append(f"{names}: day {day} is not between FRAUD_START_DATE "
+                     f"{SETTINGS.start_date} and FRAUD_END_DATE "
                      f"{SETTINGS.end_date}; skipped")
         state.done[day] = changed.pop(day)
     future = sorted(d for d in changed if d > today)

@@ -273,7 +273,8 @@ def test_the_landing_sensor_reads_the_object_store(
         on_azurite: tuple[Path, dict[str, str]], small_pipeline: Path) -> None:
     """The landing files are in Azurite (the demo copied them there, LANDING_URI): the
     sensor's first tick takes them as its baseline, and a file that lands there later for
-    a day that has ended asks for that day's micro-batch run, naming the file."""
+    a day that has ended asks for that day's micro-batch run, naming the file (a file of a
+    day outside the calendar beside it is only warned about)."""
     data_dir, env = on_azurite
     options = json.loads(env["DELTA_STORAGE_OPTIONS"])
     landing = ObjectBlobs(env["LANDING_URI"], options)
@@ -295,6 +296,7 @@ def test_the_landing_sensor_reads_the_object_store(
         buffer = io.BytesIO()
         late.to_parquet(buffer)
         landing.put("late_2026-06-29.parquet", buffer.getvalue())
+        landing.put("tx_2099-01-01.parquet", buffer.getvalue())  # outside the calendar: named
         request = landing_sensor(dg.build_sensor_context(instance=instance,
                                                          resources=resources,
                                                          cursor=context.cursor))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fraudkit.blobs import Conflict
 from fraudkit.model import Thresholds
 from fraudkit.registry import ModelRegistry, RegistryError, main
 
@@ -197,3 +198,38 @@ def test_manual_promotion_repairs_a_broken_champion_file(tmp_path: Path) -> None
     assert reg.champion_state()["history"] == [v1, v2]
     main(["--root", str(tmp_path), "promote", v1])
     assert reg.rollback() == v3
+
+
+def test_the_log_replays_in_commit_order_not_line_order(tmp_path: Path) -> None:
+    """On an object store two promotions can append their events in the other order than
+    they committed champion.json; each event's seq puts the replay right."""
+    reg, versions = three_champions(tmp_path)
+    lines = reg.events_file.read_text().splitlines()
+    promoted = [i for i, line in enumerate(lines) if '"promoted"' in line]
+    lines[promoted[-2]], lines[promoted[-1]] = lines[promoted[-1]], lines[promoted[-2]]
+    reg.events_file.write_text("\n".join(lines) + "\n")
+    reg.champion_file.unlink()
+    state = reg.champion_state()
+    assert state["version"] == versions[2] and state["history"] == versions[:2]
+    assert state["seq"] == 3
+
+
+def test_a_promotion_whose_answer_was_lost_is_logged_once(tmp_path: Path) -> None:
+    """A conditional write that landed but whose answer was lost (a PUT retried by the
+    client answers 412) is recognised by its token: logged once, not skipped."""
+    reg = ModelRegistry(tmp_path)
+    v1, v2 = register(reg, b"a"), register(reg, b"b")
+    reg.promote(v1, "first")
+    real_put, lost = reg.blobs.put, []
+
+    def put_then_lose_the_answer(key: str, data: bytes, **kwargs: object) -> str:
+        stamp = real_put(key, data, **kwargs)
+        if key == "champion.json" and not lost:
+            lost.append(key)
+            raise Conflict("the answer was lost (injected)")
+        return stamp
+
+    reg.blobs.put = put_then_lose_the_answer  # type: ignore[method-assign]
+    reg.promote(v2, "second")
+    assert lost and reg.champion().version == v2
+    assert [e["version"] for e in reg.events() if e["event"] == "promoted"] == [v1, v2]

@@ -14,6 +14,7 @@ from typing import Any
 
 import obstore
 import pytest
+from obstore.exceptions import GenericError
 
 from fraudkit.model import Thresholds
 from fraudkit.online.champion import ChampionWatcher
@@ -56,11 +57,16 @@ def test_a_registry_on_the_object_store_keeps_versions_champion_and_log(
     assert [e["event"] for e in remote.events()] == [
         "registered", "registered", "promoted", "promoted", "shadow_started", "rolled_back",
         "shadow_stopped"]
-    # Another reader (its own cache) gets a verified local copy of each version.
+    # Another reader gets a verified local copy of each version, in a folder of its own
+    # beside a local registry that its cache folder already holds, which stays untouched.
+    local = ModelRegistry(tmp_path / "other")
+    register(local, b"local one")
     other = _reopen(remote, tmp_path / "other", azurite.storage_options)
     champion = other.champion()
     champion.verify()
-    assert champion.path == tmp_path / "other" / "versions" / v1
+    assert champion.path == other.cache_dir / "versions" / v1
+    assert other.cache_dir.parent == tmp_path / "other"
+    assert local.get("v0001").model_path.read_bytes() == b"local one"
     assert champion.model_path.read_bytes() == b"one"
     assert (champion.path / "reference.parquet").read_bytes() == b"ref"
     assert json.loads(bytes(obstore.get(other.blobs.store, "champion.json").bytes()))[
@@ -110,11 +116,25 @@ def test_the_online_watcher_follows_a_promotion_on_the_object_store(
         **manifest["thresholds"]), explanations=manifest.get("explanations"))
     v2 = reg.register(model, training_data={}, metrics={}, thresholds=Thresholds(
         review=0.1, decline=0.9)).version
-    watcher = ChampionWatcher(reg)
+    served = _reopen(remote, tmp_path / "watcher", azurite.storage_options)
+    watcher = ChampionWatcher(served)
     assert not watcher.poll() and watcher.current is None  # no champion yet
     remote.promote(v1.version, "first")
+    # The store fails once (a 503 after the client's own retries) while the model is
+    # fetched: the next poll tries again, though no object changed.
+    real_get, failed = served.blobs.get, []
+
+    def flaky_get(key: str) -> tuple[bytes, str] | None:
+        if key.endswith("model.onnx") and not failed:
+            failed.append(key)
+            raise GenericError("503 Service Unavailable (injected)")
+        return real_get(key)
+
+    served.blobs.get = flaky_get  # type: ignore[method-assign]
+    assert not watcher.poll() and watcher.current is None and failed
+    assert "next poll" in watcher.last_error
     assert watcher.poll() and watcher.current.version == v1.version
-    assert not watcher.poll()  # one HEAD request, nothing changed
+    assert not watcher.poll()  # stamps only, nothing changed
     remote.promote(v2, "second")
     assert watcher.poll() and watcher.current.version == v2
     assert watcher.current.thresholds == Thresholds(review=0.1, decline=0.9)
@@ -173,3 +193,34 @@ def test_racing_registrations_on_the_object_store_get_distinct_versions(
     assert sorted(got) == [f"v{i:04d}" for i in range(1, 7)] == remote.versions()
     for version in got:
         assert remote.get(version).model_path.read_bytes() == bytes([got.index(version)])
+
+
+def _reader(root: str, caches: list[str], options: dict[str, str], version: str,
+            start: Any) -> list[str]:
+    """Read ``version`` through each cache folder in turn; the errors met."""
+    start.wait()
+    errors = []
+    for cache in caches:
+        try:
+            reg = ModelRegistry(root, cache_dir=Path(cache), storage_options=options)
+            reg.get(version).verify()
+        except Exception as exc:  # noqa: BLE001 - what the test counts
+            errors.append(repr(exc))
+    return errors
+
+
+def test_processes_filling_one_copy_folder_at_once_all_read_it(
+        remote: ModelRegistry, azurite: AzuriteServer, tmp_path: Path) -> None:
+    """Service workers and steps share FRAUD_REGISTRY_DIR: four processes that copy the
+    same version into fresh folders at the same moment never see a half-made copy."""
+    version = register(remote, b"shared" * 1000, **{"reference.parquet": b"r" * 5000})
+    caches = [str(tmp_path / f"round{i}") for i in range(15)]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(4) as pool:
+        start = manager.Event()
+        pending = [pool.apply_async(_reader, (str(remote.root), caches,
+                                              azurite.storage_options, version, start))
+                   for _ in range(4)]
+        start.set()
+        errors = [e for p in pending for e in p.get(timeout=240)]
+    assert not errors, errors[:3]

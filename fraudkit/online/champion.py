@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from fraudkit.blobs import is_transient
 from fraudkit.explain import Explainer, ExplainerError
 from fraudkit.features import FEATURE_COLUMNS
 from fraudkit.model import OnnxModel, Thresholds
@@ -154,6 +155,8 @@ class ChampionWatcher:
                 raise FileNotFoundError("the file is missing; promote a version")
             return str(state["version"])
         except Exception as exc:  # noqa: BLE001 - a damaged file keeps the current model
+            if is_transient(exc):  # the store did not answer: read it again next poll
+                self._stamp = "unread"
             self.last_error = self._error(
                 f"cannot read {self.registry.champion_file}: {exc!r}; promote a version or "
                 "roll back to rewrite it")
@@ -171,8 +174,11 @@ class ChampionWatcher:
         try:
             loaded, champion = load_version(self.registry, version)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the current model
+            if is_transient(exc):  # the store did not answer: try again next poll
+                self._attempt = None
             self.last_error = self._error(
-                f"cannot load the champion {version}: {exc}; retrying when its files change")
+                f"cannot load the champion {version}: {exc}; retrying "
+                + ("at the next poll" if is_transient(exc) else "when its files change"))
             return False
         self.current = loaded
         if local is None:
@@ -236,6 +242,8 @@ class ShadowWatcher:
                 self.last_error = None
                 log.info("scoring %s in shadow", state["version"])
         except Exception as exc:  # noqa: BLE001 - a shadow never stops serving
+            if is_transient(exc):  # the store did not answer: try again next poll
+                self._stamp = "unread"
             self.current = None
             self.last_error = str(exc).replace(str(self.registry.root), "registry")
             log.error("no shadow model: %s", exc)
