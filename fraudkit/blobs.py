@@ -169,17 +169,19 @@ class LocalBlobs:
             self._check(key, expect)
             (self.root / key).unlink(missing_ok=True)
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def keys(self, prefix: str = "", hidden: bool = False) -> list[str]:
+        """Files under ``prefix``; with ``hidden``, also those whose name (or a folder's)
+        starts with a dot, which the registry's own temporary files do."""
         base = self.root / prefix
         if not base.is_dir():
             return []
         return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
-                      if p.is_file() and not any(part.startswith(".")
-                                                 for part in p.relative_to(base).parts))
+                      if p.is_file() and (hidden or not any(
+                          part.startswith(".") for part in p.relative_to(base).parts)))
 
-    def entries(self, prefix: str = "") -> list[Entry]:
+    def entries(self, prefix: str = "", hidden: bool = False) -> list[Entry]:
         found = []
-        for key in self.keys(prefix):
+        for key in self.keys(prefix, hidden):
             with suppress(FileNotFoundError):  # removed since it was listed
                 st = os.stat(self.root / key)
                 found.append(Entry(str(self.root / key), key, st.st_mtime_ns, st.st_size,

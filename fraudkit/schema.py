@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fraudkit.blobs import Entry, ObjectBlobs, is_remote, open_file
+from fraudkit.blobs import Entry, LocalBlobs, ObjectBlobs, is_remote, open_file
 
 RAW_COLUMNS: tuple[str, ...] = (
     "transaction_id",
@@ -124,19 +124,8 @@ def landing_entries(landing_dir: Location, options: dict[str, str] | None = None
     store's, as ``DELTA_STORAGE_OPTIONS``), with its time, size and stamp."""
     if is_remote(landing_dir):
         return ObjectBlobs(str(landing_dir), options).entries()
-    root = Path(str(landing_dir).removeprefix("file://"))
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.rglob("*"):
-        try:
-            if p.is_file():
-                st = p.stat()
-                found.append(Entry(str(p), str(p.relative_to(root)), st.st_mtime_ns,
-                                   st.st_size, str(st.st_mtime_ns)))
-        except FileNotFoundError:  # removed since it was listed
-            continue
-    return found
+    # every file, hidden ones too: ingest names each file it does not read
+    return LocalBlobs(Path(str(landing_dir).removeprefix("file://"))).entries(hidden=True)
 
 
 def _files(landing_dir: Location, options: dict[str, str] | None,
