@@ -21,9 +21,11 @@ after the other, with real load generators:
   see realistic traffic. A repeated body lets the service answer concurrent copies of one
   transaction with one scoring (it treats them as retries), which flatters it; this is the
   honest throughput figure;
-* ``wrk`` with the same replay, *paced* near ``--rate`` (each connection waits
-  ``MIX_DELAY_MS`` after an answer): the p99 of real traffic, whose reviews and declines
-  (the share is printed) are answered with their reasons, TreeSHAP computed per request.
+* ``wrk`` with the same replay, *paced* near ``--rate`` (each connection waits a random
+  time of mean ``MIX_DELAY_MS`` after an answer, so requests arrive as from independent
+  terminals; see benchmarks/replay.lua): the p99 of real traffic, whose reviews and
+  declines (the share is printed) are answered with their reasons, TreeSHAP computed per
+  request.
 
 Rounds alternate the servers, so machine noise hits all of them; the script prints the
 medians of ``--repeats`` rounds and the ratios. The load generator (wrk: 2 threads; hey: one
@@ -66,8 +68,9 @@ P99_TARGET_MS = 10.0
 THROUGHPUT_TARGET = 0.5
 TWO_WORKERS_TARGET = 1.3
 SERVICES = ("sqlite", "redis", "redis-2w")
-#: The paced replay's wait between an answer and a connection's next request (ms): with
-#: the answer's few ms, a request every ~20 ms per connection, as ``hey -q 50`` sends.
+#: The paced replay's mean wait between an answer and a connection's next request (ms,
+#: exponential): with the answer's few ms, a request every ~20 ms per connection on
+#: average, as ``hey -q 50`` sends.
 MIX_DELAY_MS = 16
 #: The service without reasons (REASON_CODES=0), in the same runs: what the reasons cost.
 NO_REASONS = "sqlite-no-reasons"
@@ -155,9 +158,10 @@ def _cpu_seconds(processes: list[psutil.Process]) -> float:
 def wrk(url: str, bodies: Path, duration: int, connections: int,
         parts: dict[str, list[psutil.Process]] | None = None, delay_ms: int = 0) -> dict:
     """One wrk run replaying ``bodies`` (one JSON transaction per line), flat out, or with
-    ``delay_ms`` between an answer and the next request of each connection (a paced rate of
-    real traffic). With ``parts`` (a name for each group of processes: the server's tree,
-    redis-server), also the CPU seconds each group and wrk itself used during the run."""
+    a random wait of mean ``delay_ms`` between an answer and the next request of each
+    connection (a paced rate of real traffic). With ``parts`` (a name for each group of
+    processes: the server's tree, redis-server), also the CPU seconds each group and wrk
+    itself used during the run."""
     threads = 2
     env = {**os.environ, "REPLAY_FILE": str(bodies), "REPLAY_THREADS": str(threads),
            "REPLAY_DELAY_MS": str(delay_ms)}
@@ -286,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     bodies = workdir / "replay.jsonl"
     n_bodies, cutoff, last = replay_bodies(settings, bodies, last=args.last_day)
     # The paced replay, shaped like hey's fixed rate: a connection per 50 req/s, each
-    # sending about every 20 ms (MIX_DELAY_MS after an answer, plus its latency).
+    # sending every ~20 ms on average (MIX_DELAY_MS after an answer, plus its latency).
     mix_connections = max(1, args.rate // 50)
     raw_uri = settings.table_uri("raw_transactions")
     last_day = [last]
@@ -340,8 +344,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{os.cpu_count()} cores; model {champion.version}; replay of {n_bodies:,} "
               f"distinct transactions; one body for hey: {json.dumps(tx)}")
         print(f"service answer: {httpx.post(urls['sqlite'] + '/score', json=tx).text[:160]}...")
-        print(f"paced replay: {mix_connections} connections, {MIX_DELAY_MS} ms between an "
-              "answer and the next request")
+        print(f"paced replay: {mix_connections} connections, a random {MIX_DELAY_MS} ms on "
+              "average between an answer and the next request")
         results: dict[tuple[str, str], list[dict]] = {}
         not_ok = 0  # answers other than 200: any makes the run an error, not a figure
         for name in urls:  # warm-up

@@ -3,7 +3,7 @@
 Each request is queued and one drain task on the event loop computes the features and
 scores of everything queued in one ``compute_features`` call, one ``predict`` and one write
 to the online store, which commits every decision before any of the drain's answers is sent
-(see fraudkit/store). An idle service scores a request as soon as it arrives (no batching
+(see fraudkit/store/log.py). An idle service scores a request as soon as it arrives (no batching
 window); a busy one amortizes the per-call cost. Everything runs on the event loop thread
 in arrival order.
 
@@ -93,26 +93,13 @@ class Drainer:
         started = time.perf_counter()
         req = Requests.from_rows(rows)
         try:
-            scored, written = self.scorer.score_submitted(req, received)
+            scored = self.scorer.score(req, received)
+            answers = scored.rows(req)
         except Exception as exc:  # noqa: BLE001 - answer every waiter, never hang
             self._fail(waiters, exc)
             return
         SCORE_SECONDS.observe(time.perf_counter() - started)
         DRAIN_SIZE.observe(len(req))
-        # The answers go out once the decisions are written (the writer thread commits
-        # while this loop goes on with the next requests).
-        asyncio.wrap_future(written).add_done_callback(
-            lambda done: self._answer(req, scored, done, waiters))
-
-    def _answer(self, req: Requests, scored: Scored, written: asyncio.Future,
-                waiters: list[tuple[asyncio.Future, list[int]]]) -> None:
-        try:
-            if not written.result():
-                scored.degraded = True
-            answers = scored.rows(req)
-        except Exception as exc:  # noqa: BLE001 - answer every waiter, never hang
-            self._fail(waiters, exc)
-            return
         self._count(scored)
         for future, picks in waiters:
             if not future.done():

@@ -45,7 +45,8 @@ REJECTED = prom.Counter(
     name="fraud_rejected_requests_total", documentation="Requests refused (4xx), by reason",
     labelnames=["reason"])
 SCORE_SECONDS = prom.Histogram(
-    name="fraud_score_seconds", documentation="Feature lookup + model time of one drain",
+    name="fraud_score_seconds",
+    documentation="Time to score one drain: features, model, reasons and the store write",
     buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
 DRAIN_SIZE = prom.Histogram(
     name="fraud_drain_transactions", documentation="Transactions scored per drain",

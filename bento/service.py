@@ -12,7 +12,7 @@ and start-up checks it needs; the rest of ``bento/`` is split by concern:
 
 * :mod:`bento.api`: the FastAPI app mounted here with ``@bentoml.asgi_app`` (the routes,
   auth, errors, the OpenAPI document) and :class:`~bento.api.ScoringRoutes`, the ASGI
-  middleware that answers the two hot routes before BentoML's router;
+  middleware that answers the two hot routes in front of BentoML's own layers;
 * :mod:`bento.batching`: the queue that scores requests arriving together in one drain;
 * :mod:`bento.schemas`: the request and response models;
 * :mod:`bento.metrics`: the Prometheus metrics, created once per process;
@@ -79,7 +79,8 @@ UNTRACED_PATHS = ["/score", "/score_batch", "/customers", "/healthz", "/livez", 
     workers=CONFIG.online_workers,
     # A request slower than 2 s is far past a card terminal's 100 ms budget. The timeout
     # also bounds BentoML's per-request timers: with 30 s, ~120k of them were pending at
-    # 4,000 req/s and garbage-collector passes over them pushed p99 past 100 ms.
+    # 4,000 req/s and garbage-collector passes over them pushed p99 past 100 ms. (The two
+    # scoring routes skip this layer now: see api.ScoringRoutes.)
     traffic={"timeout": 2},
     logging={"access": {"enabled": False}},
     tracing={"sample_rate": 0.0, "excluded_urls": UNTRACED_PATHS},

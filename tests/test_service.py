@@ -80,6 +80,24 @@ def test_score_answer_shape(server: httpx.Client) -> None:
     assert "reasons" in body
 
 
+def test_scoring_routes_stand_in_front_of_bentoml_and_the_rest_still_works(
+        server: httpx.Client) -> None:
+    """After the first request the hot routes skip BentoML's middleware (its per-request
+    timeout task and timer, tracing, router): /status says so, a BentoML upgrade that
+    builds its app another way is caught here, and BentoML's own routes and the FastAPI
+    app still answer through its stack."""
+    server.post("/score", json=GOOD, headers=HEADERS).raise_for_status()
+    assert server.get("/status", headers=HEADERS).json()["scoring_routes_in_front"] is True
+    again = server.post("/score", json={**GOOD, "transaction_id": 10_000_099},
+                        headers=HEADERS)
+    assert again.status_code == 200 and again.json()["transaction_id"] == 10_000_099
+    assert server.post("/score", json={**GOOD, "tx_amount": "x"},
+                       headers=HEADERS).status_code == 422
+    assert server.get("/readyz").status_code == 200
+    assert server.get("/docs.json").json()["openapi"] == "3.1.0"
+    assert "fraud_http_requests_total" in server.get("/metrics").text
+
+
 def test_a_decline_says_why(server: httpx.Client) -> None:
     """A very large amount from a new card at a new terminal: declined, and its reasons
     (from the champion's embedded explainer, announced in /status) name the amount."""

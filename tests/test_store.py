@@ -232,73 +232,76 @@ def test_decision_log_buffers_while_redis_is_down_and_writes_in_order(tmp_path: 
         assert ok and sorted(rows.amount.tolist()) == [1.0, 3.0]
 
 
-def test_submitted_rows_count_in_reads_until_their_write_is_done(
-        store: OnlineStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The decision log writes on its own thread while the service scores the next
-    requests: those must see the rows still being written, and an answer must wait for its
-    write. The store's own write is held back (it still commits to the real store)."""
-    import threading
-
+def test_a_write_is_in_the_next_read_and_a_retry_replaces_its_first_copy(
+        store: OnlineStore) -> None:
+    """The service writes each drain's decisions before it answers (on the event loop, no
+    writer thread): the next drain's windows read them, and a client's retry of a
+    transaction_id counts once, with its latest content."""
     from fraudkit.store.log import DecisionLog
 
-    release = threading.Event()
-    write = store.write
-
-    def held_write(rows: list[tuple]) -> None:
-        assert release.wait(10)
-        write(rows)
-
-    monkeypatch.setattr(store, "write", held_write)
     dlog = DecisionLog(store)
-    first = dlog.submit([decision(1, T0, 5, 6, 1.0)])
-    second = dlog.submit([decision(2, T0 + 1, 5, 6, 2.0), decision(1, T0, 5, 6, 1.5)])
+    assert dlog.write([decision(1, T0, 5, 6, 1.0)]) is True
     rows, ok = dlog.stream_rows([5], (0, 2**62), [], (0, 2**62))
-    assert ok and not first.done() and not second.done()
-    # newest submission first: the retry of transaction 1 (1.5) before its first copy
-    assert rows.amount.tolist() == [2.0, 1.5, 1.0]
-    release.set()
-    assert first.result(10) is True and second.result(10) is True
+    assert ok and rows.amount.tolist() == [1.0]
+    assert dlog.write([decision(2, T0 + 1, 5, 6, 2.0), decision(1, T0, 5, 6, 1.5)]) is True
     rows, ok = dlog.stream_rows([5], (0, 2**62), [], (0, 2**62))
-    assert ok and sorted(rows.amount.tolist()) == [1.5, 2.0]  # stored: the retry replaced
+    assert ok and sorted(rows.amount.tolist()) == [1.5, 2.0]
     assert {r["transaction_id"]: r["tx_amount"]
             for r in store.day_decisions(DAY).to_pylist()} == {1: 1.5, 2: 2.0}
 
 
-def test_reasons_are_added_on_the_writer_thread_and_a_failure_loses_no_decision(
+def test_reasons_land_in_the_same_write_and_a_failure_loses_no_decision(
         tmp_path: Path) -> None:
-    """The service hands the decision log the reasons to compute with the rows: the rows are
-    visible to feature reads at once, the reasons land in the same write, and an explainer
-    that fails leaves them null without failing or changing the decisions."""
-    import threading
-
+    """The service hands the decision log the reasons to compute with the rows: they land
+    in the same write, and an explainer that fails leaves them null without failing or
+    changing the decisions."""
     from fraudkit.store.log import DecisionLog
 
     store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
     dlog = DecisionLog(store)
     try:
-        started, release = threading.Event(), threading.Event()
-        writer: list[str] = []
-
         def reasons() -> list[str | None]:
-            writer.append(threading.current_thread().name)
-            started.set()
-            assert release.wait(10)
             return ['[{"feature":"tx_amount","contribution":2.0}]', None]
 
-        done = dlog.submit([decision(1, T0, 5, 6, 1.0), decision(2, T0 + 1, 5, 6, 2.0)],
-                           reasons)
-        assert started.wait(10)
-        rows, ok = dlog.stream_rows([5], (0, 2**62), [], (0, 2**62))
-        assert ok and sorted(rows.amount.tolist()) == [1.0, 2.0] and not done.done()
-        release.set()
-        assert done.result(10) is True and writer[0].startswith("decision-writer")
+        assert dlog.write([decision(1, T0, 5, 6, 1.0), decision(2, T0 + 1, 5, 6, 2.0)],
+                          reasons) is True
 
         def broken() -> list[str | None]:
             raise RuntimeError("explainer broke")
 
-        assert dlog.submit([decision(3, T0 + 2, 5, 6, 3.0)], broken).result(10) is True
+        assert dlog.write([decision(3, T0 + 2, 5, 6, 3.0)], broken) is True
         logged = {r["transaction_id"]: r["reasons"] for r in store.day_decisions(DAY).to_pylist()}
         assert logged == {1: [{"feature": "tx_amount", "contribution": 2.0}], 2: None, 3: None}
+        rows, ok = dlog.stream_rows([5], (0, 2**62), [], (0, 2**62))
+        assert ok and sorted(rows.amount.tolist()) == [1.0, 2.0, 3.0]
     finally:
-        dlog.drain(10)
+        store.close()
+
+
+def test_the_sqlite_checkpoint_runs_off_the_write_path(tmp_path: Path) -> None:
+    """Writes leave the WAL to grow (no checkpoint inside a commit below the safety net);
+    ``maintain``, which the service's background thread calls, checkpoints it while the
+    writes go on, and the rows stay readable."""
+    import sqlite3
+
+    from fraudkit.store.sqlite import SAFETY_CHECKPOINT_PAGES
+
+    store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    try:
+        for i in range(400):  # ~2,000 pages of WAL: past SQLite's default of 1,000
+            store.write([decision(10_000 * i + k, T0 + i, k, k, 1.0) for k in range(25)])
+        probe = sqlite3.connect(tmp_path / "store.sqlite3")
+        frames = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+        assert 1_000 < frames < SAFETY_CHECKPOINT_PAGES  # every write is still in the WAL
+        probe.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # back to an empty WAL
+        probe.close()
+        for i in range(400, 500):
+            store.write([decision(10_000 * i + k, T0 + i, k, k, 1.0) for k in range(25)])
+        store.maintain()
+        check = sqlite3.connect(tmp_path / "store.sqlite3")
+        busy, log_frames, done = check.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        check.close()
+        assert busy == 0 and log_frames > 0 and done == log_frames
+        assert sum(store.day_counts().values()) == 500 * 25
+    finally:
         store.close()

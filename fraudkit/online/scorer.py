@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -49,7 +48,7 @@ class Scored:
     #: The shadow model's version and its scores of the same rows (logged, never answered).
     shadow: tuple[str, np.ndarray] | None = None
     #: Each row's reasons (reviews and declines of a model with an explainer), else None;
-    #: set on the decision log's writer thread before the write completes.
+    #: set by the decision log's write, which logs them with the decisions.
     reasons: list[explain.Reasons | None] | None = None
     #: What explains the reviews and declines of these rows: the model's explainer and
     #: the feature matrix it scored (None: nothing to explain).
@@ -168,7 +167,6 @@ class OnlineScorer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self.decisions.drain(timeout=10)
         self.decisions.flush()
 
     def _run(self) -> None:
@@ -234,19 +232,10 @@ class OnlineScorer:
         """Features, the champion's scores (or the rules), and the decisions logged.
 
         The decisions are in the online store (or, degraded, in the buffer) when this
-        returns, so the caller may answer. ``received_us`` is when each request arrived
-        (wall clock, microseconds); request ``transaction_id`` values must be distinct.
+        returns, so the caller may answer, and the next call's feature windows count these
+        requests. ``received_us`` is when each request arrived (wall clock, microseconds);
+        request ``transaction_id`` values must be distinct.
         """
-        scored, written = self.score_submitted(req, received_us)
-        if not written.result():
-            scored.degraded = True
-        return scored
-
-    def score_submitted(self, req: Requests, received_us: list[int] | None = None,
-                        ) -> tuple[Scored, Future]:
-        """:meth:`score` without waiting for the decision log: the answers may be sent once
-        the returned future is done (its result False: they were buffered, degraded).
-        Later calls already see these requests in their feature windows."""
         feats, read_ok = self.store.features(req)
         scored = self._model_scores(feats)
         scored.degraded = not read_ok
@@ -262,7 +251,9 @@ class OnlineScorer:
             fallback=scored.fallback, shadow=scored.shadow,
             received_us=received_us if received_us is not None else [now_us] * len(req),
             decided_us=now_us, worker=self.worker, degraded=scored.degraded)
-        return scored, self.decisions.submit(rows, self._explainer_of(scored))
+        if not self.decisions.write(rows, self._explainer_of(scored)):
+            scored.degraded = True
+        return scored
 
     def _model_scores(self, feats: dict[str, np.ndarray]) -> Scored:
         current = self.watcher.current
@@ -292,10 +283,9 @@ class OnlineScorer:
         return scored
 
     def _explainer_of(self, scored: Scored) -> Callable[[], list[str | None]] | None:
-        """The reasons of ``scored``'s reviews and declines, to compute on the decision
-        log's writer thread (off the event loop, which scores the next requests): they set
-        ``scored.reasons`` for the answer and return the logged column. None when there is
-        nothing to explain."""
+        """The reasons of ``scored``'s reviews and declines, computed by the decision log's
+        write: they set ``scored.reasons`` for the answer and return the logged column.
+        None when there is nothing to explain."""
         if scored.to_explain is None:
             return None
         explainer, matrix = scored.to_explain

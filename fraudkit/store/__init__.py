@@ -198,6 +198,11 @@ class OnlineStore(ABC):
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the store answers."""
 
+    def maintain(self) -> None:
+        """Upkeep that must stay off the request path, called between requests by the
+        service's background thread (SQLite: the WAL checkpoint); none by default."""
+        return
+
     @abstractmethod
     def size_bytes(self) -> int:
         """Bytes the store uses for its data (file size or Redis memory of its keys)."""

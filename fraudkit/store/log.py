@@ -1,16 +1,17 @@
 """The decision log in front of an :class:`~fraudkit.store.OnlineStore`: rows, buffer, degraded.
 
-The service calls :meth:`DecisionLog.submit` once per drain, after scoring, and answers
-when the write it returns is done. When the store takes the write, the answers are durable.
-The write runs on one writer thread, in submission order, so the event loop parses and
-scores the next requests while the store commits (sqlite3 and the Redis socket release the
-GIL); until it is committed, a submitted row is *pending* and feature reads see it, so the
-next drain's windows count it exactly as if the write had finished. When it cannot (Redis
-down, disk full), the service must keep answering: the rows stay in this process's buffer,
-the answers say ``"degraded": true``, ``/readyz`` reports not ready (a load balancer drains
-the worker), and the background thread calls :meth:`flush` until the store takes them, in
-their original order. While degraded, feature reads see the buffer but not the store, so a
-customer's windows may miss what other workers (or this one, before the outage) stored.
+The service calls :meth:`DecisionLog.write` once per drain, after scoring, and answers
+when it returns. When the store takes the write, the answers are durable, and the next
+drain's feature windows see the rows. The write runs on the caller's thread (the event
+loop): a writer thread was tried and measured worse, each answer then waiting for the
+thread to get the GIL and for the loop to be woken (p50 of paced real traffic 7.0 against
+2.8 ms, the same throughput; benchmarks/README.md). When the store cannot take the write
+(Redis down, disk full), the service must keep answering: the rows stay in this process's
+buffer, the answers say ``"degraded": true``, ``/readyz`` reports not ready (a load
+balancer drains the worker), and the background thread calls :meth:`flush` until the store
+takes them, in their original order. While degraded, feature reads see the buffer but not
+the store, so a customer's windows may miss what other workers (or this one, before the
+outage) stored.
 
 What a crash while degraded loses: the buffered rows live only in memory, so if the
 process dies before the store is back, those decisions are not in ``online_predictions``
@@ -24,7 +25,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -86,7 +86,7 @@ def decision_rows(
         "received_at": list(received_us),
         "latency_ms": [(decided_us - r) / 1000.0 for r in received_us],
         "day": [day_of(t) for t in times],
-        "reasons": [None] * n,  # filled on the writer thread (DecisionLog.submit)
+        "reasons": [None] * n,  # filled by DecisionLog.write
     }
     constant = {"threshold_review": review, "threshold_decline": decline,
                 "model_version": model_version, "fallback": fallback,
@@ -98,17 +98,10 @@ def decision_rows(
 class DecisionLog:
     """See the module docstring. Thread-safe: the event loop records, a thread flushes."""
 
-    def __init__(self, store: OnlineStore, max_buffer: int = 1_000_000,
-                 max_in_flight: int = 2) -> None:
+    def __init__(self, store: OnlineStore, max_buffer: int = 1_000_000) -> None:
         self.store = store
         self.max_buffer = max_buffer
-        #: Writes submitted and not yet done, at most; :meth:`submit` waits past it, so a
-        #: store slower than the scoring slows the service down instead of piling up rows.
-        self.max_in_flight = max_in_flight
         self._buffer: list[tuple] = []
-        self._pending: list[list[tuple]] = []  # submitted, not yet written (oldest first)
-        self._writes: list[Future] = []
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-writer")
         self._lock = threading.Lock()
         self.degraded = False
         self.last_error: str | None = None
@@ -124,11 +117,10 @@ class DecisionLog:
                     terminal_span: Span) -> tuple[StreamRows, bool]:
         """Stored (and buffered) rows for the feature windows; False when the store could
         not be read, so the features may be incomplete (the answer is then degraded)."""
-        # Newest first (pending, then buffered, then stored): a transaction_id found twice
-        # counts once, as its first copy, so a retry's latest content wins.
+        # Newest first (buffered, then stored): a transaction_id found twice counts once,
+        # as its first copy, so a retry's latest content wins.
         with self._lock:
-            unstored = [r for rows in reversed(self._pending) for r in rows]
-            unstored += self._buffer[::-1]
+            unstored = self._buffer[::-1]
         rows = self._pick(unstored, set(customers), customer_span, set(terminals),
                           terminal_span) if unstored else StreamRows.empty()
         ok = not self.degraded
@@ -152,57 +144,24 @@ class DecisionLog:
                   or (t_lo < r[_TIME] <= t_hi and r[_FIELDS[3]] in terminals)]
         return StreamRows.from_tuples(picked)
 
-    def submit(self, rows: list[tuple],
-               reasons: Callable[[], Sequence[str | None]] | None = None) -> Future:
-        """Write ``rows`` on the writer thread, after every earlier submission; the future's
-        result is :meth:`record`'s (False: buffered, degraded). Until then reads see them.
+    def write(self, rows: list[tuple],
+              reasons: Callable[[], Sequence[str | None]] | None = None) -> bool:
+        """Write ``rows`` (one drain's decisions) now; False when they were buffered
+        instead (degraded).
 
-        ``reasons``, when given, runs first on the writer thread and returns the
-        ``reasons`` column of these rows (JSON text or None each): TreeSHAP of the reviews
-        and declines costs 0.7-1 ms a row, and computed there the event loop goes on
-        parsing and scoring the next requests meanwhile (a later drain's write still waits
-        its turn). The feature windows need none of it, so reads see the rows at once, as
-        without it. If it fails, the rows are written without reasons (an explanation
-        never costs a decision)."""
-        with self._lock:
-            self._pending.append(rows)
-            self._writes = [w for w in self._writes if not w.done()]
-            oldest = self._writes[0] if len(self._writes) >= self.max_in_flight else None
-        if oldest is not None:
-            oldest.exception()  # wait for it; its outcome reaches its own caller
-        write = self._writer.submit(self._write_pending, rows, reasons)
-        with self._lock:
-            self._writes.append(write)
-        return write
-
-    def _write_pending(self, rows: list[tuple],
-                       reasons: Callable[[], Sequence[str | None]] | None = None) -> bool:
-        try:
-            if reasons is not None:
-                self._add_reasons(rows, reasons)
-            return self.record(rows)
-        finally:
-            with self._lock:
-                self._pending.remove(rows)
-
-    def _add_reasons(self, rows: list[tuple], reasons: Callable[[], Sequence[str | None]]
-                     ) -> None:
-        try:
-            texts = reasons()
-        except Exception:  # noqa: BLE001 - the decisions are written without them
-            log.exception("explaining %d decision(s) failed; logged without reasons",
-                          len(rows))
-            return
-        with self._lock:  # in place: ``rows`` is the pending entry reads iterate
-            rows[:] = [r[:_REASONS] + (text,) + r[_REASONS + 1:]
-                       for r, text in zip(rows, texts, strict=True)]
-
-    def drain(self, timeout: float | None = None) -> None:
-        """Wait for every submitted write (at shutdown, before the last flush)."""
-        with self._lock:
-            writes = list(self._writes)
-        for write in writes:
-            write.exception(timeout)
+        ``reasons``, when given, runs first and returns the ``reasons`` column of these
+        rows (JSON text or None each), so the reasons land in the same write. If it fails,
+        the rows are written without reasons: an explanation never costs a decision."""
+        if reasons is not None:
+            try:
+                texts = reasons()
+            except Exception:  # noqa: BLE001 - the decisions are written without them
+                log.exception("explaining %d decision(s) failed; logged without reasons",
+                              len(rows))
+            else:
+                rows = [r[:_REASONS] + (text,) + r[_REASONS + 1:]
+                        for r, text in zip(rows, texts, strict=True)]
+        return self.record(rows)
 
     def record(self, rows: list[tuple]) -> bool:
         """Write ``rows`` now; False when they were buffered instead (degraded)."""
@@ -244,10 +203,14 @@ class DecisionLog:
             return self.flush()
         try:
             self.store.ping()
-            return True
         except StoreUnavailable as exc:
             self._fail(exc)
             return False
+        try:
+            self.store.maintain()
+        except StoreUnavailable as exc:  # the writes may still go through: not degraded
+            log.warning("online store upkeep failed: %s", exc)
+        return True
 
     def flush(self) -> bool:
         """Write the buffer, oldest first; True when the store is healthy again."""
