@@ -278,30 +278,33 @@ def test_reasons_land_in_the_same_write_and_a_failure_loses_no_decision(
         store.close()
 
 
-def test_the_sqlite_checkpoint_runs_off_the_write_path(tmp_path: Path) -> None:
+def test_the_sqlite_checkpoint_runs_off_the_write_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Writes leave the WAL to grow (no checkpoint inside a commit below the safety net);
     ``maintain``, which the service's background thread calls, checkpoints it while the
-    writes go on, and the rows stay readable."""
+    writes go on and truncates it past ``WAL_RESET_BYTES``, and the rows stay readable."""
     import sqlite3
 
-    from fraudkit.store.sqlite import SAFETY_CHECKPOINT_PAGES
+    from fraudkit.store import sqlite as sqlite_store
 
     store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    wal = tmp_path / "store.sqlite3-wal"
     try:
         for i in range(400):  # ~2,000 pages of WAL: past SQLite's default of 1,000
             store.write([decision(10_000 * i + k, T0 + i, k, k, 1.0) for k in range(25)])
         probe = sqlite3.connect(tmp_path / "store.sqlite3")
-        frames = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
-        assert 1_000 < frames < SAFETY_CHECKPOINT_PAGES  # every write is still in the WAL
-        probe.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # back to an empty WAL
+        busy, frames, copied = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert 1_000 < frames < sqlite_store.SAFETY_CHECKPOINT_PAGES  # all still in the WAL
         probe.close()
+        store.maintain()  # below WAL_RESET_BYTES: checkpointed, the file left as it is
+        assert wal.stat().st_size > 2**20
+        monkeypatch.setattr(sqlite_store, "WAL_RESET_BYTES", 2**20)
         for i in range(400, 500):
             store.write([decision(10_000 * i + k, T0 + i, k, k, 1.0) for k in range(25)])
         store.maintain()
-        check = sqlite3.connect(tmp_path / "store.sqlite3")
-        busy, log_frames, done = check.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        check.close()
-        assert busy == 0 and log_frames > 0 and done == log_frames
+        assert wal.stat().st_size == 0
         assert sum(store.day_counts().values()) == 500 * 25
+        store.write([decision(99_999_999, T0, 1, 1, 1.0)])  # and it takes writes again
+        assert sum(store.day_counts().values()) == 500 * 25 + 1
     finally:
         store.close()

@@ -50,9 +50,19 @@ from fraudkit.store import (
 )
 from fraudkit.store.recent import RecentRows
 
-#: WAL pages past which a commit checkpoints anyway (~40 MB): only when ``maintain`` is
+#: WAL pages past which a commit checkpoints anyway (~80 MB): only when ``maintain`` is
 #: not called, or falls far behind (see there).
-SAFETY_CHECKPOINT_PAGES = 10_000
+SAFETY_CHECKPOINT_PAGES = 20_000
+#: WAL file size past which ``maintain`` truncates it.
+WAL_RESET_BYTES = 64 * 2**20
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
 _SQL_TYPES = {pa.int64(): "INTEGER", pa.float64(): "REAL", pa.string(): "TEXT",
               pa.bool_(): "INTEGER"}
 
@@ -249,18 +259,24 @@ class SqliteStore(OnlineStore):
         """Checkpoint the WAL into the database file, on a connection of its own.
 
         SQLite checkpoints by default in the commit that takes the WAL past 1,000 pages:
-        on the request path, every ~20 s at 500 req/s, that commit then copies ~4 MB and
-        fsyncs, and the answers of that drain and of the requests queued behind it waited
-        (p99 of paced real traffic 15.9 ms, against 9.6 ms without; benchmarks/README.md).
-        The service calls this from its background thread between polls instead; a PASSIVE
-        checkpoint never blocks the writer, which appends to the WAL meanwhile. The write
-        connection still checkpoints past ``SAFETY_CHECKPOINT_PAGES``, so the WAL stays
-        bounded if nothing calls this."""
+        on the request path, every few seconds at 500 req/s, that commit then copies ~4 MB
+        and fsyncs, and the answers of that drain and of the requests queued behind it
+        waited (p99 of paced real traffic 15.9 ms, against 9.6 ms without;
+        benchmarks/README.md). The service calls this from its background thread between
+        polls instead: a PASSIVE checkpoint copies the WAL into the database while the
+        writes go on. Under steady writes the WAL never is fully copied at the moment a
+        write starts, so SQLite never starts it over and the file keeps growing; past
+        ``WAL_RESET_BYTES`` this therefore holds this process's writes back for a moment
+        (the PASSIVE pass has left little to copy) and truncates it. The write connection
+        still checkpoints past ``SAFETY_CHECKPOINT_PAGES``, should nothing call this."""
         with self._checkpoint_lock:
             try:
                 if self._cdb is None:
                     self._cdb = self._connect()
-                self._cdb.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                self._cdb.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                if _file_size(f"{self.path}-wal") > WAL_RESET_BYTES:
+                    with self._write_lock:
+                        self._cdb.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"online store {self.path}: checkpoint: {exc}") from exc
 
