@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -280,31 +281,59 @@ def test_reasons_land_in_the_same_write_and_a_failure_loses_no_decision(
 
 def test_the_sqlite_checkpoint_runs_off_the_write_path(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Writes leave the WAL to grow (no checkpoint inside a commit below the safety net);
+    """Writes leave the WAL to grow (no checkpoint inside a commit below the safety net).
     ``maintain``, which the service's background thread calls, checkpoints it while the
-    writes go on and truncates it past ``WAL_RESET_BYTES``, and the rows stay readable."""
+    writes go on and, past ``WAL_RESTART_FRAMES``, has the next write start the WAL over:
+    under steady writes its file stays bounded, where with copying alone it keeps
+    growing (the control). The rows stay readable."""
     import sqlite3
+    import threading
 
     from fraudkit.store import sqlite as sqlite_store
 
     store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
-    wal = tmp_path / "store.sqlite3-wal"
     try:
         for i in range(400):  # ~2,000 pages of WAL: past SQLite's default of 1,000
             store.write([decision(10_000 * i + k, T0 + i, k, k, 1.0) for k in range(25)])
         probe = sqlite3.connect(tmp_path / "store.sqlite3")
-        busy, frames, copied = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        assert 1_000 < frames < sqlite_store.SAFETY_CHECKPOINT_PAGES  # all still in the WAL
+        frames = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
         probe.close()
-        store.maintain()  # below WAL_RESET_BYTES: checkpointed, the file left as it is
-        assert wal.stat().st_size > 2**20
-        monkeypatch.setattr(sqlite_store, "WAL_RESET_BYTES", 2**20)
-        for i in range(400, 500):
-            store.write([decision(10_000 * i + k, T0 + i, k, k, 1.0) for k in range(25)])
-        store.maintain()
-        assert wal.stat().st_size == 0
-        assert sum(store.day_counts().values()) == 500 * 25
-        store.write([decision(99_999_999, T0, 1, 1, 1.0)])  # and it takes writes again
-        assert sum(store.day_counts().values()) == 500 * 25 + 1
+        assert 1_000 < frames < sqlite_store.SAFETY_CHECKPOINT_PAGES  # all in the WAL
     finally:
         store.close()
+
+    def steady_writes(name: str, restart_frames: int) -> tuple[int, int]:
+        """WAL file bytes after 3 s of writes with ``maintain`` every 20 ms, and the
+        number of writes."""
+        monkeypatch.setattr(sqlite_store, "WAL_RESTART_FRAMES", restart_frames)
+        busy = open_store(f"sqlite:///{tmp_path / name}")
+        stop = threading.Event()
+        written = [0]
+
+        def write() -> None:
+            while not stop.is_set():
+                i = written[0]
+                busy.write([decision(10 * i + k, T0 + i, k, k, 1.0) for k in range(5)])
+                written[0] += 1
+                time.sleep(0.0005)  # a busy service's pace: a drain every ~0.5 ms
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                busy.maintain()
+                time.sleep(0.02)
+        finally:
+            stop.set()
+            writer.join()
+        size = (tmp_path / f"{name}-wal").stat().st_size
+        rows = sum(busy.day_counts().values())
+        busy.close()
+        assert rows == written[0] * 5
+        return size, written[0]
+
+    bounded, writes = steady_writes("restarted.sqlite3", 500)
+    grown, control_writes = steady_writes("copied-only.sqlite3", 10**9)
+    assert writes > 1_500 and control_writes > 1_500
+    assert bounded < 2 * 500 * 4_200 and grown > 1_500 * 4_096, (bounded, grown)
