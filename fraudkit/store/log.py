@@ -197,8 +197,9 @@ class DecisionLog:
                 log.error("decision buffer full: dropped the %d oldest rows", over)
 
     def check(self) -> bool:
-        """Ping the store (the background thread does, between requests), so a worker
-        with no traffic also reports an outage on /readyz; True when healthy."""
+        """Ping the store and do its upkeep (:meth:`OnlineStore.maintain`; the background
+        thread calls this between requests), so a worker with no traffic also reports an
+        outage on /readyz; True when healthy."""
         if self.degraded:
             return self.flush()
         try:
