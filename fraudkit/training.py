@@ -297,7 +297,7 @@ def precision_recall_png(labels: np.ndarray, scores: np.ndarray, title: str) -> 
 
 
 #: Held-out rows whose TreeSHAP values make a model's global importances. TreeSHAP costs
-#: about 1 ms a row for 300 trees on this machine's 2 cores, so a seeded sample of the
+#: about 0.5 ms a row for 300 trees on this machine, so a seeded sample of the
 #: held-out days rather than all of them (a mean of |SHAP| over 2,000 rows is stable to a
 #: few percent).
 SHAP_ROWS = 2_000
