@@ -205,7 +205,10 @@ class ModelRegistry:
             (staging / MANIFEST_FILE).write_bytes(manifest)
             if ready():  # another process (a service worker, a step) put it there meanwhile
                 return folder
-            if folder.exists():  # a copy of other content: only then is it replaced
+            # A copy of other content: only then is it replaced. ``ready()`` again, not just
+            # ``exists()``: another process may have put this very content there since the
+            # check above, and readers may already use it.
+            if folder.exists() and not ready():
                 old = folder.with_name(f".{version}-old-{staging.name}")
                 with suppress(FileNotFoundError):
                     folder.rename(old)
