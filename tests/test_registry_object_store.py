@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import signal
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing.pool import Pool
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +146,24 @@ def test_the_online_watcher_follows_a_promotion_on_the_object_store(
 
 # -- races between processes -----------------------------------------------------------
 
+@contextmanager
+def _pool(processes: int) -> Iterator[Pool]:
+    """A pool of fresh (spawned) interpreters that leaving the ``with`` can stop.
+
+    Leaving ``with Pool()`` terminates the workers with SIGTERM, and a spawned child
+    inherits an ignored SIGTERM. This test process may be ignoring it: Dagster maps
+    SIGTERM to the SIGINT handler whenever it runs a job in process, and a test run started
+    in the background has SIGINT ignored. The workers then outlived the terminate and the
+    pool's join hung until the test timed out, so the workers are born with the default.
+    """
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+            yield pool
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _writer(root: str, cache: str, options: dict[str, str] | None, mine: list[str],
             start: Any) -> None:
     """Promote, in turn, each version of ``mine``, PROMOTIONS times."""
@@ -155,7 +177,7 @@ def _race(reg: ModelRegistry, options: dict[str, str] | None, tmp_path: Path) ->
     versions = [register(reg, bytes([i])) for i in range(WRITERS + 1)]
     reg.promote(versions[-1], "start")
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager, ctx.Pool(WRITERS) as pool:
+    with ctx.Manager() as manager, _pool(WRITERS) as pool:
         start = manager.Event()  # all writers begin together
         pending = [pool.apply_async(_writer, (str(reg.root), str(tmp_path / f"c{i}"), options,
                                               [versions[i], versions[(i + 1) % WRITERS]],
@@ -216,7 +238,7 @@ def test_processes_filling_one_copy_folder_at_once_all_read_it(
     version = register(remote, b"shared" * 1000, **{"reference.parquet": b"r" * 5000})
     caches = [str(tmp_path / f"round{i}") for i in range(15)]
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager, ctx.Pool(4) as pool:
+    with ctx.Manager() as manager, _pool(4) as pool:
         start = manager.Event()
         pending = [pool.apply_async(_reader, (str(remote.root), caches,
                                               azurite.storage_options, version, start))
