@@ -9,7 +9,6 @@ import numpy as np
 
 from fraudkit.features import US_PER_DAY, Transactions, compute_features
 from fraudkit.online.history import CUSTOMER_SPAN_US, TERMINAL_SPAN_US, HistorySnapshot
-from fraudkit.schema import INT64_MAX
 from fraudkit.store import StreamRow, StreamRows
 from fraudkit.store.log import DecisionLog
 
@@ -62,15 +61,23 @@ def to_time_us(value: dt.datetime) -> int:
 
 
 def _bounds(keys: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct keys with the min and max request time of each."""
+    """Distinct keys (ascending) with the min and max request time of each.
+
+    One sort by (key, time) and two masks: a fixed handful of numpy calls, where
+    ``np.unique`` plus ``np.minimum.at`` / ``np.maximum.at`` cost twice as much per drain
+    (22 against 10 microseconds for 5 requests; ``ufunc.at`` has a high fixed cost).
+    """
     if len(keys) == 1:
         return keys, times, times
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    lo = np.full(len(uniq), INT64_MAX, dtype=np.int64)
-    hi = np.full(len(uniq), -INT64_MAX, dtype=np.int64)
-    np.minimum.at(lo, inverse, times)
-    np.maximum.at(hi, inverse, times)
-    return uniq, lo, hi
+    order = np.lexsort((times, keys))
+    keys, times = keys[order], times[order]
+    first = np.empty(len(keys), dtype=bool)
+    first[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    last = np.empty_like(first)
+    last[:-1] = first[1:]
+    last[-1] = True
+    return keys[first], times[first], times[last]
 
 
 class OnlineFeatureStore:
