@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -134,20 +135,31 @@ class BentoServer:
 
 
 class RedisServer:
-    """A ``redis-server`` with AOF on (``appendfsync everysec``), as the README asks for.
+    """A ``redis-server`` with AOF on (``appendfsync everysec``), as the README asks for;
+    ``fsync="always"`` fsyncs before every reply instead (what that costs:
+    ``benchmarks/online.py --with-fsync-always``).
 
     ``kill()`` is a SIGKILL of the server; ``start()`` again reuses its folder, so the AOF
-    written before the kill is what the restarted server loads.
+    written before the kill is what the restarted server loads. With ``unix_socket`` it
+    also listens on a Unix socket, and :attr:`url` is a ``unix://`` URL (a socket path must
+    stay under 108 bytes, so it lives in a short temporary folder of its own).
     """
 
-    def __init__(self, folder: Path, password: str | None = None) -> None:
+    def __init__(self, folder: Path, password: str | None = None,
+                 fsync: str = "everysec", unix_socket: bool = False) -> None:
         self.folder = folder
         self.port = free_port()
         self.password = password
+        self.fsync = fsync
+        self.socket_path = (Path(tempfile.mkdtemp(prefix="redis-")) / "redis.sock"
+                            if unix_socket else None)
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
+        if self.socket_path is not None:
+            auth = f"&password={self.password}" if self.password else ""
+            return f"unix://{self.socket_path}?db=0{auth}"
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
@@ -157,10 +169,12 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed: `make test` installs it "
                                "(apt-get install -y redis-server)")
         args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-                "--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec",
+                "--appendonly", "yes" if appendonly else "no", "--appendfsync", self.fsync,
                 "--save", "", "--daemonize", "no", "--logfile", str(self.folder / "redis.log")]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.socket_path is not None:
+            args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -186,6 +200,8 @@ class RedisServer:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if self.socket_path is not None:
+            shutil.rmtree(self.socket_path.parent, ignore_errors=True)
 
 
 def postgres_bindir() -> Path:

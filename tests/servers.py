@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @contextmanager
 def redis_server(folder: Path, password: str | None = None,
-                 appendonly: bool = True) -> Iterator[RedisServer]:
+                 appendonly: bool = True, unix_socket: bool = False) -> Iterator[RedisServer]:
     folder.mkdir(parents=True, exist_ok=True)
-    server = RedisServer(folder, password)
+    server = RedisServer(folder, password, unix_socket=unix_socket)
     server.start(appendonly=appendonly)
     try:
         yield server

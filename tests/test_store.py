@@ -46,14 +46,16 @@ def decision(tx_id: int, t_us: int, customer: int, terminal: int, amount: float,
     return tuple(values[c] for c in DECISION_COLUMNS)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "redis-unix-socket"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStore]:
     if request.param == "sqlite":
         s = open_store(f"sqlite:///{tmp_path / 'online' / 'store.sqlite3'}")
         yield s
         s.close()
     else:
-        with redis_server(tmp_path / "redis") as server:
+        unix = request.param == "redis-unix-socket"
+        with redis_server(tmp_path / "redis", unix_socket=unix) as server:
+            assert server.url.startswith("unix://" if unix else "redis://")
             s = open_store(server.url)
             yield s
             s.close()

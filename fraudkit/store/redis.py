@@ -2,9 +2,14 @@
 
 Why Redis: every worker and replica reads and writes one store with sub-millisecond round
 trips, as Feast's production online store does. Run it with ``appendonly yes`` and
-``appendfsync everysec``: Redis has written each command to the OS before it replies, so a
-``kill -9`` of redis-server loses no answered request; a power loss can lose about one
-second. :meth:`RedisStore.open` refuses a server whose AOF is off.
+``appendfsync everysec``: Redis writes each command to the OS before it replies, so a
+``kill -9`` of redis-server loses no answered request, except while its once-a-second
+background fsync is still running. Then Redis postpones the write (up to 2 s) but still
+replies (``flushAppendOnlyFile`` in its ``aof.c``), and a ``kill -9`` loses what it
+postponed; an fsync takes about 0.3 ms on a quiet disk, so the window is small but real.
+A power loss can lose one to two seconds. ``appendfsync always`` closes both gaps at one
+fsync per Redis event-loop pass (measured cost in the README). :meth:`RedisStore.open`
+refuses a server whose AOF is off.
 
 Keys (``<prefix>`` is ``fraud`` unless the URL says ``?prefix=...``):
 
@@ -35,7 +40,7 @@ import hashlib
 import json
 import threading
 from collections import Counter
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pyarrow as pa
 import redis
@@ -98,13 +103,22 @@ _SHA = {lua: hashlib.sha1(lua.encode()).hexdigest() for lua in (_WRITE_LUA, _TAI
 
 
 def mask(url: str) -> str:
-    """The URL without its password, for messages and /status."""
+    """The URL without its password (``redis://:PASSWORD@host`` or a ``unix://`` URL's
+    ``?password=``), for messages and /status."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    query = "&".join(f"{k}=***" if k == "password" else f"{k}={v}"
+                     for k, v in parse_qsl(parts.query, keep_blank_values=True))
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return _join(parts.scheme, netloc, parts.path, query)
+
+
+def _join(scheme: str, netloc: str, path: str, query: str) -> str:
+    """``urlunsplit`` without its one surprise: it drops the ``//`` of an empty host, and
+    ``unix:/path`` is not a URL redis-py accepts (``unix:///path`` is)."""
+    return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
 
 
 def _stream_row(row: tuple) -> str:
@@ -145,8 +159,8 @@ class RedisStore(OnlineStore):
         parts = urlsplit(url)
         query = parse_qs(parts.query)
         prefix = query.pop("prefix", ["fraud"])[0]
-        clean = urlunsplit((parts.scheme, parts.netloc, parts.path,
-                            "&".join(f"{k}={v[0]}" for k, v in query.items()), ""))
+        clean = _join(parts.scheme, parts.netloc, parts.path,
+                      "&".join(f"{k}={v[0]}" for k, v in query.items()))
         shown = mask(url)
         try:
             client = redis.Redis.from_url(clean, socket_timeout=1.0,
