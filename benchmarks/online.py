@@ -8,6 +8,10 @@ durable online store, every decision written before its answer) in three set-ups
   script starts on a free port;
 * ``redis-2w``: two workers (``ONLINE_WORKERS=2``) sharing that Redis;
 
+and, with ``--with-fsync-always``, ``redis-always``: one worker on a second ``redis-server``
+run with ``appendfsync always`` (an fsync before every reply; see the README for the window
+that ``everysec`` leaves open to a ``kill -9`` of redis-server);
+
 and a bare Starlette app on uvicorn that only parses the JSON and runs the same ONNX model on
 a feature row, with no lookup and no store (one worker). Each round drives every server, one
 after the other, with real load generators:
@@ -74,6 +78,8 @@ SERVICES = ("sqlite", "redis", "redis-2w")
 MIX_DELAY_MS = 16
 #: The service without reasons (REASON_CODES=0), in the same runs: what the reasons cost.
 NO_REASONS = "sqlite-no-reasons"
+#: One worker on a redis-server with ``appendfsync always`` (``--with-fsync-always``).
+FSYNC_ALWAYS = "redis-always"
 
 
 def bare_app(model_path: str):  # pragma: no cover - runs in the baseline subprocess
@@ -259,6 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32, help="connections, flat out")
+    parser.add_argument("--with-fsync-always", action="store_true",
+                        help=f"also run {FSYNC_ALWAYS}: one worker on a redis-server with "
+                             "appendfsync always, against redis (everysec)")
     parser.add_argument("--last-day", default=None,
                         help="replay the 5 days up to this one (default: the newest)")
     parser.add_argument("--bare-app", default=None, help=argparse.SUPPRESS)
@@ -322,6 +331,15 @@ def main(argv: list[str] | None = None) -> None:
     stores[NO_REASONS] = f"sqlite:///{workdir / 'store-no-reasons.sqlite3'}"
     servers[NO_REASONS] = BentoServer({**env, "ONLINE_STORE_URL": stores[NO_REASONS],
                                        "REASON_CODES": "0"}, workdir / "no-reasons.log")
+    redis_of = {name: redis for name in servers}
+    if args.with_fsync_always:
+        always = RedisServer(workdir / "redis-always", fsync="always")
+        (workdir / "redis-always").mkdir()
+        always.start()
+        redis_of[FSYNC_ALWAYS] = always
+        stores[FSYNC_ALWAYS] = always.url
+        servers[FSYNC_ALWAYS] = BentoServer({**env, "ONLINE_STORE_URL": always.url},
+                                            workdir / "redis-always.log")
     bare_port = free_port()
     bare = subprocess.Popen(
         [sys.executable, __file__, "--bare-app", str(champion.model_path),
@@ -335,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
         """The processes whose CPU a replay of ``name`` is split into."""
         tree = servers[name].tree() if name in servers else [
             psutil.Process(bare.pid), *psutil.Process(bare.pid).children(recursive=True)]
-        return {"server": tree, "redis": [psutil.Process(redis.proc.pid)]}
+        return {"server": tree, "redis": [psutil.Process(redis_of.get(name, redis).proc.pid)]}
 
     try:
         for server in servers.values():
@@ -416,6 +434,12 @@ def main(argv: list[str] | None = None) -> None:
                   f"({'PASS' if ok_mix else 'MISS'}); replay max throughput {ratio:.2f}x bare "
                   f"(target >= {THROUGHPUT_TARGET}: {'PASS' if ok_ratio else 'MISS'}); hey "
                   f"one body {med[(name, 'max')]['rps'] / med[('bare', 'max')]['rps']:.2f}x")
+        if FSYNC_ALWAYS in servers:
+            a, e = med[(FSYNC_ALWAYS, "mix")], med[("redis", "mix")]
+            print(f"redis with appendfsync always against everysec: replay max "
+                  f"{med[(FSYNC_ALWAYS, 'replay')]['rps'] / med[('redis', 'replay')]['rps']:.2f}x;"
+                  f" paced real traffic p50 {a['p50_ms']:.2f} vs {e['p50_ms']:.2f} ms, p99 "
+                  f"{a['p99_ms']:.2f} vs {e['p99_ms']:.2f} ms")
         two = med[("redis-2w", "replay")]["rps"] / med[("redis", "replay")]["rps"]
         print(f"redis, two workers / one worker (replay max): {two:.2f}x (target >= "
               f"{TWO_WORKERS_TARGET}: {'PASS' if two >= TWO_WORKERS_TARGET else 'MISS'}); "
@@ -452,7 +476,8 @@ def main(argv: list[str] | None = None) -> None:
             server.stop()
         os.killpg(bare.pid, 15)
         bare.wait(timeout=20)
-        redis.stop()
+        for server in set(redis_of.values()):
+            server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
