@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -392,6 +394,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.batch_only and args.skip_batch:
         parser.error("--batch-only and --skip-batch together leave nothing to run")
+    # `kill` of the demo stops the servers it started (their `with` blocks run); the jobs
+    # it runs in process keep this handler (scripts.jobs.sigterm_kept).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     quiet_beta_warnings()
     settings = Settings.from_env()
     ensure_dagster_home()

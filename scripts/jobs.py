@@ -7,8 +7,12 @@ and tagged with the process that runs it (see sensors/dead_runs.py).
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,27 @@ def ensure_dagster_home() -> Path:
     return home
 
 
+@contextmanager
+def sigterm_kept() -> Iterator[None]:
+    """Keep this process's SIGTERM disposition across a Dagster run in process.
+
+    While it runs a job in process, Dagster points SIGTERM at the SIGINT handler, and it
+    leaves it there afterwards. In the foreground that turns a later ``kill`` into a
+    KeyboardInterrupt; in a process started in the background, whose SIGINT is ignored,
+    SIGTERM stays *ignored*: a ``kill`` of the demo did nothing, and every process it
+    started afterwards inherited the ignored SIGTERM (a multiprocessing pool's terminate
+    then hung: tests/test_registry_object_store.py).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; Dagster leaves them alone there too
+        return
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def run_job(
     name: str,
     instance: dg.DagsterInstance,
@@ -52,10 +77,11 @@ def run_job(
 
     tags = {**process_tags(), **({RANGE_START: days[0], RANGE_END: days[1]} if days else {})}
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    result = defs.resolve_job_def(name).execute_in_process(
-        instance=instance, tags=tags, run_config={**quiet, **(run_config or {})},
-        raise_on_error=False,
-    )
+    with sigterm_kept():
+        result = defs.resolve_job_def(name).execute_in_process(
+            instance=instance, tags=tags, run_config={**quiet, **(run_config or {})},
+            raise_on_error=False,
+        )
     if not result.success:
         for event in result.all_events:
             if event.is_failure:
