@@ -86,19 +86,25 @@ class BentoServer:
                 [bentoml, "serve", self.target, "--port", str(self.port)], cwd=self.cwd,
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         path = "/readyz" if ready else "/healthz"
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the service exited:\n{self.log_tail()}")
-            try:
-                if httpx.get(self.url + path, timeout=2).status_code == 200:
-                    return time.perf_counter() - started
-            except httpx.TransportError:
-                pass
-            if time.perf_counter() - started > timeout:
-                self.kill(signal.SIGKILL)
-                raise RuntimeError(f"the service was not ready after {timeout:.0f}s:\n"
-                                   f"{self.log_tail()}")
-            time.sleep(0.2)
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"the service exited:\n{self.log_tail()}")
+                try:
+                    if httpx.get(self.url + path, timeout=2).status_code == 200:
+                        return time.perf_counter() - started
+                except httpx.TransportError:
+                    pass
+                if time.perf_counter() - started > timeout:
+                    raise RuntimeError(f"the service was not ready after {timeout:.0f}s:\n"
+                                       f"{self.log_tail()}")
+                time.sleep(0.2)
+        except BaseException:
+            # Not ready, or the caller interrupted (Ctrl-C, a SIGTERM turned into SystemExit
+            # by the demo): a half-started tree must not outlive the caller, whose ``with``
+            # block (and its stop) was never entered.
+            self.kill(signal.SIGKILL)
+            raise
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
