@@ -216,14 +216,18 @@ def test_decision_log_buffers_while_redis_is_down_and_writes_in_order(tmp_path: 
     with redis_server(tmp_path / "r") as server:
         dlog = DecisionLog(open_store(server.url))
         assert dlog.record([decision(1, T0, 3, 4, 1.0)])
+        rows, ok = dlog.stream_rows([3], (0, 2**62), [], (0, 2**62))  # this worker reads 1
+        assert ok and rows.amount.tolist() == [1.0]
+        assert dlog.record([decision(5, T0 + 3, 3, 4, 5.0)])  # stored, never read here
         server.kill()
-        # the service keeps answering: rows are buffered, reads see the buffer
+        # the service keeps answering: rows are buffered; reads see the buffer, then what
+        # the worker had read from the store before the outage (not row 5)
         assert not dlog.record([decision(2, T0 + 1, 3, 4, 2.0)])
         assert not dlog.record([decision(2, T0 + 2, 3, 4, 3.0)])  # a retry, later
         assert dlog.degraded and dlog.buffered == 2
         rows, ok = dlog.stream_rows([3], (0, 2**62), [], (0, 2**62))
         # newest first: the features count a transaction_id once, as its first copy
-        assert not ok and rows.amount.tolist() == [3.0, 2.0]
+        assert not ok and rows.amount.tolist() == [3.0, 2.0, 1.0]
         assert not dlog.flush()
         server.start()
         assert dlog.flush() and not dlog.degraded and dlog.buffered == 0
@@ -232,7 +236,35 @@ def test_decision_log_buffers_while_redis_is_down_and_writes_in_order(tmp_path: 
         assert by_id[2]["tx_amount"] == 3.0 and by_id[2]["degraded"] is True
         assert by_id[1]["degraded"] is False
         rows, ok = dlog.stream_rows([3], (0, 2**62), [], (0, 2**62))
-        assert ok and sorted(rows.amount.tolist()) == [1.0, 3.0]
+        assert ok and sorted(rows.amount.tolist()) == [1.0, 3.0, 5.0]
+
+
+def test_a_restart_of_redis_between_two_calls_is_not_an_outage(tmp_path: Path) -> None:
+    """After redis-server restarts, the worker's connection is dead though the server is
+    back: the next call opens it again instead of answering degraded (a worker that was
+    idle during the restart did, and its answer missed rows it had read before)."""
+    from fraudkit.store.log import DecisionLog
+
+    with redis_server(tmp_path / "r") as server:
+        dlog = DecisionLog(open_store(server.url))
+        assert dlog.record([decision(1, T0, 3, 4, 1.0)])
+        assert dlog.stream_rows([3], (0, 2**62), [], (0, 2**62))[1]
+        for i in (2, 3):  # a restart before a read, then one before a write
+            server.kill()
+            server.start()
+            rows, ok = dlog.stream_rows([3], (0, 2**62), [], (0, 2**62))
+            assert ok and not dlog.degraded
+            assert sorted(rows.amount.tolist()) == [float(a) for a in range(1, i)]
+            server.kill()
+            server.start()
+            assert dlog.record([decision(i, T0 + i, 3, 4, float(i))]) and not dlog.degraded
+        assert dlog.store.day_counts() == {DAY: 3}
+        # while it is down, the first call fails fast and the worker degrades
+        server.kill()
+        started = time.monotonic()
+        rows, ok = dlog.stream_rows([3], (0, 2**62), [], (0, 2**62))
+        assert not ok and dlog.degraded and time.monotonic() - started < 1.0
+        assert sorted(rows.amount.tolist()) == [1.0, 2.0]  # what it had read: not row 3
 
 
 def test_a_write_is_in_the_next_read_and_a_retry_replaces_its_first_copy(

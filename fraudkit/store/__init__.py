@@ -24,13 +24,16 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from fraudkit.explain import REASONS_TYPE, from_text
 from fraudkit.features import COUNT_COLUMNS, FEATURE_COLUMNS, US_PER_DAY
+
+if TYPE_CHECKING:
+    from fraudkit.store.recent import RecentRows
 
 #: The request fields of the raw contract (no label), in this order everywhere.
 REQUEST_FIELDS: tuple[str, ...] = (
@@ -160,6 +163,8 @@ class OnlineStore(ABC):
     backend: str = ""
     #: Where it is, without secrets (a password in a Redis URL is masked).
     location: str = ""
+    #: The stream rows this process has read (both backends tail the store into one).
+    recent: RecentRows | None = None
 
     @abstractmethod
     def write(self, rows: list[tuple]) -> None:
@@ -170,6 +175,14 @@ class OnlineStore(ABC):
                     terminal_span: Span) -> StreamRows:
         """Stored rows of these customers with ``lo < time <= hi`` of ``customer_span``,
         and of these terminals within ``terminal_span`` (a row may come twice)."""
+
+    def seen_rows(self, customers: list[int], customer_span: Span, terminals: list[int],
+                  terminal_span: Span) -> StreamRows:
+        """The rows of :meth:`stream_rows` that this process has already read, without
+        asking the store: what a worker still knows while the store is unreachable."""
+        if self.recent is None:
+            return StreamRows.empty()
+        return self.recent.rows_for(customers, customer_span, terminals, terminal_span)
 
     @abstractmethod
     def day_decisions(self, day: str) -> pa.Table:

@@ -9,9 +9,9 @@ thread to get the GIL and for the loop to be woken (p50 of paced real traffic 7.
 (Redis down, disk full), the service must keep answering: the rows stay in this process's
 buffer, the answers say ``"degraded": true``, ``/readyz`` reports not ready (a load
 balancer drains the worker), and the background thread calls :meth:`flush` until the store
-takes them, in their original order. While degraded, feature reads see the buffer but not
-the store, so a customer's windows may miss what other workers (or this one, before the
-outage) stored.
+takes them, in their original order. While degraded, feature reads see the buffer and the
+rows this worker had read from the store before the outage, but not the store itself, so a
+customer's windows may miss what other workers stored since this one last read it.
 
 What a crash while degraded loses: the buffered rows live only in memory, so if the
 process dies before the store is back, those decisions are not in ``online_predictions``
@@ -123,15 +123,15 @@ class DecisionLog:
             unstored = self._buffer[::-1]
         rows = self._pick(unstored, set(customers), customer_span, set(terminals),
                           terminal_span) if unstored else StreamRows.empty()
-        ok = not self.degraded
-        if ok:
+        if not self.degraded:
             try:
-                rows = rows.concat(self.store.stream_rows(customers, customer_span, terminals,
-                                                          terminal_span))
+                return rows.concat(self.store.stream_rows(customers, customer_span, terminals,
+                                                          terminal_span)), True
             except StoreUnavailable as exc:
                 self._fail(exc)
-                ok = False
-        return rows, ok
+        # Degraded: the rows this worker read from the store before the outage still count.
+        return rows.concat(self.store.seen_rows(customers, customer_span, terminals,
+                                                terminal_span)), False
 
     @staticmethod
     def _pick(rows: list[tuple], customers: set[int], customer_span: Span,

@@ -197,22 +197,40 @@ class RedisStore(OnlineStore):
 
     def _script(self, lua: str, key: str, *args) -> object:
         """``EVALSHA`` of ``lua`` on the hot connection (loading it when the server does not
-        know it, as after a restart); its reply."""
+        know it, as after a restart); its reply.
+
+        A connection that fails with a connection error is opened again and the call made
+        once more, at once: after a restart of redis-server the old socket is dead though
+        the server is back, and without this a worker that was idle during the restart
+        answered its next drain degraded. A second failure, a timeout or an error reply is
+        the store being unavailable. Sending a write twice is harmless: a transaction_id
+        written again replaces its row, and the feature reads count it once."""
         sha = _SHA[lua]
         with self._hot_lock:
             conn = self._hot
-            try:
+            for attempt in (1, 2):
                 try:
-                    conn.send_command("EVALSHA", sha, 1, key, *args)
-                    return conn.read_response()
-                except redis.exceptions.NoScriptError:
-                    conn.send_command("SCRIPT", "LOAD", lua)
-                    conn.read_response()
-                    conn.send_command("EVALSHA", sha, 1, key, *args)
-                    return conn.read_response()
-            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
-                conn.disconnect()  # the next call connects again
-                raise StoreUnavailable(f"online store {self.location}: {exc}") from exc
+                    return self._eval(conn, lua, sha, key, args)
+                except redis.ConnectionError as exc:
+                    conn.disconnect()  # the next try connects again
+                    if attempt == 2 or isinstance(exc, redis.BusyLoadingError):
+                        raise StoreUnavailable(f"online store {self.location}: {exc}") from exc
+                except (redis.TimeoutError, redis.ResponseError) as exc:
+                    conn.disconnect()  # the next call connects again
+                    raise StoreUnavailable(f"online store {self.location}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _eval(conn: redis.connection.AbstractConnection, lua: str, sha: str, key: str,
+              args: tuple) -> object:
+        try:
+            conn.send_command("EVALSHA", sha, 1, key, *args)
+            return conn.read_response()
+        except redis.exceptions.NoScriptError:
+            conn.send_command("SCRIPT", "LOAD", lua)
+            conn.read_response()
+            conn.send_command("EVALSHA", sha, 1, key, *args)
+            return conn.read_response()
 
     def write(self, rows: list[tuple]) -> None:
         if not rows:
