@@ -217,6 +217,7 @@ class OnlineScorer:
                 "degraded": self.decisions.degraded,
                 "buffered_rows": self.decisions.buffered,
                 "dropped_rows": self.decisions.dropped,
+                "resent_rows": self.decisions.store.resent_rows,
                 "error": self.decisions.last_error,
             },
             "shadow": {"version": shadow.version if shadow else None,

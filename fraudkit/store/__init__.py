@@ -165,6 +165,9 @@ class OnlineStore(ABC):
     location: str = ""
     #: The stream rows this process has read (both backends tail the store into one).
     recent: RecentRows | None = None
+    #: Answered rows the store had lost and this process wrote again (Redis: a restart
+    #: that lost the end of its AOF; see fraudkit/store/redis.py); /status shows it.
+    resent_rows: int = 0
 
     @abstractmethod
     def write(self, rows: list[tuple]) -> None:

@@ -7,9 +7,12 @@ trips, as Feast's production online store does. Run it with ``appendonly yes`` a
 background fsync is still running. Then Redis postpones the write (up to 2 s) but still
 replies (``flushAppendOnlyFile`` in its ``aof.c``), and a ``kill -9`` loses what it
 postponed; an fsync takes about 0.3 ms on a quiet disk, so the window is small but real.
-A power loss can lose one to two seconds. ``appendfsync always`` closes both gaps at one
-fsync per Redis event-loop pass (measured cost in the README). :meth:`RedisStore.open`
-refuses a server whose AOF is off.
+A power loss can lose one to two seconds. Each worker closes both gaps while it lives: it
+keeps the rows of the writes answered in its last :data:`RESEND_S` and writes again those
+Redis no longer holds once a lost connection is back (:meth:`RedisStore._resend`; every
+restart breaks the connection). ``appendfsync always`` closes them even when the worker dies
+too, at one fsync per Redis event-loop pass (measured cost in the README).
+:meth:`RedisStore.open` refuses a server whose AOF is off.
 
 Keys (``<prefix>`` is ``fraud`` unless the URL says ``?prefix=...``):
 
@@ -38,8 +41,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pyarrow as pa
@@ -59,6 +64,8 @@ from fraudkit.store import (
     rows_to_table,
 )
 from fraudkit.store.recent import RecentRows
+
+log = logging.getLogger("fraudkit.store")
 
 _IDX = {name: i for i, name in enumerate(DECISION_COLUMNS)}
 #: Stream entries read per XREAD/XRANGE call while catching up.
@@ -99,7 +106,43 @@ local rows = {}
 for i = 1, n do rows[i] = entries[i][2][2] end
 return {entries[n][1], table.concat(rows, ' ')}
 """
-_SHA = {lua: hashlib.sha1(lua.encode()).hexdigest() for lua in (_WRITE_LUA, _TAIL_LUA)}
+# The rows of recent writes, sent again after a lost connection (RedisStore.resend): each row
+# is written only where the store does not hold that transaction_id decided as late or
+# later. ARGV: 4 values per row, as the write's. Returns the rows written.
+_RESEND_LUA = """
+local p = KEYS[1]
+local function decided(rec)
+  local r = cjson.decode(rec)
+  return r[RECEIVED] + r[LATENCY] * 1000
+end
+local added = 0
+for j = 1, #ARGV, 4 do
+  local id, day, row, rec = ARGV[j], ARGV[j+1], ARGV[j+2], ARGV[j+3]
+  local old = redis.call('HGET', p .. ':m', id)
+  local cur = old and redis.call('HGET', p .. ':d:' .. old, id)
+  if not cur or (cur ~= rec and decided(cur) < decided(rec)) then
+    if old and old ~= day then
+      redis.call('HDEL', p .. ':d:' .. old, id)
+      redis.call('INCR', p .. ':w:' .. old)
+    end
+    redis.call('SADD', p .. ':days', day)
+    redis.call('INCR', p .. ':w:' .. day)
+    redis.call('HSET', p .. ':m', id, day)
+    redis.call('HSET', p .. ':d:' .. day, id, rec)
+    redis.call('XADD', p .. ':s', '*', 'r', row)
+    added = added + 1
+  end
+end
+return added
+""".replace("RECEIVED", str(_IDX["received_at"] + 1)).replace(
+    "LATENCY", str(_IDX["latency_ms"] + 1))
+_SHA = {lua: hashlib.sha1(lua.encode()).hexdigest()
+        for lua in (_WRITE_LUA, _TAIL_LUA, _RESEND_LUA)}
+#: How long a write's rows are kept to be sent again after a lost connection. Redis holds
+#: an answered write back from its AOF for at most 2 s (module docstring).
+RESEND_S = 5.0
+#: Rows per script call when sending them again.
+_RESEND_CHUNK = 2_000
 
 
 def mask(url: str) -> str:
@@ -150,6 +193,10 @@ class RedisStore(OnlineStore):
         pool = client.connection_pool
         self._hot = pool.connection_class(**pool.connection_kwargs)  # see module docstring
         self._hot_lock = threading.Lock()  # the loop, and a flush from the refresh thread
+        #: (when, the write's row arguments) of the writes answered in the last RESEND_S
+        #: before the latest one; sent again once a lost connection is back (see resend).
+        self._answered: deque[tuple[float, list]] = deque()
+        self._lost = False  # the hot connection failed since the last call that worked
 
     @classmethod
     def open(cls, url: str, setting: str = "ONLINE_STORE_URL",
@@ -210,15 +257,40 @@ class RedisStore(OnlineStore):
             conn = self._hot
             for attempt in (1, 2):
                 try:
+                    if self._lost:
+                        self._resend(conn)
+                        self._lost = False
                     return self._eval(conn, lua, sha, key, args)
                 except redis.ConnectionError as exc:
                     conn.disconnect()  # the next try connects again
+                    self._lost = True
                     if attempt == 2 or isinstance(exc, redis.BusyLoadingError):
                         raise StoreUnavailable(f"online store {self.location}: {exc}") from exc
                 except (redis.TimeoutError, redis.ResponseError) as exc:
                     conn.disconnect()  # the next call connects again
+                    self._lost = True
                     raise StoreUnavailable(f"online store {self.location}: {exc}") from exc
         raise AssertionError("unreachable")
+
+    def _resend(self, conn: redis.connection.AbstractConnection) -> None:
+        """Send the rows of the writes answered in the last :data:`RESEND_S` before the
+        connection was lost again, before anything else goes over the new connection.
+
+        Why: with ``appendfsync everysec`` Redis answers a write that it may hold back from
+        its AOF for up to 2 s (module docstring), and a power loss takes the last second or
+        two; a ``kill -9`` or a crash of redis-server then loses answered decisions. Every
+        restart breaks this connection, so sending them again closes that gap as long as
+        this process lives. The script writes a row only where the store lacks it (or holds
+        an earlier answer of the same transaction), so nothing is counted twice."""
+        answered = [arg for _, rows in list(self._answered) for arg in rows]
+        per_row = 4
+        for first in range(0, len(answered), _RESEND_CHUNK * per_row):
+            chunk = answered[first:first + _RESEND_CHUNK * per_row]
+            added = int(self._eval(conn, _RESEND_LUA, _SHA[_RESEND_LUA], self.prefix, chunk))
+            if added:
+                self.resent_rows += added
+                log.warning("online store %s had lost %d answered decision(s) (a restart of "
+                            "redis-server); written again", self.location, added)
 
     @staticmethod
     def _eval(conn: redis.connection.AbstractConnection, lua: str, sha: str, key: str,
@@ -239,9 +311,16 @@ class RedisStore(OnlineStore):
         args: list = [len(days)]
         for day, count in days.items():
             args += [day, count]
+        head = len(args)
         for row in rows:
             args += [row[0], row[_IDX["day"]], _stream_row(row), to_json(row)]
         self._script(_WRITE_LUA, self.prefix, *args)
+        now = time.monotonic()
+        with self._hot_lock:
+            answered = self._answered
+            answered.append((now, args[head:]))
+            while answered[0][0] < now - RESEND_S:
+                answered.popleft()
 
     def _tail(self) -> None:
         """Add the stream entries written since the last tail (by any worker); the first
