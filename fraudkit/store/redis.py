@@ -45,6 +45,8 @@ import logging
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pyarrow as pa
@@ -106,7 +108,7 @@ local rows = {}
 for i = 1, n do rows[i] = entries[i][2][2] end
 return {entries[n][1], table.concat(rows, ' ')}
 """
-# The rows of recent writes, sent again after a lost connection (RedisStore.resend): each row
+# The rows of recent writes, sent again after a lost connection (RedisStore._resend): each row
 # is written only where the store does not hold that transaction_id decided as late or
 # later. ARGV: 4 values per row, as the write's. Returns the rows written.
 _RESEND_LUA = """
@@ -244,23 +246,33 @@ class RedisStore(OnlineStore):
 
     def _script(self, lua: str, key: str, *args) -> object:
         """``EVALSHA`` of ``lua`` on the hot connection (loading it when the server does not
-        know it, as after a restart); its reply.
+        know it, as after a restart); its reply."""
+        sha = _SHA[lua]
+        return self._hot_call(lambda conn: self._eval(conn, lua, sha, key, args))
+
+    def _hot_call(self, call: Callable[[redis.connection.AbstractConnection], Any]) -> Any:
+        """``call(connection)`` on the hot connection, under its lock.
 
         A connection that fails with a connection error is opened again and the call made
         once more, at once: after a restart of redis-server the old socket is dead though
         the server is back, and without this a worker that was idle during the restart
         answered its next drain degraded. A second failure, a timeout or an error reply is
         the store being unavailable. Sending a write twice is harmless: a transaction_id
-        written again replaces its row, and the feature reads count it once."""
-        sha = _SHA[lua]
+        written again replaces its row, and the feature reads count it once. The first
+        call over a connection opened again sends the recent writes first (:meth:`_resend`).
+        """
         with self._hot_lock:
             conn = self._hot
             for attempt in (1, 2):
                 try:
                     if self._lost:
-                        self._resend(conn)
+                        try:
+                            self._resend(conn)
+                        except redis.ResponseError as exc:  # never block the store on it
+                            log.error("online store %s: writing recent decisions again "
+                                      "failed: %s", self.location, exc)
                         self._lost = False
-                    return self._eval(conn, lua, sha, key, args)
+                    return call(conn)
                 except redis.ConnectionError as exc:
                     conn.disconnect()  # the next try connects again
                     self._lost = True
@@ -271,6 +283,18 @@ class RedisStore(OnlineStore):
                     self._lost = True
                     raise StoreUnavailable(f"online store {self.location}: {exc}") from exc
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _eval(conn: redis.connection.AbstractConnection, lua: str, sha: str, key: str,
+              args: tuple | list) -> object:
+        try:
+            conn.send_command("EVALSHA", sha, 1, key, *args)
+            return conn.read_response()
+        except redis.exceptions.NoScriptError:
+            conn.send_command("SCRIPT", "LOAD", lua)
+            conn.read_response()
+            conn.send_command("EVALSHA", sha, 1, key, *args)
+            return conn.read_response()
 
     def _resend(self, conn: redis.connection.AbstractConnection) -> None:
         """Send the rows of the writes answered in the last :data:`RESEND_S` before the
@@ -291,18 +315,6 @@ class RedisStore(OnlineStore):
                 self.resent_rows += added
                 log.warning("online store %s had lost %d answered decision(s) (a restart of "
                             "redis-server); written again", self.location, added)
-
-    @staticmethod
-    def _eval(conn: redis.connection.AbstractConnection, lua: str, sha: str, key: str,
-              args: tuple) -> object:
-        try:
-            conn.send_command("EVALSHA", sha, 1, key, *args)
-            return conn.read_response()
-        except redis.exceptions.NoScriptError:
-            conn.send_command("SCRIPT", "LOAD", lua)
-            conn.read_response()
-            conn.send_command("EVALSHA", sha, 1, key, *args)
-            return conn.read_response()
 
     def write(self, rows: list[tuple]) -> None:
         if not rows:
@@ -409,7 +421,14 @@ class RedisStore(OnlineStore):
         return removed
 
     def ping(self) -> None:
-        self._call(self.client.ping)
+        """Over the hot connection, so that the background thread's check finds a restart
+        of redis-server (and sends the recent writes again) on a worker with no traffic."""
+
+        def do(conn: redis.connection.AbstractConnection) -> object:
+            conn.send_command("PING")
+            return conn.read_response()
+
+        self._hot_call(do)
 
     def size_bytes(self) -> int:
         def do() -> int:
