@@ -20,10 +20,10 @@ path's splits on feature ``j`` (covers), ``v`` the leaf value and ``w(k) = k! (d
 null players). Every ``phi_i(A)`` of every leaf is tabulated when the model is loaded
 (``2^d`` rows of ``d`` numbers a leaf, padded to 8 or 16; paths have few distinct
 features: about 38 MB for the champion). A row then needs, per leaf, only its agreement
-mask and one row of the table: 15 binary searches, two sparse products and one gather of
-whole rows, vectorized over all leaves. Under load, when other work has evicted
-the tables from the CPU caches, the cost is the number of memory lines read; one line
-per leaf is why the rows are padded and why the mask comes from one product.
+mask and one row of the table: one comparison with every split threshold, two sparse
+products and one gather of whole rows, vectorized over all leaves. Under load, when other
+work has evicted the tables from the CPU caches, the cost is the number of memory lines
+read; one line per leaf is why the rows are padded and why the mask comes from one product.
 
 Plain numpy and scipy: no framework imports.
 """
@@ -103,9 +103,9 @@ class TreeShapTables:
         cuts = [np.unique(self.node_threshold[self.node_feature == f])
                 for f in range(n_features)]
         cut_start = np.concatenate(([0], np.cumsum([len(c) for c in cuts])))
-        self._cuts = cuts
+        # G is then one comparison, x (spread over the cuts) > every cut: no search
         self._cut_feature = np.repeat(np.arange(n_features), [len(c) for c in cuts])
-        self._cut_rank = np.concatenate([np.arange(len(c)) for c in cuts]).astype(np.int64)
+        self._cut_value = np.concatenate(cuts) if cuts else np.zeros(0)
 
         def column(feature: int, threshold: float) -> int:
             return int(cut_start[feature] + np.searchsorted(cuts[feature], threshold))
@@ -197,8 +197,7 @@ class TreeShapTables:
 
     def _explain(self, x: np.ndarray) -> np.ndarray:
         """Contributions ``[F]`` of one row ``[F]``."""
-        below = np.array([np.searchsorted(c, v) for c, v in zip(self._cuts, x, strict=True)])
-        steps = self._cut_rank < below[self._cut_feature]  # G over all cuts
+        steps = x[self._cut_feature] > self._cut_value  # G over all cuts
         mask = (self._bounds @ steps.astype(np.float64) + self._mask_base).astype(np.int64)
         out = np.zeros(self.n_features)
         for b in self._buckets:
