@@ -73,18 +73,10 @@ _IDX = {name: i for i, name in enumerate(DECISION_COLUMNS)}
 #: Stream entries read per XREAD/XRANGE call while catching up.
 _CHUNK = 10_000
 
-# KEYS[1] = prefix; ARGV[1] = n, the number of distinct days, then n (day, rows) pairs,
-# then 4 values per row (id, day, stream row, decision).
-_WRITE_LUA = """
-local p = KEYS[1]
-local n = tonumber(ARGV[1])
-for j = 2, 2 * n, 2 do
-  redis.call('SADD', p .. ':days', ARGV[j])
-  redis.call('INCRBY', p .. ':w:' .. ARGV[j], ARGV[j+1])
-end
-for j = 2 * n + 2, #ARGV, 4 do
-  local id, day, row, rec = ARGV[j], ARGV[j+1], ARGV[j+2], ARGV[j+3]
-  local old = redis.call('HGET', p .. ':m', id)
+# One row's write, shared by the write and the resend scripts: ``old`` is the day the
+# store holds the transaction_id under (false: none); a retry dated on another day moves there.
+_PUT_LUA = """
+local function put(p, id, day, row, rec, old)
   if old ~= day then
     if old then
       redis.call('HDEL', p .. ':d:' .. old, id)
@@ -94,6 +86,21 @@ for j = 2 * n + 2, #ARGV, 4 do
   end
   redis.call('HSET', p .. ':d:' .. day, id, rec)
   redis.call('XADD', p .. ':s', '*', 'r', row)
+end
+"""
+
+# KEYS[1] = prefix; ARGV[1] = n, the number of distinct days, then n (day, rows) pairs,
+# then 4 values per row (id, day, stream row, decision).
+_WRITE_LUA = _PUT_LUA + """
+local p = KEYS[1]
+local n = tonumber(ARGV[1])
+for j = 2, 2 * n, 2 do
+  redis.call('SADD', p .. ':days', ARGV[j])
+  redis.call('INCRBY', p .. ':w:' .. ARGV[j], ARGV[j+1])
+end
+for j = 2 * n + 2, #ARGV, 4 do
+  local id = ARGV[j]
+  put(p, id, ARGV[j+1], ARGV[j+2], ARGV[j+3], redis.call('HGET', p .. ':m', id))
 end
 return 1
 """
@@ -108,10 +115,11 @@ local rows = {}
 for i = 1, n do rows[i] = entries[i][2][2] end
 return {entries[n][1], table.concat(rows, ' ')}
 """
+
 # The rows of recent writes, sent again after a lost connection (RedisStore._resend): each row
 # is written only where the store does not hold that transaction_id decided as late or
 # later. ARGV: 4 values per row, as the write's. Returns the rows written.
-_RESEND_LUA = """
+_RESEND_LUA = _PUT_LUA + """
 local p = KEYS[1]
 local function decided(rec)
   local r = cjson.decode(rec)
@@ -123,15 +131,9 @@ for j = 1, #ARGV, 4 do
   local old = redis.call('HGET', p .. ':m', id)
   local cur = old and redis.call('HGET', p .. ':d:' .. old, id)
   if not cur or (cur ~= rec and decided(cur) < decided(rec)) then
-    if old and old ~= day then
-      redis.call('HDEL', p .. ':d:' .. old, id)
-      redis.call('INCR', p .. ':w:' .. old)
-    end
     redis.call('SADD', p .. ':days', day)
     redis.call('INCR', p .. ':w:' .. day)
-    redis.call('HSET', p .. ':m', id, day)
-    redis.call('HSET', p .. ':d:' .. day, id, rec)
-    redis.call('XADD', p .. ':s', '*', 'r', row)
+    put(p, id, day, row, rec, old)
     added = added + 1
   end
 end
