@@ -43,7 +43,6 @@ from bento.metrics import (
     HTTP_REQUESTS,
     HTTP_SECONDS,
     REJECTED,
-    STORE_BUFFERED,
     exposition,
 )
 from bento.schemas import (
@@ -358,7 +357,7 @@ async def customer_risk(
 async def metrics() -> Response:
     """Every process's metrics (BentoML keeps them in a multiprocess directory)."""
     if _SERVICE is not None:
-        STORE_BUFFERED.set(_SERVICE.scorer.decisions.buffered)
+        _SERVICE.drainer.report_store()
     return Response(exposition(), media_type=CONTENT_TYPE)
 
 

@@ -27,6 +27,7 @@ from bento.metrics import (
     SCORE_SECONDS,
     SCORED,
     STORE_BUFFERED,
+    STORE_RESENT,
 )
 from fraudkit.online import OnlineScorer, Requests, Scored
 from fraudkit.store import StreamRow
@@ -46,6 +47,7 @@ class Drainer:
         self.scheduled = False
         self.served_version: str | None = None
         self.buffered = 0  # last value of fraud_store_buffered_rows this worker reported
+        self.resent = 0  # resent rows of the online store counted in fraud_store_resent_rows
 
     async def submit(self, rows: list[StreamRow]) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
@@ -127,7 +129,18 @@ class Drainer:
             FALLBACKS.inc(len(decisions))
         if scored.degraded:
             DEGRADED.inc(len(decisions))
+        self.report_store()
+
+    def report_store(self) -> None:
+        """Bring ``fraud_store_buffered_rows`` and ``fraud_store_resent_rows`` up to this
+        worker's online store. Called after each drain and on each /metrics scrape: the
+        refresh thread also flushes the buffer and resends lost rows (after a restart of
+        redis-server), between requests. A multiprocess-file write only when a value moved."""
         buffered = self.scorer.decisions.buffered
-        if buffered != self.buffered:  # one multiprocess-file write only when it moves
+        if buffered != self.buffered:
             STORE_BUFFERED.set(buffered)
             self.buffered = buffered
+        resent = self.scorer.decisions.store.resent_rows
+        if resent != self.resent:
+            STORE_RESENT.inc(resent - self.resent)
+            self.resent = resent

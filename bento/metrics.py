@@ -64,6 +64,10 @@ DEGRADED = prom.Counter(
 STORE_BUFFERED = prom.Gauge(
     name="fraud_store_buffered_rows", documentation="Decisions waiting in a worker's "
     "memory for the online store to come back", multiprocess_mode="sum")
+STORE_RESENT = prom.Counter(
+    name="fraud_store_resent_rows", documentation="Answered decisions that the online "
+    "store had lost (a restart of redis-server that lost the end of its AOF) and a worker "
+    "wrote again")
 MODEL_INFO = prom.Gauge(
     name="fraud_model_info", documentation="1 for the model version being served",
     labelnames=["model_version"], multiprocess_mode="max")

@@ -170,16 +170,61 @@ def test_kill_9_of_redis_mid_replay_loses_nothing(data_dir: Path, tmp_path: Path
                 report = replay(server.url, day, day, _settings(data_dir), chunk=50,
                                 single_every=10, crash_at=n // 2, crash=outage,
                                 client=clients)  # type: ignore[arg-type]
+                resent = _restart_that_loses_answers(redis, server.url, clients, day, tmp_path)
             finally:
                 clients.close()
         print(report)
         assert report.rate == 1.0, report.mismatches[:10]
         decisions = open_store(redis.url).day_decisions(day).to_pylist()
         logged = {r["transaction_id"]: r for r in decisions}
-        assert set(logged) == _raw_ids(data_dir, [day]) | {t["transaction_id"] for t in extra}
+        assert set(logged) == (_raw_ids(data_dir, [day]) | {t["transaction_id"] for t in extra}
+                               | {t["transaction_id"] for t in resent})
         assert all(logged[t["transaction_id"]]["degraded"] for t in extra)
         assert sum(r["degraded"] for r in decisions) == len(extra)
         assert len({r["worker"] for r in decisions}) == 2  # both workers answered
+
+
+def _restart_that_loses_answers(redis, url: str, clients: Alternating, day: str,
+                                tmp_path: Path) -> list[dict]:
+    """redis-server restarts and loses decisions both workers had answered (with appendfsync
+    everysec, a kill -9 during its background fsync; here for certain: it restarts on a copy
+    of its AOF taken before them). The workers write them again; /metrics counts them.
+    Returns the transactions that were lost and written again."""
+    import shutil
+
+    redis.stop()  # a clean stop fsyncs the AOF: everything so far is in the copy
+    aof = redis.folder / "appendonlydir"
+    shutil.copytree(aof, tmp_path / "aof-before")
+    redis.start()
+    _wait_ready(url, 200)
+    lost = [{"transaction_id": 900_000_100 + i, "tx_datetime": f"{day}T23:30:00Z",
+             "customer_id": 10**15 + 100 + i, "terminal_id": 10**15, "tx_amount": 7.0}
+            for i in range(4)]
+    for tx in lost:  # on both workers, in turn
+        answer = clients.post("/score", json=tx)
+        assert answer.status_code == 200 and answer.json()["degraded"] is False
+    assert {t["transaction_id"] for t in lost} <= {
+        r["transaction_id"] for r in open_store(redis.url).day_decisions(day).to_pylist()}
+    redis.kill()
+    shutil.rmtree(aof)
+    shutil.copytree(tmp_path / "aof-before", aof)
+    redis.start()  # without the 4 rows; the workers' refresh threads find the restart
+    # within ONLINE_CHAMPION_POLL_S and write them again (too soon to see them missing)
+    deadline = time.monotonic() + 30
+    counted = 0.0
+    while time.monotonic() < deadline:
+        for client in clients.clients:  # a scrape reports the worker that answers it
+            text = client.get("/metrics").text
+        counted = sum(float(line.split()[-1]) for line in text.splitlines()
+                      if line.startswith("fraud_store_resent_rows_total"))
+        if counted >= len(lost):
+            break
+        time.sleep(0.2)
+    assert counted == len(lost)  # each written again once: Redis held none of them
+    statuses = [client.get("/status").json()["online_store"] for client in clients.clients]
+    assert sum(s["resent_rows"] for s in statuses) == len(lost)
+    assert all(s["resent_rows"] > 0 for s in statuses)  # both workers had answered some
+    return lost
 
 
 def test_a_store_that_cannot_be_opened_stops_the_service_with_a_named_error(
