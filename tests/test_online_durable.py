@@ -144,7 +144,8 @@ def _wait_ready(url: str, want: int, seconds: float = 20, times: int = 6) -> Non
 def test_kill_9_of_redis_mid_replay_loses_nothing(data_dir: Path, tmp_path: Path) -> None:
     """Two workers on one Redis, consecutive requests on different workers: exact. Then
     redis-server killed half-way: the workers answer degraded and not ready, buffer the
-    decisions, and write them once it is back; the replay stays exact."""
+    decisions, and write them once it is back; the replay stays exact. Last, a restart
+    that loses answered decisions: the workers write them again and count them."""
     day = DAYS[0]
     with redis_server(tmp_path / "redis") as redis:
         env = {**pipeline_env(data_dir), "ONLINE_STORE_URL": redis.url, "ONLINE_WORKERS": "2",
