@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,26 @@ if TYPE_CHECKING:
     import dagster as dg
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def snapshot_aof(server: RedisServer, into: Path) -> Path:
+    """Stop ``server`` cleanly (which writes and fsyncs its AOF), copy the AOF to ``into``
+    and start it again: :func:`restart_on_aof` later rolls the server back to this point."""
+    server.stop()
+    shutil.copytree(server.folder / "appendonlydir", into)
+    server.start()
+    return into
+
+
+def restart_on_aof(server: RedisServer, snapshot: Path) -> None:
+    """``kill -9`` of ``server`` and a start on the AOF of :func:`snapshot_aof`: Redis loses
+    every write answered since, as a kill during its background fsync (appendfsync
+    everysec) or a power loss would lose the last ones, here for certain."""
+    server.kill()
+    aof = server.folder / "appendonlydir"
+    shutil.rmtree(aof)
+    shutil.copytree(snapshot, aof)
+    server.start()
 
 
 @contextmanager

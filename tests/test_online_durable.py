@@ -19,9 +19,9 @@ from fraudkit.store import open_store
 from resources import DeltaLakeResource, MonitoringResource
 from resources.online import OnlineStoreResource
 from scripts.replay_parity import replay, replay_with_crash
-from scripts.serving import BentoServer
+from scripts.serving import BentoServer, RedisServer
 from tests.conftest import pipeline_env, private_copy
-from tests.servers import redis_server
+from tests.servers import redis_server, restart_on_aof, snapshot_aof
 
 pytestmark = pytest.mark.slow
 DAYS = ["2026-06-21", "2026-06-22"]
@@ -185,18 +185,13 @@ def test_kill_9_of_redis_mid_replay_loses_nothing(data_dir: Path, tmp_path: Path
         assert len({r["worker"] for r in decisions}) == 2  # both workers answered
 
 
-def _restart_that_loses_answers(redis, url: str, clients: Alternating, day: str,
-                                tmp_path: Path) -> list[dict]:
+def _restart_that_loses_answers(redis: RedisServer, url: str, clients: Alternating,
+                                day: str, tmp_path: Path) -> list[dict]:
     """redis-server restarts and loses decisions both workers had answered (with appendfsync
     everysec, a kill -9 during its background fsync; here for certain: it restarts on a copy
     of its AOF taken before them). The workers write them again; /metrics counts them.
     Returns the transactions that were lost and written again."""
-    import shutil
-
-    redis.stop()  # a clean stop fsyncs the AOF: everything so far is in the copy
-    aof = redis.folder / "appendonlydir"
-    shutil.copytree(aof, tmp_path / "aof-before")
-    redis.start()
+    before = snapshot_aof(redis, tmp_path / "aof-before")  # everything so far
     _wait_ready(url, 200)
     lost = [{"transaction_id": 900_000_100 + i, "tx_datetime": f"{day}T23:30:00Z",
              "customer_id": 10**15 + 100 + i, "terminal_id": 10**15, "tx_amount": 7.0}
@@ -206,10 +201,7 @@ def _restart_that_loses_answers(redis, url: str, clients: Alternating, day: str,
         assert answer.status_code == 200 and answer.json()["degraded"] is False
     assert {t["transaction_id"] for t in lost} <= {
         r["transaction_id"] for r in open_store(redis.url).day_decisions(day).to_pylist()}
-    redis.kill()
-    shutil.rmtree(aof)
-    shutil.copytree(tmp_path / "aof-before", aof)
-    redis.start()  # without the 4 rows; the workers' refresh threads find the restart
+    restart_on_aof(redis, before)  # without the 4 rows; the workers' refresh threads find it
     # within ONLINE_CHAMPION_POLL_S and write them again (too soon to see them missing)
     deadline = time.monotonic() + 30
     counted = 0.0

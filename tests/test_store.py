@@ -273,25 +273,18 @@ def test_answered_rows_that_a_restart_of_redis_lost_are_written_again(tmp_path: 
     on a copy of its AOF taken before the last two writes. The worker writes them again when
     its connection comes back, except where the store holds a later answer of the same
     transaction (another worker's, after the restart)."""
-    import shutil
-
     from fraudkit.store.log import DecisionLog
+    from tests.servers import restart_on_aof, snapshot_aof
 
     everything = ([3], (0, 2**62), [], (0, 2**62))
     with redis_server(tmp_path / "r") as server:
         dlog = DecisionLog(open_store(server.url))
         assert dlog.record([decision(i, T0 + i, 3, 4, float(i)) for i in (1, 2)])
-        server.stop()  # a clean stop writes and fsyncs the AOF: rows 1 and 2 are on disk
-        aof = server.folder / "appendonlydir"
-        shutil.copytree(aof, tmp_path / "aof-before")
-        server.start()
+        before = snapshot_aof(server, tmp_path / "aof-before")  # rows 1 and 2 on disk
         assert dlog.record([decision(3, T0 + 3, 3, 4, 3.0)])
         assert dlog.record([decision(4, T0 + 4, 3, 4, 4.0, received_us=T0 + 4)])
         assert dlog.store.resent_rows == 0  # the restart lost nothing
-        server.kill()
-        shutil.rmtree(aof)
-        shutil.copytree(tmp_path / "aof-before", aof)
-        server.start()
+        restart_on_aof(server, before)
         other = open_store(server.url)  # another worker
         assert other.day_counts() == {DAY: 2}  # Redis lost rows 3 and 4
         other.write([decision(4, T0 + 4, 3, 4, 40.0, received_us=T0 + 10_000_000)])
