@@ -3,8 +3,9 @@
 Starts, in one run, two services on the embedded SQLite store (one worker each), each on a
 private copy of ``DATA_DIR``'s registry: ``champion`` alone, and ``shadow``, the same with a
 shadow model (the registry's newest other version, or ``--shadow VERSION``), which scores
-every request beside the champion and is logged. Rounds alternate the two with ``hey -q``
-at ``--rate`` (default 500/s), then ``wrk`` replays distinct real transactions flat out (the
+every request beside the champion and is logged. Rounds alternate the two at a steady
+``--rate`` (default 500/s: one ``hey -c 1 -q 50`` process per 50 req/s, as in
+benchmarks/online.py), then ``wrk`` replays distinct real transactions flat out (the
 last day of ``raw_transactions`` with fresh ids, the service's store cut off before it).
 Prints the medians and the ratios.
 
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(1, str(ROOT))
 
-from benchmarks.online import hey, replay_bodies, wrk  # noqa: E402
+from benchmarks.online import hey, replay_bodies, steady, wrk  # noqa: E402
 
 P99_TARGET_MS = 10.0
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"the registry holds only {champion}: a shadow needs a second "
                          "version (run `make demo`, whose retraining registers one)")
     bodies = workdir / "replay.jsonl"
-    n_bodies, cutoff = replay_bodies(settings, bodies, days=1)
+    n_bodies, cutoff, _ = replay_bodies(settings, bodies, days=1)
     body = workdir / "body.json"
     body.write_text(bodies.read_text().splitlines()[0])
     env = {**os.environ, "DATA_DIR": str(settings.data_dir), "ONLINE_STORE_CUTOFF": cutoff}
@@ -94,8 +95,8 @@ def main(argv: list[str] | None = None) -> None:
             hey(server.url + "/score", body, 2, None, 16)
         for repeat in range(args.repeats):
             for name, server in servers.items():
-                fixed = hey(server.url + "/score", body, args.duration, args.rate,
-                            max(1, args.rate // 50))
+                fixed = steady(server.url + "/score", body, args.duration, args.rate,
+                               max(1, args.rate // 50))
                 replay = wrk(server.url, bodies, args.duration, 32)
                 if fixed["non_200"] or replay["non_200"]:
                     raise SystemExit(f"{name}: answers other than 200")
