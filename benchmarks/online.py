@@ -42,10 +42,11 @@ after the other, with real load generators:
 
 Rounds alternate the servers, so machine noise hits all of them; the script prints the
 medians of ``--repeats`` rounds and the ratios. The load generator (wrk: 2 threads; hey: one
-process flat out and in bursts, one per client at the steady rate) shares the machine's cores with the servers: on 2 cores, two workers and the load
-generator compete for the same two cores. Each replay's CPU is also split by process (the
-server's tree, redis-server, wrk) into core-ms per transaction, which shows where a worker's
-time goes. At the end it prints the bytes each store holds per stored transaction.
+process flat out and in bursts, one per client at the steady rate) shares the machine's
+cores with the servers: on 2 cores, two workers and the load generator compete for the
+same two cores. Each replay's CPU is also split by process (the server's tree,
+redis-server, wrk) into core-ms per transaction, which shows where a worker's time goes.
+At the end it prints the bytes each store holds per stored transaction.
 
     DATA_DIR=... .venv/bin/python benchmarks/online.py [--rate 500] [--duration 10]
 
