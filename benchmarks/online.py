@@ -18,8 +18,9 @@ after the other, with real load generators:
 
 * a steady request rate (``--rate``, default 500/s) with one request body (a transaction
   batch approved), the p50/p99 latency target: a connection per 50 req/s, each its own
-  ``hey -c 1 -q 50`` process, started 1/rate apart, so requests leave one by one (the
-  share that left within 0.5 ms of another is printed);
+  ``hey -c 1 -q 50`` process, started 1/rate apart, so the clients tick at unrelated
+  phases as independent terminals do (the share of requests that left within 0.5 ms of
+  another is printed);
 * the same rate from one ``hey -c 10 -q 50``, printed for comparison: hey starts its
   workers' tickers together, so its requests leave in bursts of 10 at once every 20 ms (a
   burst test, which earlier runs reported as "hey p99 at 500/s"); then ``hey`` flat out
@@ -168,7 +169,8 @@ def steady(url: str, body: Path, duration: int, rate: int, connections: int) -> 
     """``rate`` req/s from ``connections`` independent clients: one hey process each (one
     connection at ``rate / connections`` req/s), started ``1 / rate`` seconds apart. Each
     process's start-up shifts its phase by a few ms more, so the clients tick at unrelated
-    phases, and requests leave one by one instead of in :func:`hey`'s bursts."""
+    phases (some requests still leave close together, as from independent terminals)
+    instead of in :func:`hey`'s bursts."""
     per = max(1, rate // connections)
     cmd = ["hey", "-z", f"{duration}s", "-c", "1", "-q", str(per), "-m", "POST",
            "-T", "application/json", "-D", str(body), "-o", "csv", url]
