@@ -86,6 +86,16 @@ P99_TARGET_MS = 10.0
 THROUGHPUT_TARGET = 0.5
 TWO_WORKERS_TARGET = 1.3
 SERVICES = ("sqlite", "redis", "redis-2w")
+#: Requests a second per client of the fixed-rate loads (the steady clients, hey's bursts,
+#: the paced replay): ``hey -q 50`` per connection.
+CLIENT_RATE = 50
+
+
+def clients(rate: int) -> int:
+    """Clients (connections) of a fixed-rate load of ``rate`` req/s: one per CLIENT_RATE."""
+    return max(1, rate // CLIENT_RATE)
+
+
 #: The paced replay's mean wait between an answer and a connection's next request (ms,
 #: exponential): with the answer's few ms, a request every ~20 ms per connection on
 #: average, as ``hey -q 50`` sends.
@@ -150,9 +160,9 @@ def hey(url: str, body: Path, duration: int, rate: int | None, concurrency: int)
            "-T", "application/json", "-D", str(body)]
     if rate:
         cmd += ["-q", str(max(1, rate // concurrency)), "-o", "csv"]
-        text = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
-        return _latencies([_hey_csv(text, 0.0)], duration)
     text = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    if rate:
+        return _latencies([_hey_csv(text, 0.0)], duration)
 
     def grab(pattern: str) -> float:
         match = re.search(pattern, text)
@@ -395,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     n_bodies, cutoff, last = replay_bodies(settings, bodies, last=args.last_day)
     # The paced replay, shaped like the steady rate: a connection per 50 req/s, each
     # sending every ~20 ms on average (MIX_DELAY_MS after an answer, plus its latency).
-    mix_connections = max(1, args.rate // 50)
+    mix_connections = clients(args.rate)
     raw_uri = settings.table_uri("raw_transactions")
     last_day = [last]
     # hey's one body: the day's first transaction that batch approved, as most traffic is
@@ -462,7 +472,7 @@ def main(argv: list[str] | None = None) -> None:
         results: dict[tuple[str, str], list[dict]] = {}
         not_ok = 0  # answers other than 200: any makes the run an error, not a figure
         flat_out = args.concurrency[0]  # hey's flat-out connections
-        fixed_connections = max(1, args.rate // 50)  # a connection per 50 req/s
+        fixed_connections = clients(args.rate)
         for name in urls:  # warm-up
             hey(urls[name] + "/score", body, 2, None, flat_out)
         for repeat in range(args.repeats):

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(1, str(ROOT))
 
-from benchmarks.online import hey, replay_bodies, steady, wrk  # noqa: E402
+from benchmarks.online import clients, hey, replay_bodies, steady, wrk  # noqa: E402
 
 P99_TARGET_MS = 10.0
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         for repeat in range(args.repeats):
             for name, server in servers.items():
                 fixed = steady(server.url + "/score", body, args.duration, args.rate,
-                               max(1, args.rate // 50))
+                               clients(args.rate))
                 replay = wrk(server.url, bodies, args.duration, 32)
                 if fixed["non_200"] or replay["non_200"]:
                     raise SystemExit(f"{name}: answers other than 200")
