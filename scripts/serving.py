@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -30,6 +31,46 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+#: How many fresh ports a server's first start tries. A port from :func:`free_port` is free
+#: when it is picked, not when the server binds it: in between, another test's outgoing
+#: connection can take it as its local port (the load tests open thousands), and the server
+#: exits with "address already in use". That happened once in CI (Azurite, 2026-11-29).
+PORT_TRIES = 3
+
+
+def log_since(path: Path, offset: int, limit: int = 3000) -> str:
+    """What a server wrote to its log ``path`` after byte ``offset`` (its last ``limit``
+    characters): the words an error about that server should carry."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")[-limit:]
+    except FileNotFoundError:
+        return ""
+
+
+def log_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def start_on_a_free_port(server: RedisServer | AzuriteServer, launch: Callable[[], None],
+                         log_path: Path) -> None:
+    """Run ``launch`` (start ``server`` and wait for it); when the server exits because its
+    port was taken meanwhile (its log says "address already in use", in Node's or Redis's
+    words), give it a fresh port and try again, :data:`PORT_TRIES` times in all."""
+    for attempt in range(1, PORT_TRIES + 1):
+        offset = log_size(log_path)
+        try:
+            launch()
+            return
+        except RuntimeError:
+            log = log_since(log_path, offset)
+            taken = "EADDRINUSE" in log or "Address already in use" in log
+            if not taken or attempt == PORT_TRIES:
+                raise
+            server.port = free_port()
 
 
 def process_tree(pid: int) -> list[psutil.Process]:
@@ -170,10 +211,21 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, appendonly: bool = True) -> None:
+        """Start and wait until it accepts connections. The first start moves to a fresh
+        port when its port was taken meanwhile (:data:`PORT_TRIES`); a restart keeps the
+        port, as clients already hold :attr:`url`."""
+        if self.proc is None:
+            start_on_a_free_port(self, lambda: self._start(appendonly),
+                                 self.folder / "redis.log")
+        else:
+            self._start(appendonly)
+
+    def _start(self, appendonly: bool) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not installed: `make test` installs it "
                                "(apt-get install -y redis-server)")
+        offset = log_size(self.folder / "redis.log")
         args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
                 "--appendonly", "yes" if appendonly else "no", "--appendfsync", self.fsync,
                 "--save", "", "--daemonize", "no", "--logfile", str(self.folder / "redis.log")]
@@ -185,12 +237,19 @@ class RedisServer:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                # A reply to PING (PONG, or an error such as NOAUTH or LOADING) proves that
+                # this server answers on the port, not another process that took it.
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(64)[:1] in (b"+", b"-"):
+                        return
+                    raise OSError("no Redis reply")
             except OSError as exc:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited: see {self.folder / 'redis.log'}"
-                                       ) from exc
+                    raise RuntimeError(
+                        f"redis-server exited (code {self.proc.returncode}); its log "
+                        f"{self.folder / 'redis.log'} says:\n"
+                        f"{log_since(self.folder / 'redis.log', offset)}") from exc
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start within 15 s")
 
@@ -365,11 +424,17 @@ class AzuriteServer:
                 "azure_storage_endpoint": self.endpoint, "allow_http": "true"}
 
     def start(self) -> None:
+        """Start and wait until it answers; a port taken meanwhile means a fresh port
+        (:data:`PORT_TRIES`), any other exit an error with Azurite's own words."""
+        start_on_a_free_port(self, self._start, self.folder / "azurite.log")
+
+    def _start(self) -> None:
         exe = shutil.which("azurite-blob")
         if exe is None:
             raise RuntimeError("azurite-blob is not installed: `make test` installs it "
                                "(npm install -g azurite@3.37.0)")
         self.folder.mkdir(parents=True, exist_ok=True)
+        offset = log_size(self.folder / "azurite.log")
         with open(self.folder / "azurite.log", "ab") as log:
             self.proc = subprocess.Popen(
                 [exe, "--location", str(self.folder), "--blobHost", "127.0.0.1",
@@ -378,7 +443,10 @@ class AzuriteServer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"azurite-blob exited: see {self.folder / 'azurite.log'}")
+                raise RuntimeError(
+                    f"azurite-blob exited (code {self.proc.returncode}); its log "
+                    f"{self.folder / 'azurite.log'} says:\n"
+                    f"{log_since(self.folder / 'azurite.log', offset)}")
             with contextlib.suppress(httpx.TransportError):
                 httpx.get(f"{self.endpoint}?comp=list", timeout=1)
                 return

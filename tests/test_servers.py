@@ -1,0 +1,68 @@
+"""The real servers the tests and benchmarks start (``scripts/serving.py``) survive a port
+that another process takes between :func:`free_port` and the server's own bind, and say
+why when they cannot start."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from scripts.serving import AzuriteServer, RedisServer
+
+
+@contextmanager
+def taken_port() -> Iterator[int]:
+    """A localhost port another process listens on, as when a free port is lost in a race."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_redis_moves_to_a_fresh_port_when_its_port_is_taken_before_it_binds(
+        tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    with taken_port() as port:
+        server.port = port
+        server.start()
+        try:
+            assert server.port != port
+            assert redis.Redis.from_url(server.url).ping()
+        finally:
+            server.stop()
+
+
+def test_a_restarted_redis_keeps_its_port_and_says_why_it_cannot_bind(tmp_path: Path) -> None:
+    """Clients hold the URL of a restarted server, so a restart never moves it: a taken port
+    is an error carrying Redis's own words."""
+    server = RedisServer(tmp_path)
+    server.start()
+    port = server.port
+    server.kill()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        with pytest.raises(RuntimeError, match="Address already in use"):
+            server.start()
+    assert server.port == port
+    server.stop()
+
+
+def test_azurite_moves_to_a_fresh_port_when_its_port_is_taken_before_it_binds(
+        tmp_path: Path) -> None:
+    server = AzuriteServer(tmp_path)
+    with taken_port() as port:
+        server.port = port
+        server.start()
+        try:
+            assert server.port != port
+            assert httpx.get(f"{server.endpoint}?comp=list", timeout=5).status_code in (200, 403)
+            assert "EADDRINUSE" in (tmp_path / "azurite.log").read_text()
+        finally:
+            server.stop()
