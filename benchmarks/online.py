@@ -450,8 +450,7 @@ def main(argv: list[str] | None = None) -> None:
         [sys.executable, __file__, "--bare-app", str(champion.model_path),
          "--port", str(bare_port)], env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True)
-    urls = {**{name: server.url for name, server in servers.items()},
-            "bare": f"http://127.0.0.1:{bare_port}"}
+    urls = {"bare": f"http://127.0.0.1:{bare_port}"}  # the services' once they started
     # `kill` of the benchmark stops the servers it started too (the finally block below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     def cpu_parts(name: str) -> dict[str, list[psutil.Process]]:
@@ -461,8 +460,9 @@ def main(argv: list[str] | None = None) -> None:
         return {"server": tree, "redis": [psutil.Process(redis_of.get(name, redis).proc.pid)]}
 
     try:
-        for server in servers.values():
+        for name, server in servers.items():
             server.start()
+            urls[name] = server.url
         wait_ready(urls["bare"], bare, "/score")
         print(f"{os.cpu_count()} cores; model {champion.version}; replay of {n_bodies:,} "
               f"distinct transactions; one body for hey: {json.dumps(tx)}")

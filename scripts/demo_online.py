@@ -30,6 +30,9 @@ class ServiceProcess:
     """``bentoml serve`` of ``bento/service.py`` on a free localhost port, as a context
     manager: ready (``/readyz`` 200) on entry, stopped on exit."""
 
+    url: str  #: set on entry, once the server listens
+    client: httpx.Client
+
     def __init__(self, settings: Settings, port: int | None = None, timeout: float = 120,
                  env: dict[str, str] | None = None) -> None:
         self.settings = settings
@@ -40,8 +43,6 @@ class ServiceProcess:
         # runs, and a full one would block the service.
         log = Path(tempfile.mkstemp(prefix="fraud-service-", suffix=".log")[1])
         self.server = BentoServer(full_env, log, port=port)
-        self.url = self.server.url
-        self.client = httpx.Client(base_url=self.url, timeout=10)
         self._next_id = EXAMPLE_ID_BASE
 
     def __enter__(self) -> ServiceProcess:
@@ -49,6 +50,9 @@ class ServiceProcess:
             self.ready_seconds = self.server.start(timeout=self.timeout)
         except RuntimeError as exc:
             raise SystemExit(str(exc)) from None
+        # Only now: a start may move the server off a port that was taken meanwhile.
+        self.url = self.server.url
+        self.client = httpx.Client(base_url=self.url, timeout=10)
         return self
 
     def __exit__(self, *exc: object) -> None:

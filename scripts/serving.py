@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import psutil
@@ -36,8 +37,10 @@ def free_port() -> int:
 #: How many fresh ports a server's first start tries. A port from :func:`free_port` is free
 #: when it is picked, not when the server binds it: in between, another test's outgoing
 #: connection can take it as its local port (the load tests open thousands), and the server
-#: exits with "address already in use". That happened once in CI (Azurite, 2026-11-29).
+#: exits with "address already in use" (the likeliest cause of the one Azurite start that
+#: failed in CI, 2026-11-29; CI printed only that it exited, so errors now carry the log).
 PORT_TRIES = 3
+T = TypeVar("T")
 
 
 def log_since(path: Path, offset: int, limit: int = 3000) -> str:
@@ -55,22 +58,21 @@ def log_size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def start_on_a_free_port(server: RedisServer | AzuriteServer, launch: Callable[[], None],
-                         log_path: Path) -> None:
+def start_on_a_free_port(server: BentoServer | RedisServer | AzuriteServer,
+                         launch: Callable[[], T], log_path: Path) -> T:
     """Run ``launch`` (start ``server`` and wait for it); when the server exits because its
-    port was taken meanwhile (its log says "address already in use", in Node's or Redis's
-    words), give it a fresh port and try again, :data:`PORT_TRIES` times in all."""
-    for attempt in range(1, PORT_TRIES + 1):
+    port was taken meanwhile (its log says "address already in use", in the words of Node,
+    Redis or Python), give it a fresh port and try again, :data:`PORT_TRIES` times in all."""
+    for _ in range(PORT_TRIES - 1):
         offset = log_size(log_path)
         try:
-            launch()
-            return
+            return launch()
         except RuntimeError:
             log = log_since(log_path, offset)
-            taken = "EADDRINUSE" in log or "Address already in use" in log
-            if not taken or attempt == PORT_TRIES:
+            if "EADDRINUSE" not in log and "Address already in use" not in log:
                 raise
-            server.port = free_port()
+        server.port = free_port()
+    return launch()
 
 
 def process_tree(pid: int) -> list[psutil.Process]:
@@ -110,16 +112,30 @@ class BentoServer:
                  target: str = "service:FraudService",
                  cwd: Path = PROJECT_ROOT / "bento") -> None:
         self.port = port or free_port()
+        self.port_given = port is not None
         self.own_home = (None if "BENTOML_HOME" in env
                          else log_path.parent / f"bentoml_home_{self.port}")
         self.env = {**env, **({"BENTOML_HOME": str(self.own_home)} if self.own_home else {})}
         self.log_path = log_path
-        self.url = f"http://127.0.0.1:{self.port}"
         self.target, self.cwd = target, cwd
         self.proc: subprocess.Popen | None = None
 
+    @property
+    def url(self) -> str:
+        """The service's base URL: read it after :meth:`start`, which may move a port that
+        was taken meanwhile."""
+        return f"http://127.0.0.1:{self.port}"
+
     def start(self, ready: bool = True, timeout: float = 120) -> float:
-        """Start and wait for ``/readyz`` (or ``/healthz``) 200; the seconds it took."""
+        """Start and wait for ``/readyz`` (or ``/healthz``) 200; the seconds it took. The
+        first start on a port of its own choosing moves to a fresh one if the port was
+        taken meanwhile; a given port, or a restart, stays."""
+        if self.proc is None and not self.port_given:
+            return start_on_a_free_port(self, lambda: self._start(ready, timeout),
+                                        self.log_path)
+        return self._start(ready, timeout)
+
+    def _start(self, ready: bool, timeout: float) -> float:
         started = time.perf_counter()
         bentoml = str(Path(sys.executable).parent / "bentoml")
         with open(self.log_path, "a") as log:

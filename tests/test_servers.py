@@ -13,7 +13,8 @@ import httpx
 import pytest
 import redis
 
-from scripts.serving import AzuriteServer, RedisServer
+from scripts.serving import AzuriteServer, BentoServer, RedisServer
+from tests.conftest import pipeline_env
 
 
 @contextmanager
@@ -66,3 +67,23 @@ def test_azurite_moves_to_a_fresh_port_when_its_port_is_taken_before_it_binds(
             assert "EADDRINUSE" in (tmp_path / "azurite.log").read_text()
         finally:
             server.stop()
+
+
+def test_the_service_moves_to_a_fresh_port_unless_its_port_was_given(tmp_path: Path) -> None:
+    """`bentoml serve` on a port taken meanwhile: a port of the server's own choosing moves
+    (the service has no model here, so it is live, not ready); a port the caller gave stays,
+    and the error carries BentoML's words."""
+    env = pipeline_env(tmp_path / "data")
+    with taken_port() as port:
+        server = BentoServer(env, tmp_path / "moved.log")
+        server.port = port
+        server.start(ready=False, timeout=60)
+        try:
+            assert server.port != port and server.url.endswith(f":{server.port}")
+            assert httpx.get(server.url + "/healthz", timeout=5).status_code == 200
+        finally:
+            server.stop()
+        given = BentoServer(env, tmp_path / "given.log", port=port)
+        with pytest.raises(RuntimeError, match="Address already in use"):
+            given.start(ready=False, timeout=60)
+        assert given.port == port
