@@ -58,11 +58,12 @@ def log_size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def start_on_a_free_port(server: BentoServer | RedisServer | AzuriteServer,
+def start_on_a_free_port(server: BentoServer | RedisServer | PostgresServer | AzuriteServer,
                          launch: Callable[[], T], log_path: Path) -> T:
     """Run ``launch`` (start ``server`` and wait for it); when the server exits because its
     port was taken meanwhile (its log says "address already in use", in the words of Node,
-    Redis or Python), give it a fresh port and try again, :data:`PORT_TRIES` times in all."""
+    Redis, PostgreSQL or Python), give it a fresh port and try again, :data:`PORT_TRIES`
+    times in all."""
     for _ in range(PORT_TRIES - 1):
         offset = log_size(log_path)
         try:
@@ -321,6 +322,7 @@ class PostgresServer:
         self.data = self.folder / "data"
         self.as_user = "postgres" if os.geteuid() == 0 else None
         self.proc: subprocess.Popen | None = None
+        self.database_made = False
 
     @property
     def url(self) -> str:
@@ -352,14 +354,16 @@ class PostgresServer:
         connections; on any failure the server is stopped, its folder removed, and the
         error carries PostgreSQL's own words."""
         try:
-            self._start(timeout)
+            if self.proc is None:  # a port taken meanwhile moves the first start
+                start_on_a_free_port(self, lambda: self._start(timeout), self.log_path)
+            else:
+                self._start(timeout)
         except BaseException:
             self.stop()
             raise
 
     def _start(self, timeout: float) -> None:
-        first = not self.data.exists()
-        if first:
+        if not self.data.exists():
             self._initdb()
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
@@ -374,12 +378,13 @@ class PostgresServer:
                 raise RuntimeError(f"PostgreSQL did not start:\n"
                                    f"{self.log_path.read_text()[-3000:]}")
             time.sleep(0.2)
-        if first:
+        if not self.database_made:
             made = subprocess.run([str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p",
                                    str(self.port), "-U", self.user, self.database],
                                   env=env, capture_output=True, text=True)
             if made.returncode != 0:
                 raise RuntimeError(f"createdb {self.database} failed: {made.stderr.strip()}")
+            self.database_made = True
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -5,6 +5,7 @@ why when they cannot start."""
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from scripts.serving import AzuriteServer, BentoServer, RedisServer
+from scripts.serving import AzuriteServer, BentoServer, PostgresServer, RedisServer
 from tests.conftest import pipeline_env
 
 
@@ -87,3 +88,19 @@ def test_the_service_moves_to_a_fresh_port_unless_its_port_was_given(tmp_path: P
         with pytest.raises(RuntimeError, match="Address already in use"):
             given.start(ready=False, timeout=60)
         assert given.port == port
+
+
+def test_postgres_moves_to_a_fresh_port_when_its_port_is_taken_before_it_binds() -> None:
+    server = PostgresServer()
+    with taken_port() as port:
+        server.port = port
+        server.start()
+        try:
+            assert server.port != port
+            assert "Address already in use" in server.log_path.read_text()
+            ready = subprocess.run([str(server.bindir / "psql"), server.url, "-tAc",
+                                    "select current_database()"],
+                                   capture_output=True, text=True, timeout=30)
+            assert ready.stdout.strip() == "dagster", ready.stderr
+        finally:
+            server.stop()
