@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -16,6 +17,8 @@ import redis
 
 from scripts.serving import AzuriteServer, BentoServer, PostgresServer, RedisServer
 from tests.conftest import pipeline_env
+
+Server = TypeVar("Server", RedisServer, PostgresServer, AzuriteServer)
 
 
 @contextmanager
@@ -27,17 +30,23 @@ def taken_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def test_redis_moves_to_a_fresh_port_when_its_port_is_taken_before_it_binds(
-        tmp_path: Path) -> None:
-    server = RedisServer(tmp_path)
+@contextmanager
+def started_on_a_taken_port(server: Server) -> Iterator[Server]:
+    """``server`` started after another process took its port: it must have moved."""
     with taken_port() as port:
         server.port = port
         server.start()
         try:
             assert server.port != port
-            assert redis.Redis.from_url(server.url).ping()
+            yield server
         finally:
             server.stop()
+
+
+def test_redis_moves_to_a_fresh_port_when_its_port_is_taken_before_it_binds(
+        tmp_path: Path) -> None:
+    with started_on_a_taken_port(RedisServer(tmp_path)) as server:
+        assert redis.Redis.from_url(server.url).ping()
 
 
 def test_a_restarted_redis_keeps_its_port_and_says_why_it_cannot_bind(tmp_path: Path) -> None:
@@ -58,16 +67,9 @@ def test_a_restarted_redis_keeps_its_port_and_says_why_it_cannot_bind(tmp_path: 
 
 def test_azurite_moves_to_a_fresh_port_when_its_port_is_taken_before_it_binds(
         tmp_path: Path) -> None:
-    server = AzuriteServer(tmp_path)
-    with taken_port() as port:
-        server.port = port
-        server.start()
-        try:
-            assert server.port != port
-            assert httpx.get(f"{server.endpoint}?comp=list", timeout=5).status_code in (200, 403)
-            assert "EADDRINUSE" in (tmp_path / "azurite.log").read_text()
-        finally:
-            server.stop()
+    with started_on_a_taken_port(AzuriteServer(tmp_path)) as server:
+        assert httpx.get(f"{server.endpoint}?comp=list", timeout=5).status_code in (200, 403)
+        assert "EADDRINUSE" in (tmp_path / "azurite.log").read_text()
 
 
 def test_the_service_moves_to_a_fresh_port_unless_its_port_was_given(tmp_path: Path) -> None:
@@ -91,16 +93,9 @@ def test_the_service_moves_to_a_fresh_port_unless_its_port_was_given(tmp_path: P
 
 
 def test_postgres_moves_to_a_fresh_port_when_its_port_is_taken_before_it_binds() -> None:
-    server = PostgresServer()
-    with taken_port() as port:
-        server.port = port
-        server.start()
-        try:
-            assert server.port != port
-            assert "Address already in use" in server.log_path.read_text()
-            ready = subprocess.run([str(server.bindir / "psql"), server.url, "-tAc",
-                                    "select current_database()"],
-                                   capture_output=True, text=True, timeout=30)
-            assert ready.stdout.strip() == "dagster", ready.stderr
-        finally:
-            server.stop()
+    with started_on_a_taken_port(PostgresServer()) as server:
+        assert "Address already in use" in server.log_path.read_text()
+        ready = subprocess.run([str(server.bindir / "psql"), server.url, "-tAc",
+                                "select current_database()"],
+                               capture_output=True, text=True, timeout=30)
+        assert ready.stdout.strip() == "dagster", ready.stderr
