@@ -22,10 +22,11 @@ Server = TypeVar("Server", RedisServer, PostgresServer, AzuriteServer)
 
 
 @contextmanager
-def taken_port() -> Iterator[int]:
-    """A localhost port another process listens on, as when a free port is lost in a race."""
+def taken_port(port: int = 0) -> Iterator[int]:
+    """A localhost port (``port``, or any free one) that another process listens on, as
+    when a free port is lost in a race."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", port))
         sock.listen()
         yield sock.getsockname()[1]
 
@@ -56,13 +57,12 @@ def test_a_restarted_redis_keeps_its_port_and_says_why_it_cannot_bind(tmp_path: 
     server.start()
     port = server.port
     server.kill()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", port))
-        sock.listen()
-        with pytest.raises(RuntimeError, match="Address already in use"):
+    try:
+        with taken_port(port), pytest.raises(RuntimeError, match="Address already in use"):
             server.start()
-    assert server.port == port
-    server.stop()
+        assert server.port == port
+    finally:
+        server.stop()
 
 
 def test_azurite_moves_to_a_fresh_port_when_its_port_is_taken_before_it_binds(
